@@ -1,0 +1,137 @@
+"""Atari environment factory: the DeepMind / baselines preprocessing pipeline on gymnasium 1.x."""
+
+from __future__ import annotations
+
+import ale_py
+import gymnasium as gym
+from gymnasium.wrappers import FrameStackObservation, RecordVideo, TimeLimit
+
+from .wrappers import (
+    ClipRewardEnv,
+    EpisodicLifeEnv,
+    FireResetEnv,
+    MaxAndSkipEnv,
+    NoopResetEnv,
+    Uint8ArrayObservation,
+    WarpFrame,
+)
+
+gym.register_envs(ale_py)
+
+GAMES = (
+    "AtlantisNoFrameskip-v4",
+    "BeamRiderNoFrameskip-v4",
+    "BoxingNoFrameskip-v4",
+    "BreakoutNoFrameskip-v4",
+    "CrazyClimberNoFrameskip-v4",
+    "GopherNoFrameskip-v4",
+    "JamesbondNoFrameskip-v4",
+    "KangarooNoFrameskip-v4",
+    "KrullNoFrameskip-v4",
+    "NameThisGameNoFrameskip-v4",
+    "PongNoFrameskip-v4",
+    "RoadRunnerNoFrameskip-v4",
+    "SpaceInvadersNoFrameskip-v4",
+    "StarGunnerNoFrameskip-v4",
+    "TennisNoFrameskip-v4",
+    "TutankhamNoFrameskip-v4",
+    "VideoPinballNoFrameskip-v4",
+)
+
+NOOP_MAX = 30
+FRAME_SKIP = 4
+VIDEO_FPS = 60  # the raw ALE env steps one 60 Hz Atari frame at a time
+_ALE_ENTRY_POINT = "ale_py.env:AtariEnv"
+
+
+class UnknownEnvError(ValueError):
+    """An env id that is not a registered ALE ``<Game>NoFrameskip-v4`` id."""
+
+    def __init__(self, env_id):
+        super().__init__(
+            f"unknown env id {env_id!r}: expected a registered ALE '<Game>NoFrameskip-v4' id; "
+            f"the paper's games are: {', '.join(GAMES)}"
+        )
+        self.env_id = env_id
+
+
+def check_env_id(env_id) -> None:
+    """Raise :class:`UnknownEnvError` unless ``env_id`` is a registered ALE NoFrameskip-v4 id.
+
+    Cheap: only looks the id up in gymnasium's registry, no env is created.
+    """
+    spec = gym.registry.get(env_id) if isinstance(env_id, str) else None
+    if spec is None or not env_id.endswith("NoFrameskip-v4") or spec.entry_point != _ALE_ENTRY_POINT:
+        raise UnknownEnvError(env_id)
+
+
+def make_env(
+    env_id: str,
+    *,
+    training: bool,
+    max_episode_step: int = 18000,
+    history_len: int = 4,
+    seed: int | None = None,
+    video_dir: str | None = None,
+) -> gym.Env:
+    """Build the DeepMind-preprocessed Atari env (baselines ``make_atari`` + ``wrap_deepmind``).
+
+    Wrappers, innermost first: raw ``<Game>NoFrameskip-v4`` (frameskip 1, no sticky actions,
+    minimal action set) [-> RecordVideo] -> NoopReset(30) -> MaxAndSkip(4) ->
+    TimeLimit(``max_episode_step`` agent steps) [-> EpisodicLife if training] ->
+    FireReset (games with FIRE) -> WarpFrame(84x84 gray) [-> ClipReward if training] ->
+    FrameStack(``history_len``). Observations are ``np.uint8`` arrays of shape
+    ``(history_len, 84, 84)``; ``info`` is the ALE's (``lives``, ``episode_frame_number``,
+    ``frame_number``).
+
+    ``training=True``: a life loss returns ``terminated=True`` but the next ``reset()`` continues
+    the same game; rewards are clipped to their sign. ``training=False`` (evaluation): raw game
+    score, and ``terminated or truncated`` means the whole game is over.
+
+    Time limits: gymnasium's own TimeLimit is not applied (``max_episode_steps=None``; the v4 ids
+    register none) and ALE's ``max_num_frames_per_episode`` cap (108,000 frames for these ids) is
+    disabled (set to 0), so the only limit is ours: ``truncated=True`` at agent step
+    ``max_episode_step`` of a game. The no-op steps of EpisodicLife's reset and the two FireReset
+    steps are agent steps too and count towards it, as in baselines.
+
+    seed: if given, the raw env is reset once with ``reset(seed=seed)`` here (seeding the ALE and
+    the env's ``np_random`` that draws the no-op counts) and ``action_space.seed(seed)`` is
+    called, so the first ``reset()`` without a seed and everything after it is deterministic.
+
+    video_dir: evaluation env only (``ValueError`` otherwise). Wraps the raw env (innermost, all
+    frames at 60 fps) in RecordVideo recording every episode (= every game) as an mp4 into
+    ``video_dir``; a video is written on the next ``reset()`` or on ``close()``.
+    """
+    check_env_id(env_id)
+    if max_episode_step < 1 or history_len < 1:
+        raise ValueError(f"need max_episode_step >= 1 and history_len >= 1, got {max_episode_step}, {history_len}")
+    if video_dir is not None and training:
+        raise ValueError("video_dir is only supported for the evaluation env (training=False)")
+
+    env = gym.make(
+        env_id,
+        max_episode_steps=None,
+        max_num_frames_per_episode=0,
+        render_mode="rgb_array" if video_dir is not None else None,
+    )
+    if seed is not None:
+        env.reset(seed=seed)
+    if video_dir is not None:
+        env = RecordVideo(
+            env, video_dir, episode_trigger=lambda episode: True, fps=VIDEO_FPS, name_prefix=env_id
+        )
+    env = NoopResetEnv(env, noop_max=NOOP_MAX)
+    env = MaxAndSkipEnv(env, skip=FRAME_SKIP)
+    env = TimeLimit(env, max_episode_steps=max_episode_step)
+    if training:
+        env = EpisodicLifeEnv(env)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireResetEnv(env)
+    env = WarpFrame(env)
+    if training:
+        env = ClipRewardEnv(env)
+    env = FrameStackObservation(env, history_len, padding_type="reset")
+    env = Uint8ArrayObservation(env)
+    if seed is not None:
+        env.action_space.seed(seed)
+    return env

@@ -1,0 +1,201 @@
+"""The four Q-networks of the paper, made by one builder.
+
+All four share the Nature-DQN layer shapes (input 4x84x84, PAPER_NOTES §4)::
+
+    conv1 Conv(4->32, k8, s4) -> conv2 Conv(32->64, k4, s2) -> conv3 Conv(64->64, k3, s1)
+    -> flatten (3136) -> fc1 Linear(3136->512) -> fc2 Linear(512->n_actions)
+
+and differ only in the activation after each layer and in how the output is decoded:
+
+========== ============ ============================================================
+model      neuron       output
+========== ============ ============================================================
+Dqn        ReLU         fc2(.)  (no activation)
+Dsqn       LIF          fc2(firing rate of fc1's neurons over T steps)
+DsqnSpike  LIF          firing rate of LIF neurons after fc2 (values k/T in [0, 1])
+DsqnIF     IF           fc2(firing rate of fc1's neurons over T steps)
+========== ============ ============================================================
+
+In the spiking models conv1 is applied once to the analog frame stack and its output is the constant input
+current of the first neuron layer at every one of the T steps (direct encoding). The later layers run in
+SpikingJelly's multi-step mode on tensors of shape [T, N, ...]. Every forward pass starts from reset
+membranes, so no state carries over between calls.
+
+Inputs are raw pixel values (uint8 or float in 0..255); the network divides by 255.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from spikingjelly.activation_based import functional, neuron, surrogate
+from torch import nn
+
+MODELS = ("Dqn", "Dsqn", "DsqnSpike", "DsqnIF")
+SURROGATES = ("ATan", "Sigmoid")
+CONV_OUTPUT_SIZE = 64 * 7 * 7  # 3136 features after conv3 on an 84x84 input
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What distinguishes one model from another: its neuron and how its output is read."""
+
+    neuron: str  # "relu", "lif" or "if"
+    spiking_output: bool  # True: Q is the firing rate of an output neuron layer
+
+
+MODEL_KINDS = {
+    "Dqn": ModelKind(neuron="relu", spiking_output=False),
+    "Dsqn": ModelKind(neuron="lif", spiking_output=False),
+    "DsqnSpike": ModelKind(neuron="lif", spiking_output=True),
+    "DsqnIF": ModelKind(neuron="if", spiking_output=False),
+}
+
+
+def is_spiking(model: str) -> bool:
+    return MODEL_KINDS[model].neuron != "relu"
+
+
+class QNetwork(nn.Module):
+    """One network class for all four models; build it with :func:`build_network`.
+
+    The state dict holds the five weight layers plus two integer buffers, ``model_id`` (the index of the model
+    in :data:`MODELS`) and ``time_steps`` (T, 0 for Dqn), so a checkpoint says what it is.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        n_actions: int,
+        history_len: int = 4,
+        T: int = 64,
+        tau: float = 2.0,
+        v_threshold: float = 1.0,
+        v_reset: float | None = 0.0,
+        surrogate_func: str = "ATan",
+        alpha: float = 2.0,
+    ):
+        super().__init__()
+        if model not in MODEL_KINDS:
+            raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+        self.model = model
+        self.kind = MODEL_KINDS[model]
+        self.n_actions = n_actions
+        self.T = T if self.spiking else 0
+
+        self.conv1 = nn.Conv2d(history_len, 32, kernel_size=8, stride=4)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=4, stride=2)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3, stride=1)
+        self.fc1 = nn.Linear(CONV_OUTPUT_SIZE, 512)
+        self.fc2 = nn.Linear(512, n_actions)
+        self.register_buffer("model_id", torch.tensor(MODELS.index(model)))
+        self.register_buffer("time_steps", torch.tensor(self.T))
+
+        n_activations = 5 if self.kind.spiking_output else 4
+        self.activations = nn.ModuleList(
+            self._make_activation(tau, v_threshold, v_reset, surrogate_func, alpha) for _ in range(n_activations)
+        )
+        self._spike_counts: dict[str, torch.Tensor] | None = None
+        self._neuron_counts: dict[str, int] = {}
+
+    # -- construction ---------------------------------------------------------------------------------------------
+
+    def _make_activation(self, tau, v_threshold, v_reset, surrogate_func, alpha) -> nn.Module:
+        if self.kind.neuron == "relu":
+            return nn.ReLU()
+        if surrogate_func not in SURROGATES:
+            raise ValueError(f"unknown surrogate function {surrogate_func!r}; choose one of {', '.join(SURROGATES)}")
+        common = dict(
+            v_threshold=v_threshold,
+            v_reset=v_reset,
+            surrogate_function=getattr(surrogate, surrogate_func)(alpha=alpha),
+            detach_reset=False,
+            step_mode="m",
+        )
+        if self.kind.neuron == "lif":
+            return neuron.LIFNode(tau=float(tau), decay_input=True, **common)
+        return neuron.IFNode(**common)
+
+    @property
+    def spiking(self) -> bool:
+        return self.kind.neuron != "relu"
+
+    @property
+    def weight_layers(self) -> list[nn.Module]:
+        return [self.conv1, self.conv2, self.conv3, self.fc1, self.fc2]
+
+    @property
+    def spiking_layer_names(self) -> list[str]:
+        """Names of the neuron layers, named after the weight layer that feeds them (empty for Dqn)."""
+        if not self.spiking:
+            return []
+        return ["conv1", "conv2", "conv3", "fc1", "fc2"][: len(self.activations)]
+
+    # -- forward --------------------------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255.0
+        if not self.spiking:
+            return self._forward_ann(x)
+        functional.reset_net(self)
+        return self._forward_snn(x)
+
+    def _forward_ann(self, x: torch.Tensor) -> torch.Tensor:
+        relu1, relu2, relu3, relu4 = self.activations
+        x = relu1(self.conv1(x))
+        x = relu2(self.conv2(x))
+        x = relu3(self.conv3(x))
+        x = relu4(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+    def _forward_snn(self, x: torch.Tensor) -> torch.Tensor:
+        T, n = self.T, x.shape[0]
+        current = self.conv1(x)  # analog input, computed once
+        s = self._fire(0, current.unsqueeze(0).expand(T, *current.shape))
+        s = self._fire(1, self._per_step(self.conv2, s))
+        s = self._fire(2, self._per_step(self.conv3, s))
+        s = self._fire(3, self._per_step(self.fc1, s.reshape(T, n, -1)))
+        if self.kind.spiking_output:
+            return self._fire(4, self._per_step(self.fc2, s)).mean(0)
+        return self.fc2(s.mean(0))
+
+    @staticmethod
+    def _per_step(layer: nn.Module, seq: torch.Tensor) -> torch.Tensor:
+        """Apply a stateless layer to every time step of a [T, N, ...] sequence at once."""
+        out = layer(seq.flatten(0, 1))
+        return out.reshape(seq.shape[0], seq.shape[1], *out.shape[1:])
+
+    def _fire(self, index: int, current_seq: torch.Tensor) -> torch.Tensor:
+        spikes = self.activations[index](current_seq)
+        if self._spike_counts is not None:
+            name = self.spiking_layer_names[index]
+            self._spike_counts[name] = spikes.detach().sum(dim=tuple(range(2, spikes.dim()))).sum(0)
+            self._neuron_counts[name] = spikes[0, 0].numel()
+        return spikes
+
+    # -- spike recording ------------------------------------------------------------------------------------------
+
+    def record_spikes(self, enabled: bool = True) -> None:
+        """Start (or stop) recording the spike count of every neuron layer on each forward pass."""
+        if enabled and not self.spiking:
+            raise ValueError(f"{self.model} has no spiking neurons to record")
+        self._spike_counts = {} if enabled else None
+
+    def last_spike_counts(self) -> dict[str, torch.Tensor]:
+        """Per layer, the number of spikes of each sample of the last forward pass, summed over T (shape [N])."""
+        if self._spike_counts is None:
+            raise RuntimeError("spike recording is off; call record_spikes() first")
+        return dict(self._spike_counts)
+
+    def neuron_counts(self) -> dict[str, int]:
+        """Per layer, the number of neurons per sample (as seen on the last recorded forward pass)."""
+        return dict(self._neuron_counts)
+
+
+def build_network(model: str, n_actions: int, **hyperparameters) -> QNetwork:
+    """Build one of :data:`MODELS`. ``hyperparameters``: history_len, T, tau, v_threshold, v_reset
+    (None or -1 for soft reset), surrogate_func ("ATan" or "Sigmoid") and alpha; Dqn ignores the spiking ones."""
+    if hyperparameters.get("v_reset") == -1:
+        hyperparameters["v_reset"] = None
+    return QNetwork(model, n_actions, **hyperparameters)

@@ -1,0 +1,308 @@
+"""Circular uint8 experience replay memory for DQN that stores every frame once.
+
+The environment hands the agent frame stacks of shape ``(history_len, H, W)``
+(oldest frame first).  Consecutive stacks of one episode overlap in
+``history_len - 1`` frames, so storing whole stacks (as the original code did)
+costs ``history_len`` times more memory than necessary.  This memory stores each
+distinct frame once and rebuilds the stacks when sampling.
+
+Layout
+------
+Two rings, both allocated up front:
+
+* **Frame ring** ``_frames``: ``uint8[F, H, W]`` with
+  ``F = capacity + ceil(frame_headroom * capacity) + history_len + 1``.
+  Every stored frame gets an absolute (ever-increasing) number ``a`` and lives
+  in row ``a % F``.
+* **Transition ring** of ``capacity`` slots.  Transition number ``t`` lives in
+  slot ``t % capacity`` and holds ``state_abs`` (absolute number of the last
+  frame of its state stack), ``ep_start`` (absolute number of the first stored
+  frame of its episode), ``action`` (int32), ``reward`` (float32) and ``done``
+  (bool).  The last frame of the next state is always frame ``state_abs + 1``.
+
+Rebuilding: the stack ending at frame ``a`` of an episode starting at ``e`` is
+the frames ``max(a - history_len + 1 + k, e)`` for ``k = 0 .. history_len-1``,
+i.e. the episode's first stored frame is repeated for the positions before the
+episode began -- exactly the baselines ``FrameStack`` reset semantics
+``[f0, f0, f0, f0], [f0, f0, f0, f1], ...``.  Frames of a previous episode are
+therefore never used.  A sample gathers these indices for the whole batch at
+once (one fancy-indexing gather for states, one for next states).
+
+Appending
+---------
+``append(frame_stack, action, reward, done, next_frame_stack)`` decides whether
+the transition begins a new episode segment.  It does if it is the first append
+ever, if the previous append had ``done=True``, or (when ``check_continuity``,
+the default) if ``frame_stack`` differs from the previous transition's next
+state as rebuilt from the ring (one gather of ``history_len`` frames and one
+comparison, about 10-20 microseconds per append on one CPU core; pass
+``check_continuity=False`` to rely on ``done`` alone, about 4 microseconds).  Then:
+
+* new episode: the leading run of identical frames of ``frame_stack`` is stored
+  once (``[f0, f0, f0, f0]`` -> 1 frame; a non-repeated stack ``[a, b, c, d]``
+  -> 4 frames; ``[a, a, b, c]`` -> 3 frames), then ``next_frame_stack[-1]``.
+  Rebuilding with the repeat rule above is exact in all three cases.
+* continuing episode: only ``next_frame_stack[-1]`` is copied (one frame).
+
+The terminal transition's next frame is stored too, so the sampled
+``next_states`` always equal what the environment returned (DQN masks them
+with ``dones`` anyway).  It is assumed, as for any frame-stacking wrapper, that
+``next_frame_stack[:-1] == frame_stack[1:]``; this is not checked.
+
+Wrap-around and validity
+------------------------
+An episode of ``L`` transitions needs ``L + 1`` frames (``L + history_len`` if it
+starts with a non-repeated stack), so the frame ring holds more rows than the
+transition ring: ``frame_headroom`` (default 2 %) leaves room for one extra frame
+per episode as long as the episodes in the memory average at least
+``1 / frame_headroom`` = 50 transitions.  When the frame ring nevertheless
+overwrites a frame that an old transition still needs, that transition is
+*dropped* (never sampled).  Because the oldest frame a transition needs grows
+monotonically with the transition number, the sampleable transitions are always
+one contiguous run ``[_first_valid, _num_appended)`` of transition numbers, so
+``len()`` is its length (``<= capacity``; equal to ``capacity`` once full in the
+usual case) and uniform sampling is a single ``integers`` draw.
+
+Memory per transition
+---------------------
+``(F / capacity) * H * W`` bytes of frames plus 25 bytes of metadata
+(8 + 8 + 4 + 4 + 1): for 84x84 frames and the default 2 % headroom about
+7,225 bytes, i.e. about 7.2 GB for 1,000,000 transitions (whole 4-frame stacks
+for state and next state would need 56,448 bytes, 28,224 with only states).
+``numpy.empty`` is used, so the operating system commits the frame memory page
+by page as the ring fills.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import psutil
+import torch
+
+__all__ = ["Batch", "ReplayMemory", "ReplayMemoryTooLargeError"]
+
+# Metadata bytes per transition slot: state_abs (int64), ep_start (int64),
+# action (int32), reward (float32), done (bool).
+_META_BYTES_PER_TRANSITION = 8 + 8 + 4 + 4 + 1
+
+
+class ReplayMemoryTooLargeError(MemoryError):
+    """The requested replay memory does not fit in the available memory."""
+
+
+class Batch(NamedTuple):
+    """A sampled minibatch; all tensors are on the memory's device."""
+
+    states: torch.Tensor  # uint8 [B, history_len, H, W]
+    actions: torch.Tensor  # int64 [B]
+    rewards: torch.Tensor  # float32 [B]
+    next_states: torch.Tensor  # uint8 [B, history_len, H, W]
+    dones: torch.Tensor  # float32 [B], 1.0 where the transition ended the episode
+
+
+def _frame_rows(capacity: int, history_len: int, frame_headroom: float) -> int:
+    return capacity + int(math.ceil(frame_headroom * capacity)) + history_len + 1
+
+
+def _gb(num_bytes: float) -> str:
+    return f"{num_bytes / 1e9:.1f} GB"
+
+
+class ReplayMemory:
+    """Uniform experience replay storing each frame once (see module docstring)."""
+
+    def __init__(
+        self,
+        capacity: int = 1_000_000,
+        history_len: int = 4,
+        frame_shape: tuple[int, ...] = (84, 84),
+        seed: int | None = None,
+        device: str | torch.device = "cpu",
+        check_memory: bool = True,
+        frame_headroom: float = 0.02,
+        check_continuity: bool = True,
+    ) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
+            raise ValueError(f"replay memory capacity must be an integer >= 1, got {capacity!r}")
+        if isinstance(history_len, bool) or not isinstance(history_len, (int, np.integer)) or history_len < 1:
+            raise ValueError(f"history_len must be an integer >= 1, got {history_len!r}")
+        if not (frame_headroom >= 0):
+            raise ValueError(f"frame_headroom must be >= 0, got {frame_headroom!r}")
+        frame_shape = tuple(int(s) for s in frame_shape)
+        if not frame_shape or any(s < 1 for s in frame_shape):
+            raise ValueError(f"frame_shape must be a non-empty tuple of positive sizes, got {frame_shape!r}")
+
+        self.capacity = int(capacity)
+        self.history_len = int(history_len)
+        self.frame_shape = frame_shape
+        self.frame_headroom = float(frame_headroom)
+        self.check_continuity = bool(check_continuity)
+        self.device = torch.device(device)
+
+        if check_memory:
+            needed = self.estimate_bytes(self.capacity, self.history_len, frame_shape, self.frame_headroom)
+            available = psutil.virtual_memory().available
+            if needed > available:
+                raise ReplayMemoryTooLargeError(
+                    f"replay memory of {self.capacity} transitions needs {_gb(needed)} but only "
+                    f"{_gb(available)} of memory is available; lower --replay_memory_size"
+                )
+
+        self._num_frame_rows = _frame_rows(self.capacity, self.history_len, self.frame_headroom)
+        self._frames = np.empty((self._num_frame_rows, *frame_shape), dtype=np.uint8)
+        self._state_abs = np.zeros(self.capacity, dtype=np.int64)
+        self._ep_start = np.zeros(self.capacity, dtype=np.int64)
+        self._actions = np.zeros(self.capacity, dtype=np.int32)
+        self._rewards = np.zeros(self.capacity, dtype=np.float32)
+        self._dones = np.zeros(self.capacity, dtype=np.bool_)
+
+        self._rng = np.random.default_rng(seed)
+        self._num_frames = 0  # absolute number of the next frame to write
+        self._num_appended = 0  # absolute number of the next transition to write
+        self._first_valid = 0  # oldest sampleable transition number
+        self._last_done = True  # the first append starts an episode
+        self._offsets = np.arange(-(self.history_len - 1), 1, dtype=np.int64)  # [-(h-1), ..., 0]
+
+    # ------------------------------------------------------------------ sizes
+    @staticmethod
+    def estimate_bytes(
+        capacity: int,
+        history_len: int = 4,
+        frame_shape: tuple[int, ...] = (84, 84),
+        frame_headroom: float = 0.02,
+    ) -> int:
+        """Bytes that ``ReplayMemory(capacity, history_len, frame_shape)`` allocates."""
+        frame_bytes = int(np.prod(frame_shape, dtype=np.int64))
+        rows = _frame_rows(int(capacity), int(history_len), float(frame_headroom))
+        return rows * frame_bytes + int(capacity) * _META_BYTES_PER_TRANSITION
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes of the allocated arrays."""
+        return int(
+            self._frames.nbytes
+            + self._state_abs.nbytes
+            + self._ep_start.nbytes
+            + self._actions.nbytes
+            + self._rewards.nbytes
+            + self._dones.nbytes
+        )
+
+    @property
+    def bytes_per_transition(self) -> float:
+        """Allocated bytes divided by capacity."""
+        return self.nbytes / self.capacity
+
+    def __len__(self) -> int:
+        return self._num_appended - self._first_valid
+
+    # ----------------------------------------------------------------- append
+    def _stack_indices(self, last_abs: np.ndarray | int, ep_start: np.ndarray | int) -> np.ndarray:
+        """Frame-ring rows of the stacks ending at ``last_abs`` (shape [..., history_len])."""
+        last_abs = np.asarray(last_abs, dtype=np.int64)[..., None]
+        ep_start = np.asarray(ep_start, dtype=np.int64)[..., None]
+        return np.maximum(last_abs + self._offsets, ep_start) % self._num_frame_rows
+
+    def _continues_previous(self, frame_stack: np.ndarray) -> bool:
+        prev = (self._num_appended - 1) % self.capacity
+        last = int(self._state_abs[prev]) + 1
+        start = int(self._ep_start[prev])
+        h1, n_rows = self.history_len - 1, self._num_frame_rows
+        rows = [max(last - h1 + k, start) % n_rows for k in range(self.history_len)]
+        return bool(np.array_equal(self._frames[rows], frame_stack))
+
+    def _check_stack(self, stack, name: str) -> np.ndarray:
+        arr = np.asarray(stack)
+        if arr.dtype != np.uint8:
+            raise TypeError(f"{name} must have dtype uint8, got {arr.dtype}")
+        if arr.shape != (self.history_len, *self.frame_shape):
+            raise ValueError(
+                f"{name} must have shape {(self.history_len, *self.frame_shape)}, got {arr.shape}"
+            )
+        return arr
+
+    def append(self, frame_stack, action, reward, done, next_frame_stack) -> None:
+        """Store one transition; copies one frame (plus the start frames of a new episode)."""
+        frame_stack = self._check_stack(frame_stack, "frame_stack")
+        next_frame_stack = self._check_stack(next_frame_stack, "next_frame_stack")
+
+        new_episode = self._last_done or (
+            self.check_continuity and not self._continues_previous(frame_stack)
+        )
+        if new_episode:
+            # Store the leading run of identical frames once.
+            first = 0
+            while first + 1 < self.history_len and np.array_equal(frame_stack[first + 1], frame_stack[0]):
+                first += 1
+            new_frames = [frame_stack[k] for k in range(first, self.history_len)]
+            ep_start = self._num_frames
+        else:
+            new_frames = []
+            ep_start = int(self._ep_start[(self._num_appended - 1) % self.capacity])
+        new_frames.append(next_frame_stack[-1])
+
+        t = self._num_appended
+        frames_after = self._num_frames + len(new_frames)
+        state_abs = frames_after - 2
+
+        # Drop transitions overwritten in the transition ring, then those whose
+        # oldest needed frame is about to be overwritten in the frame ring.
+        self._first_valid = max(self._first_valid, t + 1 - self.capacity)
+        oldest_kept = frames_after - self._num_frame_rows
+        h1 = self.history_len - 1
+        while self._first_valid < t:
+            slot = self._first_valid % self.capacity
+            if max(int(self._state_abs[slot]) - h1, int(self._ep_start[slot])) >= oldest_kept:
+                break
+            self._first_valid += 1
+
+        rows = self._num_frame_rows
+        for k, frame in enumerate(new_frames):
+            self._frames[(self._num_frames + k) % rows] = frame
+        self._num_frames = frames_after
+
+        slot = t % self.capacity
+        self._state_abs[slot] = state_abs
+        self._ep_start[slot] = ep_start
+        self._actions[slot] = action
+        self._rewards[slot] = reward
+        self._dones[slot] = bool(done)
+        self._num_appended = t + 1
+        self._last_done = bool(done)
+
+    # ----------------------------------------------------------------- sample
+    def _gather(self, transition_numbers: np.ndarray):
+        """Rebuild transitions by absolute transition number (must be sampleable)."""
+        slots = np.asarray(transition_numbers, dtype=np.int64) % self.capacity
+        state_abs = self._state_abs[slots]
+        ep_start = self._ep_start[slots]
+        states = self._frames[self._stack_indices(state_abs, ep_start)]
+        next_states = self._frames[self._stack_indices(state_abs + 1, ep_start)]
+        return states, self._actions[slots], self._rewards[slots], next_states, self._dones[slots]
+
+    def sample(self, batch_size: int) -> Batch:
+        """Uniformly sample ``batch_size`` sampleable transitions (with replacement) as tensors on ``device``."""
+        n = len(self)
+        if n == 0:
+            raise ValueError("cannot sample from an empty replay memory")
+        if batch_size < 1 or batch_size > n:
+            raise ValueError(f"batch_size must be between 1 and len(memory)={n}, got {batch_size}")
+        numbers = self._first_valid + self._rng.integers(0, n, size=batch_size)
+        states, actions, rewards, next_states, dones = self._gather(numbers)
+        dev = self.device
+        return Batch(
+            states=torch.from_numpy(states).to(dev),
+            actions=torch.from_numpy(actions.astype(np.int64)).to(dev),
+            rewards=torch.from_numpy(rewards).to(dev),
+            next_states=torch.from_numpy(next_states).to(dev),
+            dones=torch.from_numpy(dones.astype(np.float32)).to(dev),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ReplayMemory(capacity={self.capacity}, history_len={self.history_len}, "
+            f"frame_shape={self.frame_shape}, len={len(self)}, nbytes={self.nbytes})"
+        )

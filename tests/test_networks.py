@@ -1,0 +1,200 @@
+"""The four networks: shapes, stateless forward passes, the LIF/IF equations, surrogate gradients, checkpoints."""
+
+import math
+import os
+import pickle
+
+import pytest
+import torch
+
+from neural_network import (
+    MODELS,
+    BackendError,
+    CheckpointError,
+    build_network,
+    load_checkpoint,
+    read_checkpoint,
+    resolve_backend,
+    save_checkpoint,
+)
+
+N_ACTIONS = 6
+
+
+@pytest.fixture(scope="module")
+def frames():
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8, generator=generator)
+
+
+def make(model, **kwargs):
+    torch.manual_seed(1)
+    return build_network(model, N_ACTIONS, T=kwargs.pop("T", 8), **kwargs)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_output_shape_and_stateless_forward(model, frames):
+    net = make(model)
+    with torch.no_grad():
+        first = net(frames)
+        second = net(frames)
+        single = net(frames[1:2])
+    assert first.shape == (3, N_ACTIONS)
+    assert first.dtype == torch.float32
+    # The same input gives the same output: no membrane state carries over between calls...
+    assert torch.equal(first, second)
+    # ...nor between the samples of a batch.
+    torch.testing.assert_close(single[0], first[1], rtol=1e-5, atol=1e-6)
+
+
+def test_dsqn_spike_outputs_are_firing_rates(frames):
+    T = 8
+    net = make("DsqnSpike", T=T)
+    # Scale the weights up so that the output neurons actually fire.
+    with torch.no_grad():
+        for layer in net.weight_layers:
+            layer.weight.mul_(6.0)
+        q = net(frames)
+    assert q.min() >= 0 and q.max() <= 1
+    steps = q * T
+    assert torch.allclose(steps, steps.round(), atol=1e-5)
+    assert (q > 0).any(), "weights were scaled so that some output neuron fires"
+
+
+def lif_reference(x: list[float], tau: float, v_th: float, v_reset: float | None) -> tuple[list[float], list[float]]:
+    """PAPER_NOTES §4 by hand: H = V + (X - (V - V_reset)) / tau; S = H >= V_th; reset hard or soft."""
+    v, spikes, voltages = (0.0 if v_reset is None else v_reset), [], []
+    for xt in x:
+        h = v + (xt - (v - (0.0 if v_reset is None else v_reset))) / tau
+        s = 1.0 if h >= v_th else 0.0
+        v = (h - v_th * s) if v_reset is None else (h * (1 - s) + v_reset * s)
+        spikes.append(s)
+        voltages.append(v)
+    return spikes, voltages
+
+
+@pytest.mark.parametrize("v_reset", [0.0, -1.0])
+def test_lif_membrane_trace_matches_the_equation(v_reset):
+    net = make("Dsqn", tau=2.0, v_threshold=1.0, v_reset=v_reset)
+    lif = net.activations[0]
+    assert lif.v_reset == (None if v_reset == -1.0 else v_reset)
+    lif.store_v_seq = True
+    x = [1.5] * 12
+    spikes = lif(torch.tensor(x).reshape(-1, 1))
+    expected_spikes, expected_v = lif_reference(x, tau=2.0, v_th=1.0, v_reset=None if v_reset == -1.0 else v_reset)
+    assert spikes.flatten().tolist() == expected_spikes
+    torch.testing.assert_close(lif.v_seq.flatten(), torch.tensor(expected_v), rtol=0, atol=1e-6)
+    assert 0 < sum(expected_spikes) < len(x)
+
+
+def test_if_neuron_integrates_without_leak():
+    net = make("DsqnIF")
+    node = net.activations[0]
+    node.store_v_seq = True
+    spikes = node(torch.full((6, 1), 0.4))
+    # V: 0.4, 0.8, 1.2 -> spike, hard reset to 0, 0.4, 0.8, 1.2 -> spike
+    assert spikes.flatten().tolist() == [0, 0, 1, 0, 0, 1]
+    torch.testing.assert_close(node.v_seq.flatten(), torch.tensor([0.4, 0.8, 0.0, 0.4, 0.8, 0.0]))
+
+
+@pytest.mark.parametrize("model", ["Dsqn", "DsqnSpike", "DsqnIF"])
+@pytest.mark.parametrize("surrogate_func", ["ATan", "Sigmoid"])
+def test_surrogate_gradient_reaches_conv1(model, surrogate_func, frames):
+    net = make(model, surrogate_func=surrogate_func)
+    net(frames).sum().backward()
+    # conv1 sits behind every neuron layer: its gradient exists only through the surrogate derivatives,
+    # even where the untrained network's deeper layers do not fire yet.
+    grad = net.conv1.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_spike_recording_counts_every_layer(frames):
+    net = make("DsqnIF", T=8)
+    net.record_spikes()
+    with torch.no_grad():
+        net(frames)
+    counts, neurons = net.last_spike_counts(), net.neuron_counts()
+    assert list(counts) == ["conv1", "conv2", "conv3", "fc1"]
+    assert neurons == {"conv1": 32 * 20 * 20, "conv2": 64 * 9 * 9, "conv3": 64 * 7 * 7, "fc1": 512}
+    for name, count in counts.items():
+        assert count.shape == (3,)
+        assert (count >= 0).all() and (count <= neurons[name] * 8).all()
+    assert counts["conv1"].sum() > 0
+
+
+def test_dqn_has_no_spikes_to_record():
+    with pytest.raises(ValueError):
+        make("Dqn").record_spikes()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_checkpoint_round_trip_gives_identical_predictions(model, frames, tmp_path):
+    net = make(model)
+    path = str(tmp_path / "net.pkl")
+    save_checkpoint(net, path)
+    # A plain state dict, readable with weights_only=True.
+    state = torch.load(path, weights_only=True)
+    assert "conv1.weight" in state and int(state["model_id"]) == MODELS.index(model)
+    torch.manual_seed(123)
+    other = build_network(model, N_ACTIONS, T=8)
+    info = load_checkpoint(other, path)
+    assert info.model == model and info.n_actions == N_ACTIONS
+    with torch.no_grad():
+        assert torch.equal(net(frames), other(frames))
+
+
+def test_checkpoint_errors(tmp_path):
+    dqn_path = str(tmp_path / "dqn.pkl")
+    save_checkpoint(make("Dqn"), dqn_path)
+    with pytest.raises(CheckpointError, match="holds a Dqn network, not Dsqn"):
+        load_checkpoint(make("Dsqn"), dqn_path)
+    with pytest.raises(CheckpointError, match="6 actions but this game has 4"):
+        load_checkpoint(build_network("Dqn", 4), dqn_path)
+    with pytest.raises(CheckpointError, match="not found"):
+        read_checkpoint(str(tmp_path / "missing.pkl"))
+    text = tmp_path / "notes.pkl"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        read_checkpoint(str(text))
+    other_dict = tmp_path / "other.pkl"
+    torch.save({"weight": torch.zeros(2)}, other_dict)
+    with pytest.raises(CheckpointError, match="not a network checkpoint"):
+        read_checkpoint(str(other_dict))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_model_file_cannot_run_code(tmp_path):
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as file:
+        pickle.dump({"conv1.weight": _RunsCode()}, file)
+    with pytest.raises(CheckpointError):
+        read_checkpoint(str(path))
+
+
+def test_backend_resolution_on_cpu():
+    assert resolve_backend("auto", "cpu") == "auto"
+    assert resolve_backend("torch", "cpu") == "torch"
+    for backend in ("cuda", "cupy", "triton"):
+        with pytest.raises(BackendError, match="needs a CUDA device"):
+            resolve_backend(backend, "cpu")
+    with pytest.raises(BackendError, match="unknown backend"):
+        resolve_backend("numba", "cpu")
+
+
+def test_dqn_output_matches_a_hand_written_nature_cnn(frames):
+    net = make("Dqn")
+    x = frames.float() / 255
+    import torch.nn.functional as F
+
+    h = F.relu(F.conv2d(x, net.conv1.weight, net.conv1.bias, stride=4))
+    h = F.relu(F.conv2d(h, net.conv2.weight, net.conv2.bias, stride=2))
+    h = F.relu(F.conv2d(h, net.conv3.weight, net.conv3.bias, stride=1))
+    h = F.relu(F.linear(h.flatten(1), net.fc1.weight, net.fc1.bias))
+    expected = F.linear(h, net.fc2.weight, net.fc2.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(net(frames), expected)
+    assert math.prod(net.conv3(net.conv2(net.conv1(x))).shape[1:]) == 3136
