@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny real training runs of run.py, made once per test session and reused."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GAME = "BreakoutNoFrameskip-v4"
+# A budget that exercises every phase (exploration, updates, target copies, two evaluations) in seconds.
+TINY_LEARN = [
+    "--timestep_num", "40", "--replay_start_size", "32", "--eval_freq", "20", "--eval_episode_num", "1",
+    "--max_episode_step", "40", "--replay_memory_size", "500", "--target_net_update_freq", "10",
+    "--T", "4", "--seed", "0", "--device", "cpu",
+]
+
+
+def run_program(args: list[str], cwd: str = REPO_ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a Python program of the repo as a user would, capturing its output."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@dataclass
+class TrainedRun:
+    model: str
+    output_dir: str
+    process: subprocess.CompletedProcess
+
+    def only(self, pattern: str) -> str:
+        matches = glob.glob(os.path.join(self.output_dir, pattern))
+        assert len(matches) == 1, (pattern, matches, self.process.stderr[-2000:])
+        return matches[0]
+
+    @property
+    def model_path(self) -> str:
+        return self.only(f"model/{self.model}_{GAME}_*.pkl")
+
+    @property
+    def log_path(self) -> str:
+        return self.only(f"log/{self.model}_{GAME}_learn_*.log")
+
+    @property
+    def tensorboard_dir(self) -> str:
+        return self.log_path[: -len(".log")]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """``trained_run(model)`` trains ``model`` on Breakout with the tiny budget once per session."""
+    cache: dict[str, TrainedRun] = {}
+
+    def get(model: str) -> TrainedRun:
+        if model not in cache:
+            output_dir = str(tmp_path_factory.mktemp(f"run_{model}"))
+            process = run_program(["run.py", "--model", model, "--env_id", GAME, *TINY_LEARN,
+                                   "--output_dir", output_dir])
+            assert process.returncode == 0, process.stderr[-3000:]
+            cache[model] = TrainedRun(model, output_dir, process)
+        return cache[model]
+
+    return get
+
+
+def read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """All scalars of a TensorBoard run directory, read with TensorBoard's own event reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(event_dir, size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}

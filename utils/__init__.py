@@ -1,0 +1,1 @@
+"""Shared helpers: run configuration, logging, seeding, command-line errors."""
