@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 
@@ -46,10 +47,14 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], CheckpointInfo]
     if not os.path.isfile(path):
         raise CheckpointError(f"model file not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path} is not a readable weights-only checkpoint ({first_line})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing a file
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError):
+        raise CheckpointError(
+            f"{path} is not a readable weights-only checkpoint: it is damaged, not a torch file, or holds "
+            "objects other than tensors (refused for safety); give a .pkl saved by run.py"
+        ) from None
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS + ("model_id",)):
         raise CheckpointError(f"{path} is not a network checkpoint saved by run.py (missing weights or model_id)")
     model_id = int(state["model_id"])
