@@ -1,0 +1,160 @@
+"""Playing the converted network on the raw-score evaluation env and summarising the run (PAPER_NOTES §6).
+
+At every step of an episode the SNN is simulated for T steps on the current frame stack; Q_hat = output spike
+count + final output voltage, and the action is epsilon-greedy on Q_hat (:func:`.normalise.epsilon_greedy`:
+each action epsilon / n, the argmax 1 - epsilon more; ``torch.argmax`` takes the first maximum on ties). The ANN
+is run on the same frame stack to get its greedy action. Per episode:
+
+* score: the raw game score (sum of unclipped rewards until the game is over or truncated);
+* mix: the fraction of the episode's steps where argmax(spike count + final voltage) == the ANN's greedy action;
+* spike: the same with argmax(spike count) alone.
+
+Spike statistics are taken on the *greedy* steps only, i.e. the steps where the sampled action is the argmax of
+Q_hat (as the original did): per such step the firing rate = spikes of all five neuron layers / (their neurons *
+T); an episode's firing rate is the mean over its greedy steps and the run's average firing rate the mean over
+episodes; spikes per greedy action = all spikes of all layers on greedy steps / the number of greedy steps (over
+the whole run, and per layer).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .normalise import epsilon_greedy
+from .simulate import LAYER_NAMES, SpikingNetwork
+
+
+@dataclass
+class EpisodeStats:
+    score: float = 0.0
+    steps: int = 0
+    mix_agree: int = 0
+    spike_agree: int = 0
+    greedy_steps: int = 0
+    layer_spikes: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in LAYER_NAMES})
+    firing_rate_sum: float = 0.0  # sum over greedy steps of that step's firing rate
+    simulation_seconds: float = 0.0
+
+    @property
+    def mix(self) -> float:
+        return self.mix_agree / self.steps if self.steps else float("nan")
+
+    @property
+    def spike(self) -> float:
+        return self.spike_agree / self.steps if self.steps else float("nan")
+
+    @property
+    def firing_rate(self) -> float | None:
+        return self.firing_rate_sum / self.greedy_steps if self.greedy_steps else None
+
+
+@torch.no_grad()
+def play_episode(
+    snn: SpikingNetwork,
+    ann: torch.nn.Module,
+    env,
+    T: int,
+    rng: np.random.Generator,
+    epsilon: float = 0.05,
+    bar: tqdm | None = None,
+) -> EpisodeStats:
+    """One full game on the evaluation env (until terminated or truncated)."""
+    device = snn.conv1.weight.device
+    neuron_total = sum(snn.neuron_counts().values())
+    stats = EpisodeStats()
+    obs, _ = env.reset()
+    while True:
+        x = torch.from_numpy(np.asarray(obs, dtype=np.uint8)).unsqueeze(0).to(device)
+        started = time.perf_counter()
+        result = snn.simulate(x, T)
+        q_mix = result.q_mix[0]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        stats.simulation_seconds += time.perf_counter() - started
+        ann_greedy = int(torch.argmax(ann(x)[0]))
+        action, best = epsilon_greedy(q_mix, epsilon, rng)
+        stats.steps += 1
+        stats.mix_agree += int(best == ann_greedy)
+        stats.spike_agree += int(int(torch.argmax(result.output_counts[0])) == ann_greedy)
+        if action == best:
+            stats.greedy_steps += 1
+            totals = {name: float(value[0]) for name, value in result.layer_spike_totals().items()}
+            for name, value in totals.items():
+                stats.layer_spikes[name] += value
+            stats.firing_rate_sum += sum(totals.values()) / (neuron_total * T)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        stats.score += float(reward)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(score=stats.score, refresh=False)
+        if terminated or truncated:
+            return stats
+
+
+def evaluate(
+    snn: SpikingNetwork,
+    ann: torch.nn.Module,
+    env,
+    episodes: int,
+    T: int,
+    rng: np.random.Generator,
+    epsilon: float = 0.05,
+    progress: bool = True,
+    on_episode: Callable[[int, EpisodeStats], None] | None = None,
+) -> list[EpisodeStats]:
+    results = []
+    episode_bar = tqdm(range(episodes), desc="episodes", unit="game", disable=not progress)
+    for episode in episode_bar:
+        step_bar = tqdm(desc=f"episode {episode + 1}/{episodes}", unit="step", leave=False, disable=not progress)
+        stats = play_episode(snn, ann, env, T, rng, epsilon, step_bar)
+        step_bar.close()
+        results.append(stats)
+        episode_bar.set_postfix(last_score=stats.score, steps=stats.steps)
+        if on_episode is not None:
+            on_episode(episode, stats)
+    return results
+
+
+def summarise(episodes: list[EpisodeStats], neuron_counts: dict[str, int], T: int) -> dict:
+    """The run's numbers: scores, agreements, firing rates and spike counts (see the module docstring)."""
+    scores = np.array([e.score for e in episodes], dtype=np.float64)
+    greedy = sum(e.greedy_steps for e in episodes)
+    steps = sum(e.steps for e in episodes)
+    layer_spikes = {name: sum(e.layer_spikes[name] for e in episodes) for name in LAYER_NAMES}
+    total_spikes = sum(layer_spikes.values())
+    episode_rates = [e.firing_rate for e in episodes]
+    valid_rates = [r for r in episode_rates if r is not None]
+    per_greedy = {name: (value / greedy if greedy else None) for name, value in layer_spikes.items()}
+    per_layer_rate = {
+        name: (layer_spikes[name] / (neuron_counts[name] * T * greedy) if greedy else None) for name in LAYER_NAMES
+    }
+    simulation_seconds = sum(e.simulation_seconds for e in episodes)
+    return {
+        "scores": scores.tolist(),
+        "score_mean": float(scores.mean()),
+        "score_std": float(scores.std()),  # population std (ddof=0), as numpy's default
+        "score_max": float(scores.max()),
+        "score_min": float(scores.min()),
+        "mix": [e.mix for e in episodes],
+        "spike": [e.spike for e in episodes],
+        "mix_mean": float(np.mean([e.mix for e in episodes])),
+        "spike_mean": float(np.mean([e.spike for e in episodes])),
+        "steps": [e.steps for e in episodes],
+        "steps_total": steps,
+        "greedy_steps": [e.greedy_steps for e in episodes],
+        "greedy_steps_total": greedy,
+        "neuron_counts": dict(neuron_counts),
+        "neuron_total": int(sum(neuron_counts.values())),
+        "spikes_total_on_greedy_steps": {**layer_spikes, "total": total_spikes},
+        "spikes_per_greedy_action": {**per_greedy, "total": (total_spikes / greedy if greedy else None)},
+        "firing_rate_per_episode": episode_rates,
+        "average_firing_rate": float(np.mean(valid_rates)) if valid_rates else None,
+        "firing_rate_per_layer": per_layer_rate,
+        "ms_per_action": 1000.0 * simulation_seconds / steps if steps else None,
+    }
