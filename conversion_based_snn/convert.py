@@ -28,7 +28,6 @@ import argparse  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 
-import ale_py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -114,7 +113,6 @@ def resolve_device(choice: str) -> torch.device:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)  # no ALE banner on stderr; warnings still shown
     os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu  # before anything initialises CUDA
     check_env_id(args.game)
     if not args.model:

@@ -17,6 +17,8 @@ from .wrappers import (
 )
 
 gym.register_envs(ale_py)
+# No start-up banner on stderr (it would break the programs' one-line error messages); warnings still show.
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
 
 GAMES = (
     "AtlantisNoFrameskip-v4",

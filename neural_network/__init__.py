@@ -1,5 +1,11 @@
 """Q-networks (Dqn, Dsqn, DsqnSpike, DsqnIF), neuron backends and checkpoints."""
 
+import logging
+
+# Importing SpikingJelly makes torch log "Triton not available" on machines without Triton (every CPU machine);
+# it is not a problem, so keep it off the programs' stderr.
+logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+
 from .backend import BACKENDS, BackendError, resolve_backend, select_backend
 from .checkpoint import CheckpointError, CheckpointInfo, load_checkpoint, read_checkpoint, save_checkpoint
 from .networks import MODELS, SURROGATES, QNetwork, build_network, is_spiking
