@@ -218,6 +218,7 @@ def play(agent, config, eval_env, writer, logger, paths, spiking: bool) -> None:
     from tqdm import tqdm
 
     from agent import summarize_play
+    from utils.energy import format_energy
     from utils.logging_setup import write_json
 
     if config.use_spike_monitor and not spiking:
@@ -237,6 +238,9 @@ def play(agent, config, eval_env, writer, logger, paths, spiking: bool) -> None:
         bar.set_postfix_str(f"score {result.score:g}")
     summary = summarize_play(results)
     summary.update(model=config.model, env_id=config.env_id, model_path=config.model_path, T=config.T)
+    energy = play_energy(agent.net, summary, spiking)
+    if energy is not None:
+        summary["energy"] = energy
     write_json(paths["summary"], summary)
     keys = ["average_score", "max_score", "score_std", "average_max_q", "average_max_q_std"]
     if "average_firing_rate" in summary:
@@ -246,7 +250,25 @@ def play(agent, config, eval_env, writer, logger, paths, spiking: bool) -> None:
     if "layer_firing_rates" in summary:
         logger.info("layer_firing_rates: %s", json.dumps(summary["layer_firing_rates"]))
     print(line.replace("\t", "  "))
+    if energy is not None:
+        logger.info("operations %s; per layer: MACs %s, SOPs %s", format_energy(energy),
+                    json.dumps(energy["macs_per_action"]), json.dumps(energy["sops_per_action"]))
+        print(f"operations {format_energy(energy)}")
+    elif spiking:
+        logger.info("no operation counts or energy estimate: they need the spike counts of --use_spike_monitor")
     print(f"log: {os.path.relpath(paths['log'])}  summary: {os.path.relpath(paths['summary'])}")
+
+
+def play_energy(net, summary: dict, spiking: bool) -> dict | None:
+    """Operation counts and energy estimate per greedy action (utils/energy.py); None for a spiking network
+    played without the spike monitor (its SOPs are unknown)."""
+    from utils.energy import ann_energy, snn_energy
+
+    if not spiking:
+        return ann_energy(net)
+    if "layer_sops_per_action" not in summary or not summary.get("greedy_actions"):
+        return None
+    return snn_energy(net, summary["layer_sops_per_action"], "dsqn")
 
 
 if __name__ == "__main__":

@@ -34,11 +34,15 @@ class SpikeStats:
     spikes: dict[str, float] = field(default_factory=dict)  # per layer, summed over the greedy actions
     actions: int = 0
     rates: list[float] = field(default_factory=list)  # overall firing rate of each greedy action
+    sops: dict[str, float] = field(default_factory=dict)  # per layer: its spikes x fan-out, summed likewise
 
-    def add(self, counts: dict[str, torch.Tensor], neurons: dict[str, int]) -> None:
+    def add(self, counts: dict[str, torch.Tensor], neurons: dict[str, int],
+            sops: dict[str, torch.Tensor] | None = None) -> None:
         values = {name: float(count.sum()) for name, count in counts.items()}
         for name, value in values.items():
             self.spikes[name] = self.spikes.get(name, 0.0) + value
+        for name, value in (sops or {}).items():
+            self.sops[name] = self.sops.get(name, 0.0) + float(value.sum())
         self.neurons = dict(neurons)
         self.actions += 1
         self.rates.append(sum(values.values()) / (sum(neurons.values()) * self.T))
@@ -46,6 +50,8 @@ class SpikeStats:
     def merge(self, other: "SpikeStats") -> None:
         for name, value in other.spikes.items():
             self.spikes[name] = self.spikes.get(name, 0.0) + value
+        for name, value in other.sops.items():
+            self.sops[name] = self.sops.get(name, 0.0) + value
         self.neurons = other.neurons or self.neurons
         self.actions += other.actions
         self.rates.extend(other.rates)
@@ -66,6 +72,10 @@ class SpikeStats:
 
     def layer_spikes_per_action(self) -> dict[str, float]:
         return {name: value / self.actions for name, value in self.spikes.items()} if self.actions else {}
+
+    def layer_sops_per_action(self) -> dict[str, float]:
+        """Per (source) layer: synaptic operations of its spikes per greedy action (see utils/energy.py)."""
+        return {name: value / self.actions for name, value in self.sops.items()} if self.actions else {}
 
 
 @dataclass
@@ -127,7 +137,7 @@ class Agent:
                 if q[action].item() > max_q:
                     max_q, max_q_std = q[action].item(), q.std().item()
                 if stats is not None:
-                    stats.add(self.net.last_spike_counts(), self.net.neuron_counts())
+                    stats.add(self.net.last_spike_counts(), self.net.neuron_counts(), self.net.last_sop_counts())
             frame_stack, reward, terminated, truncated, _ = env.step(action)
             score += float(reward)
             steps += 1
@@ -277,4 +287,9 @@ def summarize_play(results: list[EpisodeResult]) -> dict:
             layer_spikes_per_action=total.layer_spikes_per_action(),
             layer_neurons=dict(total.neurons),
         )
+        if total.sops:  # synaptic operations per greedy action, by source layer (utils/energy.py)
+            summary.update(
+                layer_sops_per_action=total.layer_sops_per_action(),
+                sops_per_action=sum(total.sops.values()) / total.actions if total.actions else math.nan,
+            )
     return summary

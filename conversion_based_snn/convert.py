@@ -11,7 +11,8 @@ Steps: (1) play the ANN (epsilon 0.05) on the training env and keep the frame st
 
 Writes conversion_based_snn/result/game_{game}_episode_{n}_time_{T}_percentile_{p}.csv (score,mix,spike per
 episode; never overwritten: an existing name gets a suffix _1, _2, ...), appends to
-conversion_based_snn/log/{game}_{T}.log and writes a JSON summary next to it ({game}_{T}.json, same suffix rule).
+conversion_based_snn/log/{game}_{T}.log and writes a JSON summary next to it ({game}_{T}.json, same suffix rule),
+spike statistics and the operation counts / energy estimate per greedy action (utils/energy.py) included.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from conversion_based_snn.snn import (  # noqa: E402
 from environment import UnknownEnvError, check_env_id, make_env  # noqa: E402
 from neural_network import CheckpointError, build_network, load_checkpoint, read_checkpoint  # noqa: E402
 from utils.cli import ArgumentParser, UserError, positive_float, positive_int, run_cli  # noqa: E402
+from utils.energy import format_energy, snn_energy  # noqa: E402
 from utils.logging_setup import setup_file_logger, write_run_config  # noqa: E402
 
 PROG = "convert.py"
@@ -188,12 +190,25 @@ def main(argv: list[str] | None = None) -> None:
         norm_examples=args.norm_examples, norm_states=int(sum(game_lengths)), norm_games=len(game_lengths),
         normalisation_seconds=normalisation_seconds, csv=csv_path, log=log_path, config=config,
     )
+    summary["energy"] = conversion_energy(snn, summary)
     json_path = create_new_file(os.path.join(output_dir, "log", f"{game}_{args.time}.json"))
     write_run_config(json_path, summary)
     logger.info("summary: %s", {k: summary[k] for k in ("score_mean", "score_std", "mix_mean", "spike_mean",
                                                            "average_firing_rate", "spikes_per_greedy_action")})
+    if summary["energy"] is not None:
+        logger.info("operations %s; per layer: MACs %s, SOPs %s", format_energy(summary["energy"]),
+                    summary["energy"]["macs_per_action"], summary["energy"]["sops_per_action"])
     logger.info("wrote %s and %s", csv_path, json_path)
     print_summary(summary, csv_path, log_path, json_path)
+
+
+def conversion_energy(snn: SpikingNetwork, summary: dict) -> dict | None:
+    """MACs of conv1 once (its input is constant over T and its current is computed once) + the measured SOPs per
+    greedy action, and the energy estimate (utils/energy.py); None when no greedy step was taken."""
+    per_layer = {name: summary["sops_per_greedy_action"][name] for name in LAYER_NAMES}
+    if any(value is None for value in per_layer.values()):
+        return None
+    return snn_energy(snn, per_layer, "conversion")
 
 
 def _fmt(value, spec: str) -> str:
@@ -210,6 +225,7 @@ def print_summary(summary: dict, csv_path: str, log_path: str, json_path: str) -
         f"  average firing rate {_fmt(summary['average_firing_rate'], '.5f')}, "
         f"spikes per greedy action {_fmt(per_greedy['total'], '.1f')}",
         f"  {_fmt(summary['ms_per_action'], '.1f')} ms of SNN simulation per action",
+        "  operations " + (format_energy(summary["energy"]) if summary.get("energy") else "n/a (no greedy step)"),
         f"  results: {csv_path}",
         f"  summary: {json_path}",
         f"  log:     {log_path}",

@@ -32,6 +32,8 @@ import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 
+from utils.energy import synaptic_ops
+
 MODELS = ("Dqn", "Dsqn", "DsqnSpike", "DsqnIF")
 SURROGATES = ("ATan", "Sigmoid")
 CONV_OUTPUT_SIZE = 64 * 7 * 7  # 3136 features after conv3 on an 84x84 input
@@ -97,6 +99,8 @@ class QNetwork(nn.Module):
             self._make_activation(tau, v_threshold, v_reset, surrogate_func, alpha) for _ in range(n_activations)
         )
         self._spike_counts: dict[str, torch.Tensor] | None = None
+        self._spike_maps: dict[str, torch.Tensor] = {}
+        self._sop_counts: dict[str, torch.Tensor] = {}
         self._neuron_counts: dict[str, int] = {}
 
     # -- construction ---------------------------------------------------------------------------------------------
@@ -124,6 +128,15 @@ class QNetwork(nn.Module):
     @property
     def weight_layers(self) -> list[nn.Module]:
         return [self.conv1, self.conv2, self.conv3, self.fc1, self.fc2]
+
+    def successor_of(self, layer_name: str) -> nn.Module | None:
+        """The weight layer that the spikes of neuron layer ``layer_name`` feed, None if they feed nothing.
+
+        conv1 -> conv2 -> conv3 -> fc1 -> fc2: fc1's spikes feed fc2 (as the readout of Dsqn / DsqnIF, through their
+        firing rate, or as DsqnSpike's output layer); DsqnSpike's fc2 spikes are the output (fan-out 0)."""
+        names = ["conv1", "conv2", "conv3", "fc1", "fc2"]
+        index = names.index(layer_name)
+        return self.weight_layers[index + 1] if index + 1 < len(names) else None
 
     @property
     def spiking_layer_names(self) -> list[str]:
@@ -170,8 +183,11 @@ class QNetwork(nn.Module):
         spikes = self.activations[index](current_seq)
         if self._spike_counts is not None:
             name = self.spiking_layer_names[index]
-            self._spike_counts[name] = spikes.detach().sum(dim=tuple(range(2, spikes.dim()))).sum(0)
+            spike_map = spikes.detach().sum(0)  # [N, *neuron_shape]: each neuron's spikes summed over T
+            self._spike_maps[name] = spike_map
+            self._spike_counts[name] = spike_map.flatten(1).sum(1)
             self._neuron_counts[name] = spikes[0, 0].numel()
+            self._sop_counts[name] = synaptic_ops(spike_map, self.successor_of(name))
         return spikes
 
     # -- spike recording ------------------------------------------------------------------------------------------
@@ -181,12 +197,26 @@ class QNetwork(nn.Module):
         if enabled and not self.spiking:
             raise ValueError(f"{self.model} has no spiking neurons to record")
         self._spike_counts = {} if enabled else None
+        self._spike_maps, self._sop_counts = {}, {}
 
     def last_spike_counts(self) -> dict[str, torch.Tensor]:
         """Per layer, the number of spikes of each sample of the last forward pass, summed over T (shape [N])."""
         if self._spike_counts is None:
             raise RuntimeError("spike recording is off; call record_spikes() first")
         return dict(self._spike_counts)
+
+    def last_spike_maps(self) -> dict[str, torch.Tensor]:
+        """Per layer, the spike count of every neuron of the last forward pass, summed over T ([N, *neuron_shape])."""
+        if self._spike_counts is None:
+            raise RuntimeError("spike recording is off; call record_spikes() first")
+        return dict(self._spike_maps)
+
+    def last_sop_counts(self) -> dict[str, torch.Tensor]:
+        """Per layer, the synaptic operations caused by its spikes on the last forward pass, summed over T (shape
+        [N], float64): sum over neurons of spikes x fan-out into :meth:`successor_of` (see utils/energy.py)."""
+        if self._spike_counts is None:
+            raise RuntimeError("spike recording is off; call record_spikes() first")
+        return dict(self._sop_counts)
 
     def neuron_counts(self) -> dict[str, int]:
         """Per layer, the number of neurons per sample (as seen on the last recorded forward pass)."""

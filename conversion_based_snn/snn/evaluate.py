@@ -13,7 +13,9 @@ Spike statistics are taken on the *greedy* steps only, i.e. the steps where the 
 Q_hat (as the original did): per such step the firing rate = spikes of all five neuron layers / (their neurons *
 T); an episode's firing rate is the mean over its greedy steps and the run's average firing rate the mean over
 episodes; spikes per greedy action = all spikes of all layers on greedy steps / the number of greedy steps (over
-the whole run, and per layer).
+the whole run, and per layer). Synaptic operations are counted on the same greedy steps: per layer, its spikes x
+their fan-out into the next weight layer (conv1 -> conv2, ..., fc1 -> fc2; the output fc2 spikes have fan-out 0),
+summed over T with the exact border-aware fan-out of utils/energy.py; reported per greedy action.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from utils.energy import synaptic_ops
 
 from .normalise import epsilon_greedy
 from .simulate import LAYER_NAMES, SpikingNetwork
@@ -39,6 +43,7 @@ class EpisodeStats:
     greedy_steps: int = 0
     layer_spikes: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in LAYER_NAMES})
     firing_rate_sum: float = 0.0  # sum over greedy steps of that step's firing rate
+    layer_sops: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in LAYER_NAMES})
     simulation_seconds: float = 0.0
 
     @property
@@ -52,6 +57,13 @@ class EpisodeStats:
     @property
     def firing_rate(self) -> float | None:
         return self.firing_rate_sum / self.greedy_steps if self.greedy_steps else None
+
+
+def layer_sops(snn: SpikingNetwork, result) -> dict[str, torch.Tensor]:
+    """Per layer, the synaptic operations its spikes cause in the next weight layer, summed over T (shape [B])."""
+    successors = snn.weight_layers[1:] + [None]  # the output layer's spikes go nowhere: fan-out 0
+    return {name: synaptic_ops(result.spike_counts[name], successor)
+            for name, successor in zip(LAYER_NAMES, successors)}
 
 
 @torch.no_grad()
@@ -88,6 +100,8 @@ def play_episode(
             for name, value in totals.items():
                 stats.layer_spikes[name] += value
             stats.firing_rate_sum += sum(totals.values()) / (neuron_total * T)
+            for name, value in layer_sops(snn, result).items():
+                stats.layer_sops[name] += float(value[0])
         obs, reward, terminated, truncated, _ = env.step(action)
         stats.score += float(reward)
         if bar is not None:
@@ -135,6 +149,9 @@ def summarise(episodes: list[EpisodeStats], neuron_counts: dict[str, int], T: in
         name: (layer_spikes[name] / (neuron_counts[name] * T * greedy) if greedy else None) for name in LAYER_NAMES
     }
     simulation_seconds = sum(e.simulation_seconds for e in episodes)
+    layer_sops = {name: sum(e.layer_sops.get(name, 0.0) for e in episodes) for name in LAYER_NAMES}
+    sops_per_greedy = {name: (value / greedy if greedy else None) for name, value in layer_sops.items()}
+    sops_per_greedy["total"] = sum(layer_sops.values()) / greedy if greedy else None
     return {
         "scores": scores.tolist(),
         "score_mean": float(scores.mean()),
@@ -156,5 +173,6 @@ def summarise(episodes: list[EpisodeStats], neuron_counts: dict[str, int], T: in
         "firing_rate_per_episode": episode_rates,
         "average_firing_rate": float(np.mean(valid_rates)) if valid_rates else None,
         "firing_rate_per_layer": per_layer_rate,
+        "sops_per_greedy_action": sops_per_greedy,  # by source layer; fc2 (output) spikes have fan-out 0
         "ms_per_action": 1000.0 * simulation_seconds / steps if steps else None,
     }
