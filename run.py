@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="play: write an mp4 of every episode under monitor/")
     parser.add_argument("--use_spike_monitor", action=argparse.BooleanOptionalAction, default=False,
                         help="play: record firing rates and spikes per greedy action of a spiking network")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                        help="torch.compile the networks (CUDA: with CUDA graphs); pays off on long runs, "
+                             "see README Performance")
     parser.add_argument("--output_dir", default=REPO_ROOT,
                         help="where log/, model/ and monitor/ are written (default: the repository root)")
     parser.add_argument("--backend", default=defaults.backend, choices=BACKENDS,
@@ -131,7 +134,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from agent import Agent, Config, summarize_play
     from environment import check_env_id, make_env
-    from neural_network import build_network, is_spiking, load_checkpoint, read_checkpoint, select_backend
+    from neural_network import (
+        build_network,
+        compile_network,
+        is_spiking,
+        load_checkpoint,
+        read_checkpoint,
+        select_backend,
+    )
     from replay_memory import ReplayMemory
     from utils.logging_setup import setup_file_logger, write_run_config
 
@@ -196,11 +206,15 @@ def main(argv: list[str] | None = None) -> None:
                                        "command": " ".join(sys.argv)})
     logger.info("Run %s: %s", paths["name"], json.dumps(config.to_dict(), sort_keys=True))
     writer = SummaryWriter(log_dir=paths["tensorboard"])
+    if config.compile:
+        compile_network(net.to(device), device)
     agent = Agent(config, net, device, writer=writer)
 
     try:
         if config.method == "learn":
             target_net = build_network(config.model, n_actions, **config.network_kwargs())
+            if config.compile:
+                compile_network(target_net.to(device), device)
             best = agent.learn(train_env, eval_env, replay, target_net, paths["model"])
             print(f"best average evaluation score {best:g}; model saved to {os.path.relpath(paths['model'])}")
             print(f"log: {os.path.relpath(paths['log'])}  tensorboard: {os.path.relpath(paths['tensorboard'])}")

@@ -22,6 +22,7 @@ class Config:
     use_video_recorder: bool = False
     use_spike_monitor: bool = False
     backend: str = "auto"
+    compile: bool = False
     # -- DQN training loop (PAPER_NOTES §3) --------------------------------------------------------------------------
     timestep_num: int = 50_000_000
     eval_freq: int = 250_000

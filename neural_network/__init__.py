@@ -8,7 +8,7 @@ logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 
 from .backend import BACKENDS, BackendError, resolve_backend, select_backend
 from .checkpoint import CheckpointError, CheckpointInfo, load_checkpoint, read_checkpoint, save_checkpoint
-from .networks import MODELS, SURROGATES, QNetwork, build_network, is_spiking
+from .networks import MODELS, SURROGATES, QNetwork, build_network, compile_network, is_spiking
 
 __all__ = [
     "BACKENDS",
@@ -19,6 +19,7 @@ __all__ = [
     "CheckpointInfo",
     "QNetwork",
     "build_network",
+    "compile_network",
     "is_spiking",
     "load_checkpoint",
     "read_checkpoint",

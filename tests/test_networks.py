@@ -198,3 +198,15 @@ def test_dqn_output_matches_a_hand_written_nature_cnn(frames):
     with torch.no_grad():
         torch.testing.assert_close(net(frames), expected)
     assert math.prod(net.conv3(net.conv2(net.conv1(x))).shape[1:]) == 3136
+
+
+def test_compiled_network_matches_eager_and_keeps_plain_keys(frames):
+    import copy
+
+    from neural_network import compile_network
+
+    eager = make("Dqn")
+    compiled = compile_network(copy.deepcopy(eager), "cpu")
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints stay plain
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(frames), eager(frames), rtol=1e-4, atol=1e-5)
