@@ -479,17 +479,11 @@ def _label(model: str, n_runs: int) -> str:
     return f"{LABELS[model]} ({n_runs} run{'s' if n_runs != 1 else ''})"
 
 
-def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, notes):
-    plt = _pyplot()
-    learn = {m: groups[(m, game)].learn for m in models if (m, game) in groups and groups[(m, game)].learn}
-    if not learn:
-        return
-    human_key, _ = HUMAN_SETS[human_set]
-    # evaluation score
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+def _draw_mean_curves(ax, learn: dict, tag: str, episode_std_tag: str | None = None) -> bool:
+    """Draw each model's mean curve of ``tag`` over its runs, with its band; True if anything was drawn."""
     drew = False
     for model, runs in learn.items():
-        curve = mean_curve(runs, "evaluate/average_score", "evaluate/score_std")
+        curve = mean_curve(runs, tag, episode_std_tag)
         if curve is None:
             continue
         steps, mean, band, n = curve
@@ -498,6 +492,18 @@ def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, no
         if band is not None:
             ax.fill_between(steps, band[0], band[1], color=COLORS[model], alpha=0.2, linewidth=0)
         drew = True
+    return drew
+
+
+def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, notes):
+    plt = _pyplot()
+    learn = {m: groups[(m, game)].learn for m in models if (m, game) in groups and groups[(m, game)].learn}
+    if not learn:
+        return
+    human_key, _ = HUMAN_SETS[human_set]
+    # evaluation score
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    drew = _draw_mean_curves(ax, learn, "evaluate/average_score", "evaluate/score_std")
     for model in models:
         group = groups.get((model, game))
         if group is not None and group.play:
@@ -520,17 +526,7 @@ def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, no
         notes.add(f"{game}: no evaluation scores in the events, no score figure")
     # max Q
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    drew = False
-    for model, runs in learn.items():
-        curve = mean_curve(runs, "evaluate/average_max_q")
-        if curve is None:
-            continue
-        steps, mean, band, n = curve
-        ax.plot(steps, mean, color=COLORS[model], marker="o" if len(steps) < 30 else None, ms=3,
-                label=_label(model, n))
-        if band is not None:
-            ax.fill_between(steps, band[0], band[1], color=COLORS[model], alpha=0.2, linewidth=0)
-        drew = True
+    drew = _draw_mean_curves(ax, learn, "evaluate/average_max_q")
     if drew:
         ax.set(title=f"{game}: average max Q per evaluation episode (band: std over seeds)",
                xlabel="training steps (agent steps)", ylabel="average max Q")
