@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> None:
         config.T = checkpoint_info.T if checkpoint_info is not None and checkpoint_info.T else 64
 
     device = torch.device(config.device)
+    if device.type == "cpu":
+        from utils.malloc import tune_glibc_malloc
+
+        tune_glibc_malloc()  # large CPU tensors without a page fault storm: see utils/malloc.py
     spiking = is_spiking(config.model)
     if spiking:
         select_backend(config.backend, device)
