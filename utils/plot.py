@@ -479,6 +479,20 @@ def _label(model: str, n_runs: int) -> str:
     return f"{LABELS[model]} ({n_runs} run{'s' if n_runs != 1 else ''})"
 
 
+def _finish_curve_figure(fig, ax, drew: bool, title: str, ylabel: str, path: str, written: list[str],
+                         notes=None, missing_note: str | None = None) -> None:
+    """Label and save a curve-vs-training-steps figure, or drop it (with a note) when nothing was drawn."""
+    if drew:
+        ax.set(title=title, xlabel="training steps (agent steps)", ylabel=ylabel)
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7)
+        _save(fig, path, written)
+        return
+    _pyplot().close(fig)
+    if missing_note is not None:
+        notes.add(missing_note)
+
+
 def _draw_mean_curves(ax, learn: dict, tag: str, episode_std_tag: str | None = None) -> bool:
     """Draw each model's mean curve of ``tag`` over its runs, with its band; True if anything was drawn."""
     drew = False
@@ -515,26 +529,14 @@ def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, no
         ax.axhline(ref[human_key], color="0.4", linestyle=":", linewidth=1, label=f"human ({human_set})")
     if ref.get("random") is not None:
         ax.axhline(ref["random"], color="0.7", linestyle=":", linewidth=1, label="random")
-    if drew:
-        ax.set(title=f"{game}: evaluation average score (band: std over seeds, or over episodes for one seed)",
-               xlabel="training steps (agent steps)", ylabel="average score per episode")
-        ax.title.set_fontsize(9)
-        ax.legend(fontsize=7)
-        _save(fig, os.path.join(out_dir, f"score_{game}.{fmt}"), written)
-    else:
-        plt.close(fig)
-        notes.add(f"{game}: no evaluation scores in the events, no score figure")
+    _finish_curve_figure(fig, ax, drew, f"{game}: evaluation average score (band: std over seeds, or over episodes "
+                         "for one seed)", "average score per episode", os.path.join(out_dir, f"score_{game}.{fmt}"),
+                         written, notes, f"{game}: no evaluation scores in the events, no score figure")
     # max Q
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     drew = _draw_mean_curves(ax, learn, "evaluate/average_max_q")
-    if drew:
-        ax.set(title=f"{game}: average max Q per evaluation episode (band: std over seeds)",
-               xlabel="training steps (agent steps)", ylabel="average max Q")
-        ax.title.set_fontsize(9)
-        ax.legend(fontsize=7)
-        _save(fig, os.path.join(out_dir, f"max_q_{game}.{fmt}"), written)
-    else:
-        plt.close(fig)
+    _finish_curve_figure(fig, ax, drew, f"{game}: average max Q per evaluation episode (band: std over seeds)",
+                         "average max Q", os.path.join(out_dir, f"max_q_{game}.{fmt}"), written)
     # loss
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     drew, positive = False, True
@@ -548,17 +550,11 @@ def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, no
             ax.fill_between(centres, low, high, color=COLORS[model], alpha=0.2, linewidth=0)
         positive = positive and bool(np.nanmin(low) > 0)
         drew = True
-    if drew:
-        if positive:
-            ax.set_yscale("log")
-        ax.set(title=f"{game}: training loss (Huber), mean per step bin (at most {LOSS_BINS} bins; band: "
-                     "min-max over seeds)", xlabel="training steps (agent steps)", ylabel="loss")
-        ax.title.set_fontsize(9)
-        ax.legend(fontsize=7)
-        _save(fig, os.path.join(out_dir, f"loss_{game}.{fmt}"), written)
-    else:
-        plt.close(fig)
-        notes.add(f"{game}: no learn/loss in the events, no loss figure")
+    if drew and positive:
+        ax.set_yscale("log")
+    _finish_curve_figure(fig, ax, drew, f"{game}: training loss (Huber), mean per step bin (at most {LOSS_BINS} "
+                         "bins; band: min-max over seeds)", "loss", os.path.join(out_dir, f"loss_{game}.{fmt}"),
+                         written, notes, f"{game}: no learn/loss in the events, no loss figure")
 
 
 def _grouped_bars(ax, categories, series: dict[str, list], log=False):
