@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from agent import Agent, Config, summarize_play
+    from agent import Agent, Config
     from environment import check_env_id, make_env
     from neural_network import (
         build_network,
