@@ -75,6 +75,8 @@ def make_env(
     history_len: int = 4,
     seed: int | None = None,
     video_dir: str | None = None,
+    episodic_life: bool | None = None,
+    clip_rewards: bool | None = None,
 ) -> gym.Env:
     """Build the DeepMind-preprocessed Atari env (baselines ``make_atari`` + ``wrap_deepmind``).
 
@@ -99,6 +101,9 @@ def make_env(
     seed: if given, the raw env is reset once with ``reset(seed=seed)`` here (seeding the ALE and
     the env's ``np_random`` that draws the no-op counts) and ``action_space.seed(seed)`` is
     called, so the first ``reset()`` without a seed and everything after it is deterministic.
+
+    episodic_life, clip_rewards: override the EpisodicLife / ClipReward choice that ``training`` makes (the
+    conversion baseline plays on the episodic-life env with raw rewards: ``training=False, episodic_life=True``).
 
     video_dir: evaluation env only (``ValueError`` otherwise). Wraps the raw env (innermost, all
     frames at 60 fps) in RecordVideo recording every episode (= every game) as an mp4 into
@@ -125,12 +130,14 @@ def make_env(
     env = NoopResetEnv(env, noop_max=NOOP_MAX)
     env = MaxAndSkipEnv(env, skip=FRAME_SKIP)
     env = TimeLimit(env, max_episode_steps=max_episode_step)
-    if training:
+    episodic_life = training if episodic_life is None else episodic_life
+    clip_rewards = training if clip_rewards is None else clip_rewards
+    if episodic_life:
         env = EpisodicLifeEnv(env)
     if "FIRE" in env.unwrapped.get_action_meanings():
         env = FireResetEnv(env)
     env = WarpFrame(env)
-    if training:
+    if clip_rewards:
         env = ClipRewardEnv(env)
     env = FrameStackObservation(env, history_len, padding_type="reset")
     env = Uint8ArrayObservation(env)
