@@ -3,11 +3,14 @@
     python conversion_based_snn/convert.py --game BreakoutNoFrameskip-v4 --model model/Dqn_....pkl
     cd conversion_based_snn && python convert.py --model=../model/Dqn_....pkl --time 500
 
-Steps: (1) play the ANN (epsilon 0.05) on the training env and keep the frame stacks of whole games until at least
---norm_examples states; (2) lambda_l = the exact --percentile-th percentile of each layer's pre-activation outputs
-(conv1 ... fc2) of the original ANN on them, W_l <- W_l * lambda_{l-1} / lambda_l, b_l <- b_l / lambda_l;
-(3) play --episode full games on the raw-score env with the spiking network simulated for --time steps per action
-(IF neurons with reset by subtraction, or LIF), Q_hat = output spike count + final output voltage, epsilon 0.05.
+Steps: (1) play the ANN (epsilon 0.05) on the episodic-life env and keep the frame stacks of the last life of every
+game that ends (games cut by the time limit are dropped) until at least --norm_examples states; (2) lambda_l = the
+exact --percentile-th percentile of each layer's pre-activation outputs (conv1 ... fc2) of the original ANN on
+them, W_l <- W_l * lambda_{l-1} / lambda_l, b_l <- b_l / lambda_l; (3) play --episode full games on the
+episodic-life env with raw rewards (FIRE pressed by the env after each lost life) with the spiking network
+simulated for --time steps per action (IF neurons with reset by subtraction, or LIF with a hard reset; one step
+of delay per connection, or --schedule same_step), Q_hat = output spike count + final output voltage,
+epsilon 0.05.
 
 Writes conversion_based_snn/result/game_{game}_episode_{n}_time_{T}_percentile_{p}.csv (score,mix,spike per
 episode; never overwritten: an existing name gets a suffix _1, _2, ...), appends to
@@ -35,14 +38,16 @@ import torch  # noqa: E402
 from conversion_based_snn.snn import (  # noqa: E402
     LAYER_NAMES,
     NODE_TYPES,
+    SCHEDULES,
     NormalisationError,
     SpikingNetwork,
     collect_normalisation_states,
     compute_lambdas,
     evaluate,
+    make_game_env,
     summarise,
 )
-from environment import UnknownEnvError, check_env_id, make_env  # noqa: E402
+from environment import UnknownEnvError, check_env_id  # noqa: E402
 from neural_network import CheckpointError, build_network, load_checkpoint, read_checkpoint  # noqa: E402
 from utils.cli import ArgumentParser, UserError, positive_float, positive_int, run_cli  # noqa: E402
 from utils.energy import format_energy, snn_energy  # noqa: E402
@@ -77,11 +82,16 @@ def build_parser() -> ArgumentParser:
                         help="auto: cuda if available (default %(default)s)")
     parser.add_argument("--gpu", default="0", help="sets CUDA_VISIBLE_DEVICES (default %(default)s)")
     parser.add_argument("--node_type", choices=NODE_TYPES, default="SubtractiveResetIFNodes",
-                        help="IF neurons with reset by subtraction, or LIF (default %(default)s)")
+                        help="IF neurons with reset by subtraction, or LIF with a hard reset to 0 "
+                        "(default %(default)s)")
     parser.add_argument("--tau", type=positive_float, default=2.0,
                         help="LIF time constant: leak factor exp(-1/tau) per step (default %(default)s)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="delayed",
+                        help="delayed: a layer's input at step t comes from the spikes of the layer below at step "
+                        "t-1; same_step: at step t (default %(default)s)")
     parser.add_argument("--norm_examples", type=positive_int, default=15000,
-                        help="collect whole games until at least this many states (default %(default)s)")
+                        help="collect the last lives of games until at least this many states "
+                        "(default %(default)s)")
     parser.add_argument("--batch", type=positive_int, default=256,
                         help="batch size of the normalisation passes (default %(default)s)")
     parser.add_argument("--max_episode_step", type=positive_int, default=18000,
@@ -127,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    eval_env = make_env(args.game, training=False, seed=args.seed, max_episode_step=args.max_episode_step)
+    eval_env = make_game_env(args.game, seed=args.seed, max_episode_step=args.max_episode_step)
     n_actions = int(eval_env.action_space.n)
     if info.n_actions != n_actions:
         raise UserError(
@@ -147,21 +157,23 @@ def main(argv: list[str] | None = None) -> None:
 
     # 1. normalisation data
     started = time.perf_counter()
-    train_env = make_env(game, training=True, seed=args.seed, max_episode_step=args.max_episode_step)
-    states, game_lengths = collect_normalisation_states(
-        ann, train_env, args.norm_examples, rng, EPSILON, progress=True,
-        on_game=lambda number, length: logger.info("normalisation game %d: %d states", number, length),
+    norm_env = make_game_env(game, seed=args.seed, max_episode_step=args.max_episode_step)
+    states, norm_games = collect_normalisation_states(
+        ann, norm_env, args.norm_examples, rng, EPSILON, progress=True,
+        on_game=lambda number, g: logger.info("normalisation game %d: %d steps, %s", number, g.steps,
+                                              "cut by the time limit: dropped" if g.cut
+                                              else f"kept the {g.kept} states of its last life"),
     )
-    train_env.close()
-    logger.info("normalisation data: %d states from %d games (asked for %d)", len(states), len(game_lengths),
-                args.norm_examples)
+    norm_env.close()
+    logger.info("normalisation data: %d states from %d games, %d games dropped (asked for %d)", len(states),
+                len(norm_games), sum(g.cut for g in norm_games), args.norm_examples)
 
     # 2. layer-wise normalisation
     lambdas = compute_lambdas(ann, states, args.percentile, args.batch, progress=True)
     del states
     normalisation_seconds = time.perf_counter() - started
     logger.info("lambdas (%sth percentile): %s", args.percentile, lambdas)
-    snn = SpikingNetwork.from_ann(ann, lambdas, args.node_type, args.tau).to(device)
+    snn = SpikingNetwork.from_ann(ann, lambdas, args.node_type, args.tau, args.schedule).to(device)
 
     # 3-4. play the spiking network; the CSV gets one row per finished episode
     csv_name = f"game_{game}_episode_{args.episode}_time_{args.time}_percentile_{args.percentile}.csv"
@@ -184,10 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarise(episodes, snn.neuron_counts(), args.time)
     summary.update(
         game=game, model=model_path, episodes=args.episode, T=args.time, percentile=args.percentile,
-        node_type=args.node_type, tau=args.tau if args.node_type == "LIFNodes" else None, seed=args.seed,
+        node_type=args.node_type, tau=args.tau if args.node_type == "LIFNodes" else None, schedule=args.schedule,
+        seed=args.seed,
         epsilon=EPSILON, device=str(device), lambdas=lambdas, layers=list(LAYER_NAMES),
         neuron_shapes={name: list(shape) for name, shape in snn.neuron_shapes().items()},
-        norm_examples=args.norm_examples, norm_states=int(sum(game_lengths)), norm_games=len(game_lengths),
+        norm_examples=args.norm_examples, norm_states=int(sum(g.kept for g in norm_games)),
+        norm_games=len(norm_games), norm_games_dropped=int(sum(g.cut for g in norm_games)),
         normalisation_seconds=normalisation_seconds, csv=csv_path, log=log_path, config=config,
     )
     summary["energy"] = conversion_energy(snn, summary)
@@ -219,7 +233,8 @@ def print_summary(summary: dict, csv_path: str, log_path: str, json_path: str) -
     per_greedy = summary["spikes_per_greedy_action"]
     lines = [
         f"{summary['game']}: {summary['episodes']} episodes, T={summary['T']}, percentile {summary['percentile']}, "
-        f"{summary['node_type']}" + (f" (tau {summary['tau']})" if summary["tau"] is not None else ""),
+        f"{summary['node_type']}" + (f" (tau {summary['tau']})" if summary["tau"] is not None else "")
+        + f", {summary['schedule']} schedule",
         f"  score: mean {summary['score_mean']:.2f}, std {summary['score_std']:.2f}, max {summary['score_max']:.2f}",
         f"  agreement with the ANN's greedy action: mix {summary['mix_mean']:.4f}, spike {summary['spike_mean']:.4f}",
         f"  average firing rate {_fmt(summary['average_firing_rate'], '.5f')}, "

@@ -1,4 +1,4 @@
-"""Tests for conversion_based_snn/: the conversion-based SNN baseline (PAPER_NOTES §6)."""
+"""Tests for conversion_based_snn/: the conversion-based SNN baseline."""
 
 from __future__ import annotations
 
@@ -12,22 +12,29 @@ import sys
 import numpy as np
 import pytest
 import torch
+from synthetic import SideOfTheBlockEnv
 
 from conversion_based_snn import convert
 from conversion_based_snn.snn import (
     LAYER_NAMES,
+    SCHEDULES,
     EpisodeStats,
     NormalisationError,
+    NormalisationGame,
     SpikingNetwork,
     StreamingPercentile,
     collect_normalisation_states,
     compute_lambdas,
     epsilon_greedy,
     exact_percentile,
+    greedy_agreement,
+    make_game_env,
     neuron_step,
+    play_episode,
     pre_activations,
     summarise,
 )
+from environment.wrappers import ClipRewardEnv, EpisodicLifeEnv, FireResetEnv
 from neural_network import build_network, save_checkpoint
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,12 +79,13 @@ def lambdas(ann, norm_data):
     return compute_lambdas(ann, [s.numpy() for s in norm_data], 99.9, batch=16)
 
 
-def firing_network(ann, lambdas, node_type, dtype=torch.float32, grid_bits=None) -> SpikingNetwork:
-    """The normalised Dqn; LIF layers get a gain of 1 / (1 - exp(-1/tau)) so that every layer fires.
-    grid_bits: round all weights and biases to multiples of 2**-grid_bits, which makes the currents of layers fed
-    by spikes exact in float32 whatever order a conv/linear kernel sums in."""
+def firing_network(ann, lambdas, node_type, dtype=torch.float32, grid_bits=None, gain=1.0) -> SpikingNetwork:
+    """The normalised Dqn times ``gain``; LIF layers get a further gain of 1 / (1 - exp(-1/tau)) so that every layer
+    fires. grid_bits: round all weights and biases to multiples of 2**-grid_bits, which makes the currents of
+    layers fed by spikes exact in float32 whatever order a conv/linear kernel sums in."""
     snn = SpikingNetwork.from_ann(ann, lambdas, node_type, tau=2.0).to(dtype)
-    gain = 1.0 / (1.0 - math.exp(-0.5)) if node_type == "LIFNodes" else 1.0
+    if node_type == "LIFNodes":
+        gain /= 1.0 - math.exp(-0.5)
     with torch.no_grad():
         for layer in snn.weight_layers:
             for p in (layer.weight, layer.bias):
@@ -90,7 +98,7 @@ def firing_network(ann, lambdas, node_type, dtype=torch.float32, grid_bits=None)
 def run_convert(args: list[str], cwd: str = REPO_ROOT, script: str = "conversion_based_snn/convert.py"):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, script, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env=env)
+                          env=env, check=False)
 
 
 # -- exact percentiles ------------------------------------------------------------------------------------------------
@@ -126,11 +134,11 @@ def test_streaming_percentile_equals_numpy_linear_bit_for_bit():
 # -- neurons ----------------------------------------------------------------------------------------------------------
 
 
-def trace(current: float, steps: int, decay=None, dtype=torch.float32):
+def trace(current: float, steps: int, decay=None, dtype=torch.float32, hard_reset=False):
     v = torch.zeros(1, dtype=dtype)
     voltages, spikes = [], []
     for _ in range(steps):
-        s = neuron_step(v, torch.tensor([current], dtype=dtype), decay)
+        s = neuron_step(v, torch.tensor([current], dtype=dtype), decay, hard_reset)
         voltages.append(float(v))
         spikes.append(int(s))
     return voltages, spikes
@@ -149,44 +157,102 @@ def test_subtractive_reset_keeps_the_residual():
     assert trace(-0.25, 4) == ([-0.25, -0.5, -0.75, -1.0], [0, 0, 0, 0])
 
 
-def test_lif_leaks_then_integrates_then_subtracts():
+def test_lif_leaks_then_integrates_then_resets_to_zero():
     decay = math.exp(-1.0 / 2.0)
-    voltages, spikes = trace(0.7, 12, decay, torch.float64)
+    voltages, spikes = trace(0.7, 12, decay, torch.float64, hard_reset=True)
     v, expected_v, expected_s = 0.0, [], []
     for _ in range(12):
         v = v * decay + 0.7
         s = v >= 1.0
-        v -= s
+        v = 0.0 if s else v
         expected_v.append(v)
         expected_s.append(int(s))
     assert spikes == expected_s and 0 < sum(spikes) < 12
     assert voltages == pytest.approx(expected_v, abs=1e-12)
+    # exact numbers (decay 1/2, input 3/4): 0.75; 0.375 + 0.75 = 1.125 -> spike -> 0 (not the 0.125 a subtraction
+    # would keep); 0.75; ... and a large input leaves nothing either
+    assert trace(0.75, 6, 0.5, hard_reset=True) == ([0.75, 0.0, 0.75, 0.0, 0.75, 0.0], [0, 1, 0, 1, 0, 1])
+    assert trace(0.75, 2, 0.5) == ([0.75, 0.125], [0, 1])
+    assert trace(3.5, 3, 0.5, hard_reset=True) == ([0.0, 0.0, 0.0], [1, 1, 1])
     # below the LIF's rheobase (V converges to I / (1 - decay) < 1) it never fires
-    assert sum(trace(0.39 * (1 - decay) / 0.4, 200, decay)[1]) == 0
+    assert sum(trace(0.39 * (1 - decay) / 0.4, 200, decay, hard_reset=True)[1]) == 0
 
 
-def test_network_neurons_see_constant_input_and_bias_every_step(ann):
-    """Through the real layout: conv1 with zero weights and bias 0.7 drives all its neurons with 0.7 per step."""
-    snn = SpikingNetwork.from_ann(ann)
+@pytest.mark.parametrize(
+    "node_type, expected_train, expected_voltage",
+    [
+        # IF: 0.75; 1.5 -> 0.5; 1.25 -> 0.25; 1.0 -> 0; 0.75; 1.5 -> 0.5
+        ("SubtractiveResetIFNodes", [0.0, 1, 1, 1, 0, 1], 0.5),
+        # LIF (tau 2): 0.75; 0.75 * exp(-1/2) + 0.75 = 1.20 -> 0; 0.75; ... (hard reset)
+        ("LIFNodes", [0.0, 1, 0, 1, 0, 1], 0.0),
+    ],
+)
+def test_network_neurons_see_constant_input_and_bias_every_step(ann, node_type, expected_train, expected_voltage):
+    """Through the real layout: conv1 with zero weights and bias 0.75 drives all its neurons with 0.75 per step,
+    from the first step on whatever the schedule (the bias needs no spikes to arrive)."""
+    snn = SpikingNetwork.from_ann(ann, node_type=node_type)
+    assert snn.hard_reset == (node_type == "LIFNodes")
     with torch.no_grad():
         snn.conv1.weight.zero_()
         snn.conv1.bias.fill_(0.75)
     x = smooth_frames(1, seed=3)
+    for schedule in SCHEDULES:
+        for simulate in (snn.simulate, snn.simulate_stepwise):
+            result = simulate(x, 6, record_trains=True, schedule=schedule)
+            train = result.spike_trains["conv1"]
+            assert train.shape == (6, 1, 32, 20, 20)
+            assert torch.equal(train.flatten(1).float().mean(1), torch.tensor(expected_train))
+            assert torch.all(result.final_voltages["conv1"] == expected_voltage)
+            assert torch.all(result.spike_counts["conv1"] == sum(expected_train))
+
+
+def first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
+    """The first step (dimension 0) where two [T, ...] sequences differ, or None."""
+    differs = (a != b).flatten(1).any(1)
+    return int(differs.nonzero()[0]) if differs.any() else None
+
+
+def test_delayed_schedule_has_one_step_of_delay_per_connection(ann, lambdas):
+    # gain 2 so that a single step of input can make every layer fire; channel 0 of conv1 fires from its bias alone
+    snn = firing_network(ann, lambdas, "SubtractiveResetIFNodes", grid_bits=12, gain=2.0)
+    with torch.no_grad():
+        snn.conv1.bias[0] = 1.5
+    assert snn.schedule == "delayed"  # the default
+    x = smooth_frames(2, seed=5)  # two different frames: where their spikes differ, the image has arrived
+    bias = snn.conv1.bias.view(1, -1, 1, 1).expand(2, -1, 20, 20)
     for simulate in (snn.simulate, snn.simulate_stepwise):
-        result = simulate(x, 6, record_trains=True)
-        train = result.spike_trains["conv1"]
-        assert train.shape == (6, 1, 32, 20, 20)
-        assert torch.equal(train.flatten(1).float().mean(1), torch.tensor([0.0, 1, 1, 1, 0, 1]))
-        assert torch.all(result.final_voltages["conv1"] == 0.5)
-        assert torch.all(result.spike_counts["conv1"] == 4)
+        # t = 0: conv1 sees only its bias (V = b, or b - 1 where the bias alone reaches the threshold)
+        first = simulate(x, 1, record_trains=True)
+        assert torch.equal(first.final_voltages["conv1"], torch.where(bias >= 1, bias - 1, bias))
+        assert torch.equal(first.spike_trains["conv1"][0], bias >= 1)
+        assert first.spike_counts["conv1"].sum() == 400 * 2  # channel 0's 20 x 20 neurons, both frames
+        delayed = simulate(x, 7, record_trains=True)
+        # layer l (0-based) gets image-driven input from step l + 1: conv1 from t = 1, ..., fc2 from t = 5
+        for index, name in enumerate(LAYER_NAMES[:-1]):
+            train = delayed.spike_trains[name]
+            assert first_difference(train[:, 0], train[:, 1]) == index + 1, name
+        output = delayed.output_voltage_trace
+        assert first_difference(output[:, 0], output[:, 1]) == 5
+        # same-step: the frame reaches every layer, the output included, at t = 0
+        same = simulate(x, 7, record_trains=True, schedule="same_step")
+        for name in LAYER_NAMES[:-1]:
+            assert first_difference(same.spike_trains[name][:, 0], same.spike_trains[name][:, 1]) == 0, name
+        assert first_difference(same.output_voltage_trace[:, 0], same.output_voltage_trace[:, 1]) == 0
+
+
+def test_schedule_is_checked(ann):
+    with pytest.raises(ValueError, match="unknown schedule"):
+        SpikingNetwork.from_ann(ann, schedule="instant")
+    with pytest.raises(ValueError, match="unknown schedule"):
+        SpikingNetwork.from_ann(ann).simulate(smooth_frames(1, seed=3), 2, schedule="instant")
 
 
 # -- layer by layer == step by step ---------------------------------------------------------------------------------
 
 
-def assert_same_simulation(snn, x, T, voltage_atol=0.0):
-    fast = snn.simulate(x, T, record_trains=True)
-    slow = snn.simulate_stepwise(x, T, record_trains=True)
+def assert_same_simulation(snn, x, T, schedule, voltage_atol=0.0):
+    fast = snn.simulate(x, T, record_trains=True, schedule=schedule)
+    slow = snn.simulate_stepwise(x, T, record_trains=True, schedule=schedule)
     for name in LAYER_NAMES:
         rate = fast.spike_trains[name].float().mean().item()
         assert 0.005 < rate < 0.9, (name, rate)  # the test is meaningless if a layer is silent or saturated
@@ -198,29 +264,54 @@ def assert_same_simulation(snn, x, T, voltage_atol=0.0):
         assert torch.equal(fast.spike_counts[name], slow.spike_counts[name]), name
         assert torch.equal(fast.spike_counts[name], fast.spike_trains[name].sum(0).to(fast.spike_counts[name].dtype))
     assert torch.allclose(fast.q_mix, slow.q_mix, rtol=0, atol=voltage_atol)
+    for result in (fast, slow):
+        assert torch.equal(result.output_spike_train, result.spike_trains["fc2"])
+        assert torch.equal(result.output_voltage_trace[-1], result.final_voltages["fc2"])
+        assert torch.equal(result.q_mix_at(T), result.q_mix)
+    assert torch.allclose(fast.output_voltage_trace, slow.output_voltage_trace, rtol=0, atol=voltage_atol)
+    return fast
 
 
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("node_type", NODE_TYPES)
-def test_layer_by_layer_equals_step_by_step_float32(ann, lambdas, node_type):
+def test_layer_by_layer_equals_step_by_step_float32(ann, lambdas, node_type, schedule):
     # weights on a 2**-12 grid: every current fed by spikes is an exact float32 sum, so the two simulations must
     # agree bit for bit (spike trains and voltages) whatever the batch size of the conv/linear calls
     snn = firing_network(ann, lambdas, node_type, torch.float32, grid_bits=12)
-    assert_same_simulation(snn, smooth_frames(2, seed=5), T=50)
+    x = smooth_frames(2, seed=5)
+    fast = assert_same_simulation(snn, x, T=50, schedule=schedule)
+    # the simulation is causal: reading a long one after T steps is exactly a T-step simulation
+    for T in (1, 6, 23):
+        assert torch.equal(fast.q_mix_at(T), snn.simulate(x, T, schedule=schedule).q_mix), T
 
 
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("node_type", NODE_TYPES)
-def test_layer_by_layer_equals_step_by_step_float64(ann, lambdas, node_type):
+def test_layer_by_layer_equals_step_by_step_float64(ann, lambdas, node_type, schedule):
     # unrounded weights: a linear layer may sum in another order for another batch size, so the voltages may
     # differ in the last bits; in float64 that never flips a spike here
     snn = firing_network(ann, lambdas, node_type, torch.float64)
-    assert_same_simulation(snn, smooth_frames(2, seed=6), T=40, voltage_atol=1e-10)
+    assert_same_simulation(snn, smooth_frames(2, seed=6), T=40, schedule=schedule, voltage_atol=1e-10)
+
+
+def test_schedules_differ_only_by_the_delay(ann, lambdas):
+    """The delayed schedule is the same-step one with every layer's input arriving one step later per connection:
+    with a constant frame both converge to the same rates, the delayed one a few spikes behind."""
+    snn = SpikingNetwork.from_ann(ann, lambdas)
+    x = smooth_frames(1, seed=2)
+    delayed, same = (snn.simulate(x, 200, schedule=schedule) for schedule in SCHEDULES)
+    totals = {name: (delayed.layer_spike_totals()[name].item(), same.layer_spike_totals()[name].item())
+              for name in LAYER_NAMES}
+    # measured on this CPU (delayed, same-step): conv1 393853, 395765 ... fc1 11461, 11585; fc2 297, 299
+    assert all(0 <= s - d <= 0.02 * s for d, s in totals.values()), totals
+    assert sum(d for d, _ in totals.values()) < sum(s for _, s in totals.values())
 
 
 # -- rate coding converges to the ANN -------------------------------------------------------------------------------
 
 
 def test_if_rates_approach_the_normalised_ann_as_T_grows(ann, lambdas):
-    snn = SpikingNetwork.from_ann(ann, lambdas, "SubtractiveResetIFNodes")
+    snn = SpikingNetwork.from_ann(ann, lambdas, "SubtractiveResetIFNodes")  # the default, delayed schedule
     x = smooth_frames(8, seed=7)
     with torch.no_grad():
         targets = [a.clamp(0, 1) for a in pre_activations(snn, x)]  # normalised ANN outputs clipped to [0, 1]
@@ -230,7 +321,8 @@ def test_if_rates_approach_the_normalised_ann_as_T_grows(ann, lambdas):
         errors[T] = [(result.spike_counts[n] / T - a).abs().mean().item() for n, a in zip(LAYER_NAMES, targets)]
     for layer in range(len(LAYER_NAMES)):
         assert errors[50][layer] > errors[200][layer] > errors[800][layer], (LAYER_NAMES[layer], errors)
-    # measured on this CPU: output layer 0.0130, 0.0037, 0.0014 (T = 50, 200, 800); all layers at T=800 <= 0.0020
+    # measured on this CPU (delayed schedule): output layer 0.0166, 0.0048, 0.0016 (T = 50, 200, 800); all layers
+    # at T=800 <= 0.0025 (same-step schedule: output 0.0130, 0.0037, 0.0014; all layers at T=800 <= 0.0020)
     assert errors[800][-1] < 0.005 and errors[800][-1] < errors[50][-1] / 3, errors
     assert max(errors[800]) < 0.006, errors
     assert targets[-1].gt(0).any() and targets[-1].lt(1).any()  # outputs really inside (0, 1), not all clipped
@@ -280,61 +372,216 @@ def test_lambdas_on_other_percentiles_and_batches(ann, norm_data):
         assert m[name] == float(z.max())
 
 
-# -- normalisation data: whole games --------------------------------------------------------------------------------
+# -- normalisation data: the last life of every game that ends -------------------------------------------------------
 
 
-class FakeTrainingEnv:
-    """Mimics the training env: games of `lives` lives of `life_len` steps; a life loss gives terminated=True and
-    the next reset() continues the game; `truncate_at` steps into a game give truncated=True. obs[0, 0, :2] holds
-    (game number, step in game)."""
+class FakeEpisodicLifeEnv:
+    """Mimics the episodic-life env: games of `lives` lives of `life_len` agent steps. A lost life gives
+    terminated=True and the next reset() continues the game with one step (EpisodicLife's no-op); the last one
+    ends the game. The time limit cuts the games numbered in `cut` at game step `limit`: the step that reaches it
+    returns truncated=True, or, if a reset's no-op reaches it, that reset begins a new game as EpisodicLife does.
+    obs[0, 0, :2] holds (game number, step in game); info has the lives and the frame number (= step in game)."""
 
-    def __init__(self, lives=3, life_len=4, truncate_at=None):
-        self.lives, self.life_len, self.truncate_at = lives, life_len, truncate_at
-        self.game, self.t, self.lives_left, self.was_real_done = 0, 0, lives, True
+    def __init__(self, lives=3, life_len=4, cut=(), limit=None):
+        self.lives, self.life_len, self.cut, self.limit = lives, life_len, cut, limit
+        self.game, self.was_real_done = 0, True
+
+    def _new_game(self):
+        self.game, self.t, self.life_t, self.lives_left, self.was_real_done = self.game + 1, 0, 0, self.lives, False
+
+    def _cut(self):
+        return self.game in self.cut and self.t >= self.limit
 
     def _obs(self):
         obs = np.zeros((4, 84, 84), np.uint8)
         obs[0, 0, 0], obs[0, 0, 1] = self.game, self.t
-        return obs
+        return obs, {"lives": self.lives_left, "episode_frame_number": self.t}
 
     def reset(self):
         if self.was_real_done:
-            self.game, self.t, self.lives_left, self.was_real_done = self.game + 1, 0, self.lives, False
-        return self._obs(), {"lives": self.lives_left}
+            self._new_game()
+        else:
+            self.t, self.life_t = self.t + 1, 0
+            if self._cut():
+                self._new_game()
+        return self._obs()
 
     def step(self, action):
-        self.t += 1
-        terminated = truncated = False
-        if self.t % self.life_len == 0:
-            self.lives_left -= 1
-            terminated = True
-            self.was_real_done = self.lives_left == 0
-        if self.truncate_at is not None and self.t >= self.truncate_at:
-            truncated = self.was_real_done = True
-        return self._obs(), 0.0, terminated, truncated, {"lives": self.lives_left}
+        self.t, self.life_t = self.t + 1, self.life_t + 1
+        terminated = self.life_t == self.life_len
+        self.lives_left -= int(terminated)
+        truncated = self._cut()
+        self.was_real_done = self.lives_left == 0 or truncated
+        obs, info = self._obs()
+        return obs, 0.0, terminated, truncated, info
 
     def get_wrapper_attr(self, name):
         return getattr(self, name)
 
 
+def kept_game(steps: int, states: int) -> NormalisationGame:
+    return NormalisationGame(steps, states, cut=False)
+
+
+def cut_game(steps: int) -> NormalisationGame:
+    return NormalisationGame(steps, 0, cut=True)
+
+
 @pytest.mark.parametrize(
-    "env_kwargs, n_examples, expected_games",
+    "env_kwargs, n_examples, expected_games, expected_tags",
     [
-        (dict(lives=3, life_len=4), 20, [12, 12]),  # 12 < 20: add a second game, which crosses 20: keep it whole
-        (dict(lives=3, life_len=4), 24, [12, 12]),  # exactly reached: stop
-        (dict(lives=3, life_len=4), 25, [12, 12, 12]),
-        (dict(lives=3, life_len=4), 1, [12]),
-        (dict(lives=3, life_len=50, truncate_at=7), 15, [7, 7, 7]),  # time-limit truncation ends a game
+        # games of 3 lives x 4 steps; a reset after a lost life takes a step, so the last life is steps 10..13
+        ({}, 10, [kept_game(12, 4)] * 3, [(g, t) for g in (1, 2, 3) for t in range(10, 14)]),
+        ({}, 12, [kept_game(12, 4)] * 3, [(g, t) for g in (1, 2, 3) for t in range(10, 14)]),  # exactly reached
+        ({}, 13, [kept_game(12, 4)] * 4, [(g, t) for g in (1, 2, 3, 4) for t in range(10, 14)]),
+        ({"lives": 1, "life_len": 5}, 7, [kept_game(5, 5)] * 2, [(g, t) for g in (1, 2) for t in range(5)]),  # no lives
+        # game 2 is cut by the time limit in its second life (it acted on steps 0..3, 5, 6): dropped
+        ({"cut": (2,), "limit": 7}, 8, [kept_game(12, 4), cut_game(6), kept_game(12, 4)],
+         [(g, t) for g in (1, 3) for t in range(10, 14)]),
+        # game 2 is cut by the reset after its first lost life: the env has begun game 3, which goes on from there
+        ({"cut": (2,), "limit": 5}, 8, [kept_game(12, 4), cut_game(4), kept_game(12, 4)],
+         [(1, t) for t in range(10, 14)] + [(3, t) for t in range(11, 15)]),
     ],
 )
-def test_normalisation_data_are_whole_games(ann, env_kwargs, n_examples, expected_games):
-    env = FakeTrainingEnv(**env_kwargs)
-    states, lengths = collect_normalisation_states(ann, env, n_examples, np.random.default_rng(0))
-    assert lengths == expected_games and len(states) == sum(expected_games)
-    tags = [(int(s[0, 0, 0]), int(s[0, 0, 1])) for s in states]
-    expected = [(g + 1, t) for g, n in enumerate(expected_games) for t in range(n)]
-    assert tags == expected  # every step the agent acted on, across life losses, game after game
+def test_normalisation_data_are_the_last_lives_of_games_that_end(ann, env_kwargs, n_examples, expected_games,
+                                                                   expected_tags):
+    env = FakeEpisodicLifeEnv(**env_kwargs)
+    reported = []
+    states, games = collect_normalisation_states(ann, env, n_examples, np.random.default_rng(0),
+                                                 on_game=lambda number, game: reported.append((number, game)))
+    assert games == expected_games and reported == list(enumerate(expected_games, 1))
+    assert [(int(s[0, 0, 0]), int(s[0, 0, 1])) for s in states] == expected_tags
+    assert len(states) == sum(g.kept for g in games) >= n_examples
     assert all(s.dtype == np.uint8 and s.shape == (4, 84, 84) for s in states)
+
+
+def test_normalisation_data_give_up_when_the_time_limit_cuts_every_game(ann):
+    env = FakeEpisodicLifeEnv(cut=range(1, 1000), limit=7)
+    with pytest.raises(NormalisationError, match="10 games in a row were cut by the time limit.*--max_episode_step"):
+        collect_normalisation_states(ann, env, 5, np.random.default_rng(0))
+    assert env.game == 10
+    env = FakeEpisodicLifeEnv(cut=range(1, 1000), limit=7)
+    with pytest.raises(NormalisationError, match="3 games in a row"):
+        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), max_cut_in_a_row=3)
+    assert env.game == 3
+    # only cuts IN A ROW count: two cut games, a kept one, two cut games, a kept one is fine with a limit of 3
+    env = FakeEpisodicLifeEnv(cut=(1, 2, 4, 5), limit=7)
+    _, games = collect_normalisation_states(ann, env, 8, np.random.default_rng(0), max_cut_in_a_row=3)
+    assert [g.cut for g in games] == [True, True, False, True, True, False]
+
+
+# -- full games on the episodic-life env ----------------------------------------------------------------------------
+
+
+def wrapper_types(env) -> list[type]:
+    types = []
+    while hasattr(env, "env"):
+        types.append(type(env))
+        env = env.env
+    return types
+
+
+@pytest.mark.parametrize("max_episode_step, end", [(2000, "game over"), (60, "time limit")])
+def test_an_episode_is_a_full_game_across_lives_with_the_raw_score(ann, monkeypatch, max_episode_step, end):
+    env = make_game_env(GAME, seed=0, max_episode_step=max_episode_step)
+    types = wrapper_types(env)
+    assert EpisodicLifeEnv in types and FireResetEnv in types and ClipRewardEnv not in types
+    raw = env.unwrapped
+    raw_step, outer_step, outer_reset = raw.step, env.step, env.reset
+
+    def step_with_bonus(action):  # every raw frame earns 2 more: 8 per agent step, which clipping would make 1
+        obs, reward, terminated, truncated, info = raw_step(action)
+        return obs, reward + 2.0, terminated, truncated, info
+
+    steps, resets = [], []
+
+    def recorded_step(action):
+        steps.append(outer_step(action))
+        return steps[-1]
+
+    def recorded_reset(**kwargs):
+        resets.append(len(steps))
+        return outer_reset(**kwargs)
+
+    monkeypatch.setattr(raw, "step", step_with_bonus)
+    monkeypatch.setattr(env, "step", recorded_step)
+    monkeypatch.setattr(env, "reset", recorded_reset)
+    stats = play_episode(SpikingNetwork.from_ann(ann), ann, env, 4, np.random.default_rng(0))
+    rewards = [step[1] for step in steps]
+    lives_lost = [i + 1 for i, step in enumerate(steps) if step[2] and step[4]["lives"] > 0]
+    # one reset to start the game, then one after each lost life (the env presses FIRE), and the game goes on
+    assert resets == [0, *lives_lost] and len(lives_lost) >= 2
+    assert stats.steps == len(steps) and stats.score == sum(rewards) and max(rewards) == 8.0
+    if end == "game over":  # Breakout's 5 lives, all lost (measured: 113 steps)
+        assert len(lives_lost) == 4 and raw.ale.game_over() and steps[-1][2] and steps[-1][4]["lives"] == 0
+    else:  # the time limit counts the reset steps too: 60 - 2 FIRE steps - 2 x (no-op + 2 FIRE steps) = 52
+        assert steps[-1][3] and not raw.ale.game_over() and stats.steps == 52 and steps[-1][4]["lives"] == 3
+
+
+# -- agreement with the ANN ---------------------------------------------------------------------------------------
+
+
+def test_greedy_agreement_reads_every_T_of_one_simulation(ann, lambdas):
+    snn = firing_network(ann, lambdas, "SubtractiveResetIFNodes", grid_bits=12)  # exact: T-step runs are comparable
+    frames = smooth_frames(3, seed=8)
+    agreement = greedy_agreement(snn, ann, frames, [1, 4, 15], batch=2)
+    ann_greedy = ann(frames).argmax(1)
+    assert set(agreement) == set(SCHEDULES)
+    for schedule in SCHEDULES:
+        for T in (1, 4, 15):
+            agree = int((snn.simulate(frames, T, schedule=schedule).q_mix.argmax(1) == ann_greedy).sum())
+            assert agreement[schedule][T] == agree / 3, (schedule, T)
+    one = greedy_agreement(snn, ann, frames.numpy(), [4], ("same_step",))
+    assert one == {"same_step": {4: agreement["same_step"][4]}}
+    with pytest.raises(ValueError, match="no T"):
+        greedy_agreement(snn, ann, frames, [])
+
+
+def block_frames(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n frame stacks of the side-of-the-block task of tests/synthetic.py with varied blocks: the side (the right
+    action: 0 left, 1 right), the width, height, position and brightness of the block are drawn at random."""
+    rng = np.random.default_rng(seed)
+    frames = np.zeros((n, 4, 84, 84), np.uint8)
+    sides = rng.integers(0, 2, n)
+    for frame, side in zip(frames, sides):
+        width, height = rng.integers(10, 31), rng.integers(20, 50)
+        top, left = rng.integers(4, 80 - height), rng.integers(4, 40 - width) + 42 * side
+        frame[:, top : top + height, left : left + width] = rng.integers(120, 256)
+    return torch.from_numpy(frames), torch.from_numpy(sides)
+
+
+@pytest.fixture(scope="module")
+def block_dqn():
+    """A Dqn fitted to the side-of-the-block task (Q = 1 for the block's side, 0 for the other; 40 Adam steps of
+    16 frames, about 2 s), and frames of its training set."""
+    torch.manual_seed(0)
+    ann = build_network("Dqn", 2)
+    frames, sides = block_frames(256, seed=0)
+    targets = torch.nn.functional.one_hot(sides, 2).float()
+    optimiser = torch.optim.Adam(ann.parameters(), lr=3e-4)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        batch = torch.randint(0, len(frames), (16,), generator=generator)
+        loss = torch.nn.functional.mse_loss(ann(frames[batch]), targets[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return ann.eval().requires_grad_(False), frames
+
+
+def test_converted_trained_dqn_agrees_with_it(block_dqn):
+    ann, train_frames = block_dqn
+    frames, sides = block_frames(20, seed=1)  # held out
+    assert torch.equal(ann(frames).argmax(1), sides) and 5 <= int(sides.sum()) <= 15  # solved, actions vary
+    env = SideOfTheBlockEnv(seed=2)  # and the task's own frames
+    for _ in range(4):
+        obs, _ = env.reset()
+        assert env.step(int(ann(torch.from_numpy(obs).unsqueeze(0)).argmax()))[1] == 1.0
+    lambdas = compute_lambdas(ann, list(train_frames[:128].numpy()), 99.9, batch=64)
+    snn = SpikingNetwork.from_ann(ann, lambdas)
+    agreement = greedy_agreement(snn, ann, frames, [10, 500], batch=10)
+    # measured on this CPU: 1.0 at T = 500 for both schedules; at T = 10, 0.85 delayed and 1.0 same-step
+    assert agreement["delayed"][500] >= 0.95 and agreement["same_step"][500] >= 0.95, agreement
 
 
 # -- decoding, metrics, files ---------------------------------------------------------------------------------------
@@ -374,15 +621,17 @@ def test_create_new_file_never_overwrites(tmp_path):
     second = convert.create_new_file(path)
     third = convert.create_new_file(path)
     assert (first, second, third) == (path, str(tmp_path / "r" / "game_x_1.csv"), str(tmp_path / "r" / "game_x_2.csv"))
-    assert open(first).read() == "keep me"
+    with open(first) as f:
+        assert f.read() == "keep me"
 
 
 # -- the program ----------------------------------------------------------------------------------------------------
 
-E2E = ["--episode", "1", "--time", "50", "--norm_examples", "500", "--device", "cpu", "--max_episode_step", "300"]
+# --norm_examples 100: the last lives of about 5 games of the random or barely trained Dqn, whose games all end
+E2E = ["--episode", "1", "--time", "50", "--norm_examples", "100", "--device", "cpu", "--max_episode_step", "300"]
 
 
-def check_outputs(process, output_dir, episodes=1, T=50):
+def check_outputs(process, output_dir, episodes=1, T=50, schedule="delayed"):
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Traceback" not in process.stderr
     csv_path = os.path.join(output_dir, "result", f"game_{GAME}_episode_{episodes}_time_{T}_percentile_99.9.csv")
@@ -392,14 +641,17 @@ def check_outputs(process, output_dir, episodes=1, T=50):
     score, mix, spike = map(float, rows[1])
     assert 0 <= mix <= 1 and 0 <= spike <= 1 and score >= 0
     log_path = os.path.join(output_dir, "log", f"{GAME}_{T}.log")
-    assert "lambdas" in open(log_path).read()
+    with open(log_path) as f:
+        assert "lambdas" in f.read()
     with open(os.path.join(output_dir, "log", f"{GAME}_{T}.json")) as f:
         summary = json.load(f)
     assert summary["T"] == T and summary["percentile"] == 99.9 and summary["node_type"] == "SubtractiveResetIFNodes"
+    assert summary["schedule"] == schedule and f"{schedule} schedule" in process.stdout
     assert summary["scores"] == [score] and summary["mix_mean"] == mix and summary["spike_mean"] == spike
     assert summary["neuron_counts"] == {"conv1": 12800, "conv2": 5184, "conv3": 3136, "fc1": 512, "fc2": 4}
     assert set(summary["lambdas"]) == set(LAYER_NAMES) and all(v > 0 for v in summary["lambdas"].values())
-    assert summary["norm_states"] >= 500 and summary["greedy_steps_total"] > 0
+    assert summary["norm_states"] >= 100 and summary["greedy_steps_total"] > 0
+    assert summary["norm_games"] > summary["norm_games_dropped"] >= 0  # some games stall until cut, not all
     per_greedy = summary["spikes_per_greedy_action"]
     assert per_greedy["total"] == pytest.approx(sum(per_greedy[n] for n in LAYER_NAMES))
     assert 0 < summary["average_firing_rate"] < 1
@@ -413,8 +665,8 @@ def test_convert_end_to_end_from_the_repo_root(tmp_path):
     save_checkpoint(build_network("Dqn", 4), str(model))
     out = tmp_path / "out"
     process = run_convert(["--game", GAME, "--model", os.path.relpath(model, REPO_ROOT), *E2E,
-                           "--output_dir", str(out)])
-    check_outputs(process, str(out))
+                           "--schedule", "same_step", "--output_dir", str(out)])
+    check_outputs(process, str(out), schedule="same_step")
 
 
 def test_convert_end_to_end_inside_the_folder_on_a_run_py_checkpoint(trained_run, tmp_path):
@@ -447,6 +699,7 @@ def bad_models(tmp_path_factory):
         (["--model", "{folder}/dqn4.pkl", "--percentile", "0"], "--percentile"),
         (["--model", "{folder}/dqn4.pkl", "--percentile", "101"], "--percentile"),
         (["--model", "{folder}/dqn4.pkl", "--time", "0"], "--time"),
+        (["--model", "{folder}/dqn4.pkl", "--schedule", "instant"], "--schedule"),
         (["--model", "{folder}/dqn4.pkl", "--game", "NoSuchGameNoFrameskip-v4"], "unknown env id"),
     ],
 )

@@ -1,28 +1,35 @@
-"""Converting a trained Dqn into a spiking network and simulating it (PAPER_NOTES §6).
+"""Converting a trained Dqn into a spiking network and simulating it.
 
 * :mod:`.percentile`: exact streamed percentiles (numpy 'linear' interpolation) for the normalisation;
+* :mod:`.games`: full games on the episodic-life env (FIRE pressed by the env after a lost life);
 * :mod:`.normalise`: normalisation data from ANN play and the layer scales lambda_l;
 * :mod:`.simulate`: the converted network, its layer-by-layer simulation and a step-by-step reference;
+* :mod:`.agreement`: how often the SNN's greedy action is the ANN's, against T, for both schedules;
 * :mod:`.evaluate`: playing the converted network and summarising scores, agreement and spikes.
 """
 
+from .agreement import greedy_agreement
 from .evaluate import EpisodeStats, evaluate, play_episode, summarise
+from .games import GameStep, game_over, make_game_env, step_game
 from .normalise import (
     NormalisationError,
+    NormalisationGame,
     collect_normalisation_states,
     compute_lambdas,
     epsilon_greedy,
-    game_over,
     pre_activations,
 )
 from .percentile import StreamingPercentile, exact_percentile
-from .simulate import LAYER_NAMES, NODE_TYPES, SimulationResult, SpikingNetwork, neuron_step
+from .simulate import LAYER_NAMES, NODE_TYPES, SCHEDULES, SimulationResult, SpikingNetwork, neuron_step
 
 __all__ = [
     "LAYER_NAMES",
     "NODE_TYPES",
+    "SCHEDULES",
     "EpisodeStats",
+    "GameStep",
     "NormalisationError",
+    "NormalisationGame",
     "SimulationResult",
     "SpikingNetwork",
     "StreamingPercentile",
@@ -32,8 +39,11 @@ __all__ = [
     "evaluate",
     "exact_percentile",
     "game_over",
+    "greedy_agreement",
+    "make_game_env",
     "neuron_step",
     "play_episode",
     "pre_activations",
+    "step_game",
     "summarise",
 ]

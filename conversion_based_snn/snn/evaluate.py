@@ -1,11 +1,13 @@
-"""Playing the converted network on the raw-score evaluation env and summarising the run (PAPER_NOTES §6).
+"""Playing the converted network and summarising the run.
 
-At every step of an episode the SNN is simulated for T steps on the current frame stack; Q_hat = output spike
-count + final output voltage, and the action is epsilon-greedy on Q_hat (:func:`.normalise.epsilon_greedy`:
-each action epsilon / n, the argmax 1 - epsilon more; ``torch.argmax`` takes the first maximum on ties). The ANN
-is run on the same frame stack to get its greedy action. Per episode:
+An episode is one full game on the episodic-life env with raw rewards (:mod:`.games`): after every lost life the
+env is reset, which presses FIRE for the network and starts the frame stack again, and the game goes on until
+the real game over or the time limit. At every step of an episode the SNN is simulated for T steps on the
+current frame stack; Q_hat = output spike count + final output voltage, and the action is epsilon-greedy on
+Q_hat (:func:`.normalise.epsilon_greedy`: each action epsilon / n, the argmax 1 - epsilon more; ``torch.argmax``
+takes the first maximum on ties). The ANN is run on the same frame stack to get its greedy action. Per episode:
 
-* score: the raw game score (sum of unclipped rewards until the game is over or truncated);
+* score: the raw full-game score (sum of the unclipped rewards of all its lives);
 * mix: the fraction of the episode's steps where argmax(spike count + final voltage) == the ANN's greedy action;
 * spike: the same with argmax(spike count) alone.
 
@@ -30,6 +32,7 @@ from tqdm import tqdm
 
 from utils.energy import synaptic_ops
 
+from .games import GameStep, step_game
 from .normalise import epsilon_greedy
 from .simulate import LAYER_NAMES, SpikingNetwork
 
@@ -76,7 +79,7 @@ def play_episode(
     epsilon: float = 0.05,
     bar: tqdm | None = None,
 ) -> EpisodeStats:
-    """One full game on the evaluation env (until terminated or truncated)."""
+    """One full game on the episodic-life env ``env`` (see :mod:`.games`), all its lives."""
     device = snn.conv1.weight.device
     neuron_total = sum(snn.neuron_counts().values())
     stats = EpisodeStats()
@@ -102,12 +105,12 @@ def play_episode(
             stats.firing_rate_sum += sum(totals.values()) / (neuron_total * T)
             for name, value in layer_sops(snn, result).items():
                 stats.layer_sops[name] += float(value[0])
-        obs, reward, terminated, truncated, _ = env.step(action)
+        obs, reward, end = step_game(env, action)
         stats.score += float(reward)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(score=stats.score, refresh=False)
-        if terminated or truncated:
+        if end in (GameStep.GAME_OVER, GameStep.TIME_LIMIT):
             return stats
 
 

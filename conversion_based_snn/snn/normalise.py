@@ -1,10 +1,13 @@
-"""Normalisation data and data-based layer-wise weight normalisation (PAPER_NOTES §6).
+"""Normalisation data and data-based layer-wise weight normalisation.
 
-Data: :func:`collect_normalisation_states` plays the ANN (epsilon 0.05) on the DQN *training* env and keeps the
-frame stack of every step it acts on, game by game. A game lasts until the real game over (the training env ends
-an episode at each life loss; its next ``reset()`` continues the same game) or a time-limit truncation. Whole
-games are added while fewer than ``n_examples`` states have been collected, so the game that crosses
-``n_examples`` is kept entirely and the total lies in [n_examples, n_examples + length of the last game - 1].
+Data: :func:`collect_normalisation_states` plays the ANN (epsilon 0.05) on the episodic-life env, game by game
+(a game lasts across its lives until the real game over or the time limit, see :mod:`.games`). Of each game
+only the frame stacks of its LAST life are kept (the stacks it acted on from the reset after its last lost
+life, or from the start in a game without lives), and a game cut by the time limit is dropped entirely. Kept
+lives are added while fewer than ``n_examples`` states have been collected, so the last one is kept whole and the
+total lies in [n_examples, n_examples + length of the last kept life - 1]. If ``max_cut_in_a_row`` games in a
+row (default 10) are cut by the time limit, the collection stops with a :class:`NormalisationError`, so an
+agent whose games never end within the limit cannot keep it playing forever.
 
 Scales: :func:`compute_lambdas` runs the ORIGINAL ANN (ReLU network, input /255) on those states in batches and
 takes, for each of conv1, conv2, conv3, fc1 and fc2 (the output layer included), lambda_l = the p-th percentile
@@ -20,14 +23,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .games import GameStep, step_game
 from .percentile import StreamingPercentile
 from .simulate import LAYER_NAMES
+
+MAX_CUT_IN_A_ROW = 10  # games in a row cut by the time limit before the collection gives up
 
 
 class NormalisationError(ValueError):
@@ -98,16 +105,13 @@ def epsilon_greedy(q_values: torch.Tensor, epsilon: float, rng: np.random.Genera
     return int(rng.choice(n, p=probs)), best
 
 
-def game_over(env, terminated: bool, truncated: bool, info: dict) -> bool:
-    """True when a step of the training env ended the real game, not just a life (or hit the time limit)."""
-    if truncated:
-        return True
-    if not terminated:
-        return False
-    try:
-        return bool(env.get_wrapper_attr("was_real_done"))
-    except AttributeError:
-        return int(info.get("lives", 0)) == 0
+@dataclass
+class NormalisationGame:
+    """One game played for the normalisation data."""
+
+    steps: int  # frame stacks the ANN acted on, all lives together
+    kept: int  # frame stacks kept: those of the game's last life, 0 when the game was dropped
+    cut: bool  # the time limit cut the game, so it was dropped
 
 
 @torch.no_grad()
@@ -118,31 +122,46 @@ def collect_normalisation_states(
     rng: np.random.Generator,
     epsilon: float = 0.05,
     progress: bool = False,
-    on_game: Callable[[int, int], None] | None = None,
-) -> tuple[list[np.ndarray], list[int]]:
-    """Play whole games with the ANN (epsilon-greedy) on the training env ``env`` and return the frame stacks it
-    acted on (uint8 arrays) and the length of each game. See the module docstring for the stopping rule."""
+    on_game: Callable[[int, NormalisationGame], None] | None = None,
+    max_cut_in_a_row: int = MAX_CUT_IN_A_ROW,
+) -> tuple[list[np.ndarray], list[NormalisationGame]]:
+    """Play whole games with the ANN (epsilon-greedy) on the episodic-life env ``env`` and return the kept frame
+    stacks (uint8 arrays) and a record of every game. See the module docstring for what is kept and when it stops;
+    raises :class:`NormalisationError` when ``max_cut_in_a_row`` games in a row were cut by the time limit."""
     device = ann.conv1.weight.device
     states: list[np.ndarray] = []
-    game_lengths: list[int] = []
+    games: list[NormalisationGame] = []
+    cut_in_a_row = 0
     bar = tqdm(total=n_examples, desc="normalisation data", unit="state", disable=not progress)
     while len(states) < n_examples:
-        game: list[np.ndarray] = []
-        obs, info = env.reset()
+        obs, _ = env.reset()
+        life: list[np.ndarray] = []  # the frame stacks of the life being played
+        steps = 0
         while True:
-            game.append(np.array(obs, dtype=np.uint8, copy=True))
-            bar.update(1)
-            q_values = ann(torch.from_numpy(game[-1]).unsqueeze(0).to(device))[0]
+            life.append(np.array(obs, dtype=np.uint8, copy=True))
+            steps += 1
+            q_values = ann(torch.from_numpy(life[-1]).unsqueeze(0).to(device))[0]
             action, _ = epsilon_greedy(q_values, epsilon, rng)
-            obs, _, terminated, truncated, info = env.step(action)
-            if game_over(env, terminated, truncated, info):
+            obs, _, end = step_game(env, action)
+            if end is GameStep.LIFE_LOST:
+                life = []
+            elif end is not GameStep.PLAYING:
                 break
-            if terminated:  # a life lost: the training env's reset continues the same game
-                obs, info = env.reset()
-        states.extend(game)
-        game_lengths.append(len(game))
-        bar.set_postfix(games=len(game_lengths), states=len(states))
+        cut = end is GameStep.TIME_LIMIT
+        games.append(NormalisationGame(steps, 0 if cut else len(life), cut))
+        if not cut:
+            states.extend(life)
+            bar.update(len(life))
+        cut_in_a_row = cut_in_a_row + 1 if cut else 0
+        bar.set_postfix(games=len(games), states=len(states))
         if on_game is not None:
-            on_game(len(game_lengths), len(game))
+            on_game(len(games), games[-1])
+        if cut_in_a_row >= max_cut_in_a_row:
+            bar.close()
+            raise NormalisationError(
+                f"{cut_in_a_row} games in a row were cut by the time limit before they ended (the last after "
+                f"{steps} agent steps); the normalisation keeps only games that end, so allow longer games "
+                "(--max_episode_step)"
+            )
     bar.close()
-    return states, game_lengths
+    return states, games

@@ -1,26 +1,33 @@
-"""The converted spiking network and its simulation (PAPER_NOTES §6).
+"""The converted spiking network and its simulation.
 
 A :class:`SpikingNetwork` holds copies of the five weight layers of a Dqn (conv1, conv2, conv3, fc1, fc2) with
 normalised weights (see :mod:`.normalise`); every one of the five layers feeds a layer of spiking neurons, the
 output layer included. The analog input ``x / 255`` (x = the uint8 frame stack) is presented unchanged at each of
-the T steps and every layer's bias is added at every step.
+the T steps (t = 0 .. T-1) and every layer's bias is added at every step.
 
-Neurons (one membrane voltage V per neuron, V = 0 before the first step, threshold 1)::
+Neurons (one membrane voltage V per neuron, V = 0 before the first step, threshold 1, no refractory period)::
 
-    SubtractiveResetIFNodes:  V <- V + I_t;                 s_t = [V >= 1];  V <- V - s_t
-    LIFNodes (tau):           V <- V * exp(-1/tau) + I_t;   s_t = [V >= 1];  V <- V - s_t
+    SubtractiveResetIFNodes:  V <- V + I_t;                 s_t = [V >= 1];  V <- V - s_t   (reset by subtraction)
+    LIFNodes (tau):           V <- V * exp(-1/tau) + I_t;   s_t = [V >= 1];  V <- 0 where s_t  (hard reset)
 
-i.e. integrate-and-fire with reset by subtraction (the residual above threshold is kept), no refractory period,
-no lower bound on V; the LIF option only adds a multiplicative leak towards 0 before the input is added.
+IF keeps the residual above threshold; neither has a lower bound on V.
 
-Two simulations that give the same spikes, bit for bit:
+Schedules: which spikes a layer's input current at step t is computed from. The input layer "emits" the analog
+frame at every step, so conv1's source is the frame and conv2's is conv1's spikes, and so on.
 
-* :meth:`SpikingNetwork.simulate` runs the network LAYER BY LAYER over the whole time window: the input current
-  of the first layer is constant and computed once; the currents of a later layer for all T steps are one
-  batched conv/linear call over the [T * B, ...] spike trains of the layer below; then the neuron recurrence runs
-  over T with cheap element-wise in-place operations, before the next layer is touched.
-* :meth:`SpikingNetwork.simulate_stepwise` is the naive reference: for t = 1..T, for each layer, compute its
-  current from the spikes of the layer below at step t, then update its neurons.
+* ``"delayed"`` (the default, the original code's BindsNET timing): one step of delay per connection. Layer l's
+  current at step t is W_l s_{l-1}(t-1) + b_l, where s_{l-1}(-1) = 0: at t = 0 conv1 sees only its bias and
+  the frame reaches it from t = 1, so the output layer (fc2) gets image-driven input from t = 5 on.
+* ``"same_step"``: no delay, layer l's current at step t is W_l s_{l-1}(t) + b_l (conv1 sees the frame at t = 0).
+
+Two simulations that give the same spikes, bit for bit, under either schedule:
+
+* :meth:`SpikingNetwork.simulate` runs the network LAYER BY LAYER over the whole time window: conv1 applied to the
+  frame is computed once; the currents of a later layer for all T steps are one batched conv/linear call over the
+  [T * B, ...] spike trains of the layer below (shifted by one step for the delayed schedule); then the neuron
+  recurrence runs over T with cheap element-wise in-place operations, before the next layer is touched.
+* :meth:`SpikingNetwork.simulate_stepwise` is the naive reference: for t = 0..T-1, for each layer, compute its
+  current from its source's output (at step t-1 or t), then update its neurons.
 
 Both use the same neuron update function and the same layer calls; the only difference is the batch size of the
 conv/linear calls ([T * B] against [B]). A kernel may sum in another order for another batch size (on this CPU
@@ -33,13 +40,16 @@ exact float32 sum), and identical spike trains with voltages equal to 1e-10 in f
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 NODE_TYPES = ("SubtractiveResetIFNodes", "LIFNodes")
+SCHEDULES = ("delayed", "same_step")
 LAYER_NAMES = ("conv1", "conv2", "conv3", "fc1", "fc2")
 THRESHOLD = 1.0
 
@@ -51,6 +61,8 @@ class SimulationResult:
     T: int
     spike_counts: dict[str, torch.Tensor]  # [B, *neuron_shape], spikes of each neuron summed over T
     final_voltages: dict[str, torch.Tensor]  # [B, *neuron_shape], V after the last step (after its reset)
+    output_spike_train: torch.Tensor  # [T, B, n_actions] bool, the output layer's spikes at every step
+    output_voltage_trace: torch.Tensor  # [T, B, n_actions], the output layer's V after every step
     spike_trains: dict[str, torch.Tensor] | None = None  # [T, B, *neuron_shape] bool, when recorded
 
     @property
@@ -63,19 +75,40 @@ class SimulationResult:
         """[B, n_actions] Q_hat = output spike count over T + output voltage at the last step."""
         return self.spike_counts["fc2"] + self.final_voltages["fc2"]
 
+    def q_mix_at(self, steps: int) -> torch.Tensor:
+        """[B, n_actions] the mix decoder read after the first ``steps`` steps: the output spike count over those
+        steps + the output voltage after the last of them. The simulation is causal, so this is what a
+        simulation of ``steps`` steps decodes (``q_mix_at(T) == q_mix``)."""
+        if not 1 <= steps <= self.T:
+            raise ValueError(f"steps must lie in [1, {self.T}], got {steps}")
+        voltage = self.output_voltage_trace[steps - 1]
+        return self.output_spike_train[:steps].to(voltage.dtype).sum(0) + voltage
+
     def layer_spike_totals(self) -> dict[str, torch.Tensor]:
         """Per layer, the total number of spikes of each sample, shape [B]."""
         return {name: counts.flatten(1).sum(1) for name, counts in self.spike_counts.items()}
 
 
-def neuron_step(v: torch.Tensor, current: torch.Tensor, decay: float | None) -> torch.Tensor:
-    """One step of a neuron layer, in place on ``v``; returns the spikes (bool). Shared by both simulations."""
+def neuron_step(v: torch.Tensor, current: torch.Tensor, decay: float | None = None,
+                hard_reset: bool = False) -> torch.Tensor:
+    """One step of a neuron layer, in place on ``v``; returns the spikes (bool). Shared by both simulations.
+
+    decay: None (no leak) or the factor V is multiplied by before the input is added; hard_reset: a spiking
+    neuron's V is set to 0 (else 1 is subtracted from it)."""
     if decay is not None:
         v.mul_(decay)
     v.add_(current)
     spikes = v >= THRESHOLD
-    v.sub_(spikes.to(v.dtype))
+    if hard_reset:
+        v.masked_fill_(spikes, 0.0)
+    else:
+        v.sub_(spikes.to(v.dtype))
     return spikes
+
+
+def check_T(T: int) -> None:
+    if T < 1:
+        raise ValueError(f"T must be at least 1, got {T}")
 
 
 class SpikingNetwork(nn.Module):
@@ -91,6 +124,7 @@ class SpikingNetwork(nn.Module):
         node_type: str = "SubtractiveResetIFNodes",
         tau: float = 2.0,
         lambdas: dict[str, float] | None = None,
+        schedule: str = "delayed",
     ):
         super().__init__()
         if node_type not in NODE_TYPES:
@@ -101,12 +135,14 @@ class SpikingNetwork(nn.Module):
         self.node_type = node_type
         self.tau = float(tau)
         self.lambdas = dict(lambdas) if lambdas is not None else None
+        self.schedule = schedule
+        self._delay(None)  # refuses an unknown schedule
 
     @classmethod
     def from_ann(
         cls, ann: nn.Module, lambdas: dict[str, float] | None = None, node_type: str = "SubtractiveResetIFNodes",
-        tau: float = 2.0,
-    ) -> "SpikingNetwork":
+        tau: float = 2.0, schedule: str = "delayed",
+    ) -> SpikingNetwork:
         """Copy the weight layers of a Dqn ``ann`` and, if ``lambdas`` are given, normalise them:
         W_l <- W_l * lambda_{l-1} / lambda_l and b_l <- b_l / lambda_l with lambda_0 = 1 (computed in float64,
         rounded once to the layer's dtype). The ANN itself is not changed."""
@@ -122,7 +158,7 @@ class SpikingNetwork(nn.Module):
                     previous = scale
         for layer in layers:
             layer.requires_grad_(False)
-        return cls(*layers, node_type=node_type, tau=tau, lambdas=lambdas)
+        return cls(*layers, node_type=node_type, tau=tau, lambdas=lambdas, schedule=schedule)
 
     # -- structure ------------------------------------------------------------------------------------------------
 
@@ -134,6 +170,18 @@ class SpikingNetwork(nn.Module):
     def decay(self) -> float | None:
         """The leak factor applied to V before each step's input: None for IF, exp(-1/tau) for LIF."""
         return math.exp(-1.0 / self.tau) if self.node_type == "LIFNodes" else None
+
+    @property
+    def hard_reset(self) -> bool:
+        """LIF neurons reset to 0 after a spike; IF neurons subtract the threshold."""
+        return self.node_type == "LIFNodes"
+
+    def _delay(self, schedule: str | None) -> int:
+        """Steps of delay per connection of ``schedule`` (None: this network's own schedule)."""
+        schedule = self.schedule if schedule is None else schedule
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        return 1 if schedule == "delayed" else 0
 
     def _current(self, index: int, inputs: torch.Tensor) -> torch.Tensor:
         """The input current of neuron layer ``index`` for a batch of inputs (spikes or the analog frames)."""
@@ -160,54 +208,76 @@ class SpikingNetwork(nn.Module):
 
     # -- simulation -----------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def simulate(self, x: torch.Tensor, T: int, record_trains: bool = False) -> SimulationResult:
-        """Layer-by-layer simulation of T steps for a batch of raw frame stacks ``x`` (0..255, [B, 4, 84, 84])."""
-        if T < 1:
-            raise ValueError(f"T must be at least 1, got {T}")
-        decay = self.decay
-        batch = x.shape[0]
-        counts, voltages, trains = {}, {}, {}
-        spikes_below = None  # [T, B, ...] float spike trains of the layer below
-        for index, name in enumerate(LAYER_NAMES):
-            if index == 0:
-                constant = self._current(0, self._analog_input(x))
-                current = constant.unsqueeze(0).expand(T, *constant.shape)
-            else:
-                current = self._current(index, spikes_below.flatten(0, 1))
-                current = current.reshape(T, batch, *current.shape[1:])
-            v = torch.zeros_like(current[0])
-            out = torch.empty_like(current)  # float spikes: the next layer's input
-            for t in range(T):
-                out[t] = neuron_step(v, current[t], decay)
-            counts[name] = out.sum(0)
-            voltages[name] = v
-            if record_trains:
-                trains[name] = out.bool()
-            spikes_below = out
-        return SimulationResult(T, counts, voltages, trains if record_trains else None)
+    def _run_neurons(self, currents: Iterable[torch.Tensor], T: int, like: torch.Tensor, trace: bool = False):
+        """Run one neuron layer over the T currents (each shaped like ``like``, [B, ...]). Returns its spikes as a
+        float [T + 1, B, ...] tensor whose row 0 is all zeros (nothing before the first step) and row t + 1 holds
+        the spikes of step t, its final V and, if ``trace``, its V after every step ([T, B, ...])."""
+        decay, hard_reset = self.decay, self.hard_reset
+        v = torch.zeros_like(like)
+        spikes = like.new_empty(T + 1, *like.shape)
+        spikes[0].zero_()
+        voltages = like.new_empty(T, *like.shape) if trace else None
+        for t, current in enumerate(currents):
+            spikes[t + 1] = neuron_step(v, current, decay, hard_reset)
+            if voltages is not None:
+                voltages[t] = v
+        return spikes, v, voltages
 
     @torch.no_grad()
-    def simulate_stepwise(self, x: torch.Tensor, T: int, record_trains: bool = False) -> SimulationResult:
-        """Reference simulation: for each step t, for each layer, its current then its neuron update."""
-        if T < 1:
-            raise ValueError(f"T must be at least 1, got {T}")
-        decay = self.decay
+    def simulate(self, x: torch.Tensor, T: int, record_trains: bool = False,
+                 schedule: str | None = None) -> SimulationResult:
+        """Layer-by-layer simulation of T steps for a batch of raw frame stacks ``x`` (0..255, [B, 4, 84, 84]);
+        ``schedule`` overrides the network's own for this call."""
+        check_T(T)
+        delay = self._delay(schedule)
         analog = self._analog_input(x)
-        voltages: dict[str, torch.Tensor] = {}
-        counts: dict[str, torch.Tensor] = {}
-        trains: dict[str, list[torch.Tensor]] = {name: [] for name in LAYER_NAMES}
+        driven = self._current(0, analog)  # conv1 on the frame: computed once, the frame is the same at every step
+        before = self._current(0, torch.zeros_like(analog))  # conv1's bias alone, while the frame is on its way
+        currents = itertools.chain(itertools.repeat(before, delay), itertools.repeat(driven, T - delay))
+        like = driven
+        counts, voltages, trains = {}, {}, {}
+        for index, name in enumerate(LAYER_NAMES):
+            is_output = index == len(LAYER_NAMES) - 1
+            spikes, voltages[name], trace = self._run_neurons(currents, T, like, trace=is_output)
+            counts[name] = spikes[1:].sum(0)
+            if record_trains:
+                trains[name] = spikes[1:].bool()
+            if not is_output:
+                # the next layer's step t reads this layer's row of step t - delay (row 0: before the first step)
+                source = spikes[1 - delay : T + 1 - delay]
+                currents = self._current(index + 1, source.flatten(0, 1)).unflatten(0, (T, x.shape[0]))
+                like = currents[0]
+        output_train = spikes[1:].bool()
+        return SimulationResult(T, counts, voltages, output_train, trace, trains if record_trains else None)
+
+    @torch.no_grad()
+    def simulate_stepwise(self, x: torch.Tensor, T: int, record_trains: bool = False,
+                          schedule: str | None = None) -> SimulationResult:
+        """Reference simulation: for each step t, for each layer, its current from its source's output (at step
+        t - 1 for the delayed schedule, at step t for the same-step one), then its neuron update."""
+        check_T(T)
+        delay = self._delay(schedule)
+        decay, hard_reset = self.decay, self.hard_reset
+        analog = self._analog_input(x)
+        shapes = self.neuron_shapes(tuple(x.shape[1:]))
+        voltages = {name: analog.new_zeros(x.shape[0], *shapes[name]) for name in LAYER_NAMES}
+        counts = {name: torch.zeros_like(v) for name, v in voltages.items()}
+        recorded = LAYER_NAMES if record_trains else ("fc2",)  # the output train is always kept (it is small)
+        trains: dict[str, list[torch.Tensor]] = {name: [] for name in recorded}
+        output_voltages = []
+        # emitted[l]: the output of layer l's source (the frame for conv1) at the previous step; nothing before t=0
+        emitted = [torch.zeros_like(analog)] + [torch.zeros_like(voltages[name]) for name in LAYER_NAMES[:-1]]
         for _ in range(T):
-            inputs = analog
+            now = [analog]  # the input layer emits the frame at every step
             for index, name in enumerate(LAYER_NAMES):
-                current = self._current(index, inputs)
-                if name not in voltages:
-                    voltages[name] = torch.zeros_like(current)
-                    counts[name] = torch.zeros_like(current)
-                spikes = neuron_step(voltages[name], current, decay)
+                source = emitted[index] if delay else now[index]
+                spikes = neuron_step(voltages[name], self._current(index, source), decay, hard_reset)
                 counts[name] += spikes
-                if record_trains:
+                if name in trains:
                     trains[name].append(spikes)
-                inputs = spikes.to(current.dtype)
-        stacked = {name: torch.stack(seq) for name, seq in trains.items()} if record_trains else None
-        return SimulationResult(T, counts, voltages, stacked)
+                now.append(spikes.to(analog.dtype))
+            output_voltages.append(voltages["fc2"].clone())
+            emitted = now
+        stacked = {name: torch.stack(seq) for name, seq in trains.items()}
+        return SimulationResult(T, counts, voltages, stacked["fc2"], torch.stack(output_voltages),
+                                stacked if record_trains else None)
