@@ -1,0 +1,317 @@
+"""Reading the runs: one folder per run under --runs_dir (config.json, tensorboard/, summary.json, result.csv), and
+the older layout (run.py's log/, convert.py's log/ and result/). A damaged or unfinished input is skipped with a
+note; nothing is guessed."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from plotting.common import CONVERSION, RUN_MODELS, Notes, model_name, number, short_game
+
+CSV_NAME = re.compile(r"^game_(?P<game>.+?)_episode_\d+_time_(?P<T>\d+)_percentile_[^_]+(_\d+)?\.csv$")
+UNFINISHED = "a run that is starting or died early"
+
+
+@dataclass
+class LearnRun:
+    name: str
+    model: str
+    game: str
+    seed: int | None
+    event_dir: str
+    config: dict
+    scalars: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    checkpoint_key: tuple[str, str] | None = None  # how a play or convert run names this run's checkpoint
+
+    def best_eval(self) -> float | None:
+        _, values = self.scalars.get("evaluate/average_score", (np.empty(0), np.empty(0)))
+        values = values[np.isfinite(values)]
+        return float(values.max()) if len(values) else None
+
+
+@dataclass
+class PlayRun:
+    name: str
+    model: str
+    game: str
+    seed: int | None
+    summary: dict
+    scores: list[float] = field(default_factory=list)  # the finished episodes
+    checkpoint: str | None = None  # the checkpoint it played or converted, as the run recorded it
+
+
+def checkpoint_key(path) -> tuple[str, str] | None:
+    """runs/<name>/best.pkl or the run folder runs/<name> -> ("run", <name>); the older model/<file>.pkl ->
+    ("file", <file>.pkl)."""
+    if not isinstance(path, str) or not path.strip():
+        return None
+    folder, base = os.path.split(path.rstrip("/"))
+    if base == "best.pkl":
+        return ("run", os.path.basename(folder)) if folder else None
+    return ("file", base) if base.endswith(".pkl") else ("run", base)
+
+
+def read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return None
+
+
+def read_scalars(event_dir: str, max_points: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """All scalar tags of a TensorBoard run, read with TensorBoard's EventAccumulator.
+
+    A tag with more than ``max_points`` values keeps a uniform reservoir sample of them (the last one included):
+    in practice only learn/loss (one value per update) is ever that long."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(event_dir, size_guidance={"scalars": max_points})
+    accumulator.Reload()
+    scalars = {}
+    for tag in accumulator.Tags()["scalars"]:
+        events = accumulator.Scalars(tag)
+        steps = np.array([e.step for e in events], dtype=np.int64)
+        values = np.array([e.value for e in events], dtype=np.float64)
+        order = np.argsort(steps, kind="stable")
+        scalars[tag] = (steps[order], values[order])
+    return scalars
+
+
+def episode_scores(value) -> list[float] | None:
+    """The finished episodes of a summary's "scores" (None entries are unfinished ones); None if it is damaged."""
+    if not isinstance(value, list):
+        return None
+    scores = [number(v) for v in value if v is not None]
+    return None if None in scores else scores
+
+
+def read_result_csv(path: str, notes: Notes) -> list[float] | None:
+    """The scores of a convert.py result CSV (score,mix,spike per episode); None (with a note) if unusable."""
+    try:
+        with open(path, encoding="utf-8", newline="") as file:
+            texts = [row["score"] for row in csv.DictReader(file)]
+        scores = [float(text) for text in texts]
+    except (OSError, ValueError, TypeError, KeyError, csv.Error):
+        scores = None
+    if scores is None or not all(np.isfinite(scores)):
+        notes.add(f"{path}: not a readable convert.py result CSV, skipped")
+        return None
+    if not scores:
+        notes.add(f"{path}: no finished episode, skipped")
+        return None
+    return scores
+
+
+def _seed(config: dict, where: str, notes: Notes) -> int | None:
+    seed = config.get("seed")
+    if seed is None or (isinstance(seed, int) and not isinstance(seed, bool)):
+        return seed
+    notes.add(f"{where}: seed {seed!r} is not an integer, counted as unknown")
+    return None
+
+
+def _identity(config: dict, where: str, notes: Notes) -> tuple[str, str, int | None] | None:
+    """(model, game, seed) of a run.py configuration; None (with a note) when it is not a usable one."""
+    model, env_id, double = config.get("model"), config.get("env_id"), config.get("double", False)
+    if model not in RUN_MODELS or not isinstance(env_id, str) or not env_id or not isinstance(double, bool):
+        notes.add(f"{where}: not a run.py run configuration (model {model!r}, env_id {env_id!r}, double "
+                  f"{double!r}), skipped")
+        return None
+    return model_name(model, double), short_game(env_id), _seed(config, where, notes)
+
+
+def _play_run(name, model, game, seed, summary_path, checkpoint, notes: Notes) -> PlayRun | None:
+    if not os.path.exists(summary_path):
+        notes.add(f"{name}: no play summary {summary_path} (unfinished play?), skipped")
+        return None
+    summary = read_json(summary_path)
+    scores = episode_scores(summary.get("scores")) if isinstance(summary, dict) else None
+    if scores is None:
+        notes.add(f"{summary_path}: damaged play summary (no list of episode scores), skipped")
+        return None
+    if isinstance(summary.get("model_path"), str):  # the checkpoint file it resolved --model_path to
+        checkpoint = summary["model_path"]
+    return PlayRun(name, model, game, seed, summary, scores, checkpoint)
+
+
+def _run_py_folder(folder, name, config, notes, keep) -> LearnRun | PlayRun | None:
+    identity = _identity(config, name, notes)
+    if identity is None or not keep(identity[0], identity[1]):
+        return None
+    method = config.get("method")
+    if method == "learn":
+        event_dir = os.path.join(folder, "tensorboard")
+        if not os.path.isdir(event_dir):
+            notes.add(f"{name}: no tensorboard/ in {folder} yet ({UNFINISHED}), skipped")
+            return None
+        return LearnRun(name, *identity, event_dir, config, checkpoint_key=("run", name))
+    if method == "play":
+        return _play_run(name, *identity, os.path.join(folder, "summary.json"), config.get("model_path"), notes)
+    notes.add(f"{name}: unknown method {method!r} in its config.json, skipped")
+    return None
+
+
+def _conversion_summary(path: str, notes: Notes) -> tuple[dict, list[float]] | None:
+    summary = read_json(path)
+    scores = episode_scores(summary.get("scores")) if isinstance(summary, dict) else None
+    if scores is None:
+        notes.add(f"{path}: damaged convert.py summary (no list of episode scores)")
+        return None
+    return summary, scores
+
+
+def _convert_folder(folder, name, config, notes, keep) -> PlayRun | None:
+    game = config.get("game")
+    if not isinstance(game, str) or not game:
+        notes.add(f"{name}: convert.py configuration without a game, skipped")
+        return None
+    game = short_game(game)
+    if not keep(CONVERSION, game):
+        return None
+    seed, checkpoint = _seed(config, name, notes), config.get("model")
+    summary_path, csv_path = os.path.join(folder, "summary.json"), os.path.join(folder, "result.csv")
+    found = _conversion_summary(summary_path, notes) if os.path.exists(summary_path) else None
+    if found is not None:
+        return PlayRun(name, CONVERSION, game, seed, found[0], found[1], checkpoint)
+    if not os.path.exists(csv_path):
+        notes.add(f"{name}: no summary.json or result.csv in {folder} yet ({UNFINISHED}), skipped")
+        return None
+    scores = read_result_csv(csv_path, notes)
+    if scores is None:
+        return None
+    notes.add(f"{name}: conversion scores without a JSON summary (no spike or energy data)")
+    return PlayRun(name, CONVERSION, game, seed, {"scores": scores, "T": config.get("time")}, scores, checkpoint)
+
+
+def run_folders(runs_dirs: list[str], notes: Notes) -> list[str]:
+    """The run folders of the --runs_dir folders (a folder holding a config.json is itself one run)."""
+    folders = []
+    for root in runs_dirs:
+        if os.path.isfile(os.path.join(root, "config.json")):
+            folders.append(root)
+            continue
+        try:
+            entries = sorted(os.listdir(root))
+        except OSError as error:
+            notes.add(f"{root}: cannot be read ({error.strerror}), skipped")
+            continue
+        found = [os.path.join(root, e) for e in entries if not e.startswith(".") and os.path.isdir(os.path.join(root, e))]
+        if not found:
+            notes.add(f"{root}: no run folders")
+        folders += found
+    return folders
+
+
+def read_run_folder(folder: str, notes: Notes, keep) -> LearnRun | PlayRun | None:
+    """One run folder of run.py or convert.py; a LearnRun is returned without its scalars."""
+    name = os.path.basename(os.path.normpath(folder))
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.exists(config_path):
+        notes.add(f"{name}: no config.json in {folder} ({UNFINISHED}, or not a run folder), skipped")
+        return None
+    config = read_json(config_path)
+    if not isinstance(config, dict):
+        notes.add(f"{config_path}: not a JSON object (damaged?), skipped")
+        return None
+    status = read_json(os.path.join(folder, "status.json"))
+    if isinstance(status, dict) and status.get("status") not in (None, "finished"):
+        notes.add(f"{name}: status.json says {status.get('status')!r}; what it wrote so far is used")
+    program = config.get("program") or ("convert.py" if "game" in config and "method" not in config else "run.py")
+    if program == "run.py":
+        return _run_py_folder(folder, name, config, notes, keep)
+    if program == "convert.py":
+        return _convert_folder(folder, name, config, notes, keep)
+    notes.add(f"{config_path}: unknown program {program!r}, skipped")
+    return None
+
+
+def _legacy_run_py(log_dirs, notes: Notes, keep) -> list[LearnRun | PlayRun]:
+    runs = []
+    for folder in log_dirs:
+        for config_path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+            if config_path.endswith("_summary.json"):
+                continue
+            config = read_json(config_path)
+            identity = _identity(config, config_path, notes) if isinstance(config, dict) else None
+            if identity is None:
+                if not isinstance(config, dict):
+                    notes.add(f"{config_path}: not a run.py run configuration, skipped")
+                continue
+            if not keep(identity[0], identity[1]):
+                continue
+            base = config_path[: -len(".json")]
+            name = os.path.basename(base)
+            if config.get("method") == "learn":
+                if not os.path.isdir(base):
+                    notes.add(f"{name}: no TensorBoard event folder {base}, skipped")
+                    continue
+                key = ("file", name.replace("_learn_", "_", 1) + ".pkl")
+                runs.append(LearnRun(name, *identity, base, config, checkpoint_key=key))
+            elif config.get("method") == "play":
+                runs.append(_play_run(name, *identity, base + "_summary.json", config.get("model_path"), notes))
+            else:
+                notes.add(f"{name}: unknown method {config.get('method')!r} in {config_path}, skipped")
+    return [run for run in runs if run is not None]
+
+
+def _legacy_convert_py(conversion_log_dirs, conversion_result_dirs, notes: Notes, keep) -> list[PlayRun]:
+    runs, covered = [], set()
+    for folder in conversion_log_dirs:
+        for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+            summary = read_json(path)
+            if not isinstance(summary, dict) or not {"game", "scores", "T"} <= set(summary):
+                continue  # not a convert.py summary
+            if not isinstance(summary["game"], str) or not keep(CONVERSION, short_game(summary["game"])):
+                continue
+            found = _conversion_summary(path, notes)
+            if found is None:
+                continue
+            runs.append(PlayRun(os.path.basename(path), CONVERSION, short_game(summary["game"]),
+                                _seed(summary, path, notes), summary, found[1], summary.get("model")))
+            if isinstance(summary.get("csv"), str) and summary["csv"]:
+                covered.add(os.path.realpath(summary["csv"]))
+                covered.add(os.path.realpath(os.path.join(os.path.dirname(os.path.dirname(path)), "result",
+                                                          os.path.basename(summary["csv"]))))
+    for folder in conversion_result_dirs:
+        for path in sorted(glob.glob(os.path.join(folder, "*.csv"))):
+            match = CSV_NAME.match(os.path.basename(path))
+            if not match or os.path.realpath(path) in covered or not keep(CONVERSION, short_game(match["game"])):
+                continue
+            scores = read_result_csv(path, notes)
+            if scores is None:
+                continue
+            notes.add(f"{os.path.basename(path)}: conversion scores without a JSON summary (no spike or energy data)")
+            runs.append(PlayRun(os.path.basename(path), CONVERSION, short_game(match["game"]), None,
+                                {"scores": scores, "T": int(match["T"])}, scores))
+    return runs
+
+
+def find_runs(runs_dirs, log_dirs, conversion_log_dirs, conversion_result_dirs, notes: Notes, max_points: int,
+              progress: bool = True, keep=lambda model, game: True) -> tuple[list[LearnRun], list[PlayRun]]:
+    """Every learn run (with its scalars), play summary and conversion run in the given folders for which
+    ``keep(model, game)`` is true (the event files of the others are not read)."""
+    from tqdm import tqdm
+
+    found = [read_run_folder(folder, notes, keep) for folder in run_folders(runs_dirs, notes)]
+    found += _legacy_run_py(log_dirs, notes, keep)
+    found += _legacy_convert_py(conversion_log_dirs, conversion_result_dirs, notes, keep)
+    pending = [run for run in found if isinstance(run, LearnRun)]
+    learn = []
+    for run in tqdm(pending, desc="reading TensorBoard events", unit="run", disable=not progress or not pending):
+        try:
+            run.scalars = read_scalars(run.event_dir, max_points)
+        except Exception as error:  # noqa: BLE001 - a damaged event folder must not stop the report
+            notes.add(f"{run.name}: unreadable TensorBoard events ({type(error).__name__}: {error}), skipped")
+            continue
+        if run.best_eval() is None:
+            notes.add(f"{run.name}: no evaluate/average_score in its events (no evaluation yet?)")
+        learn.append(run)
+    return learn, [run for run in found if isinstance(run, PlayRun)]
