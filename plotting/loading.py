@@ -207,7 +207,10 @@ def run_folders(runs_dirs: list[str], notes: Notes) -> list[str]:
         if not found:
             notes.add(f"{root}: no run folders")
         folders += found
-    return folders
+    unique = {}  # a run reached twice is read once
+    for folder in folders:
+        unique.setdefault(os.path.realpath(folder), folder)
+    return list(unique.values())
 
 
 def read_run_folder(folder: str, notes: Notes, keep) -> LearnRun | PlayRun | None:
@@ -312,6 +315,6 @@ def find_runs(runs_dirs, log_dirs, conversion_log_dirs, conversion_result_dirs, 
             notes.add(f"{run.name}: unreadable TensorBoard events ({type(error).__name__}: {error}), skipped")
             continue
         if run.best_eval() is None:
-            notes.add(f"{run.name}: no evaluate/average_score in its events (no evaluation yet?)")
+            notes.add(f"{run.name}: no finite evaluate/average_score in its events (no evaluation yet?)")
         learn.append(run)
     return learn, [run for run in found if isinstance(run, PlayRun)]

@@ -217,8 +217,8 @@ def test_handmade_table_groups_seeds_and_normalises(handmade, tmp_path, capsys):
 
 def test_runs_layout_double_models_seeds_and_statistics(handmade, runs, tmp_path):
     out = tmp_path / "figs"
-    # the folder named twice is read once; no older-layout folder is read
-    result = cli.main(["--runs_dir", str(runs), str(runs), "--log_dir", str(handmade / "empty"), "--output_dir",
+    # a folder named twice, and a run folder named on its own, are read once; no older-layout folder is read
+    result = cli.main(["--runs_dir", str(runs), str(runs), str(runs / "Dqn_Breakout_s0"), "--log_dir", str(handmade / "empty"), "--output_dir",
                        str(out), "--no_progress", "--games", "Breakout", "Pong", "--bootstrap_samples", "200"])
     rows = read_rows(out)
     check_handmade_rows(rows)
@@ -422,7 +422,7 @@ def test_damaged_inputs_are_skipped_with_a_note(handmade, tmp_path):
                      "unknown_model: not a run.py run configuration", "double_as_text: not a run.py run configuration",
                      "unknown program 'train.sh'", "nan_scores/summary.json: damaged play summary",
                      "text_scores/summary.json: damaged play summary", "list_summary/summary.json: damaged play",
-                     "garbage_events: no evaluate/average_score", "none_csv/result.csv: not a readable convert.py",
+                     "garbage_events: no finite evaluate/average_score", "none_csv/result.csv: not a readable convert.py",
                      "damaged_summary/summary.json: damaged convert.py summary",
                      "no_game: convert.py configuration without a game", "percentile_99.csv: not a readable convert.py result CSV"]:
         assert fragment in md, fragment
