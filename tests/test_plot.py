@@ -457,6 +457,7 @@ def refuse(*args, **kwargs):
         (["--bootstrap_samples", "10000000"], "at most 200000"),
         (["--bootstrap_seed", "-1"], "--bootstrap_seed"),
         (["--runs_dir", "{tmp}/empty"], "no run data"),
+        (["--runs_dir", "{tmp}/empty", "--log_dir", "{tmp}/empty_log"], "no run data"),
         (["--output_dir", "{tmp}/a_file"], "a_file is not a folder"),
         (["--output_dir", "{tmp}/a_file/figures"], "a_file is not a folder"),
         (["--output_dir", "{tmp}/read_only"], "cannot write to"),
@@ -469,6 +470,7 @@ def test_bad_options_and_outputs_are_one_line_and_exit_2(runs, tmp_path, monkeyp
                  "DEFAULT_CONVERSION_RESULT_DIRS"):  # never the repository's own folders
         monkeypatch.setattr(cli, name, [str(tmp_path / "no_default")])
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty_log").mkdir()
     (tmp_path / "a_file").write_text("keep me")
     (tmp_path / "read_only").mkdir()
     (tmp_path / "read_only" / "scores.md").write_text("old")
@@ -488,7 +490,7 @@ def test_bad_options_and_outputs_are_one_line_and_exit_2(runs, tmp_path, monkeyp
     assert status == 2, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("plot.py: error:") and fragment in lines[0], stderr
-    assert not (tmp_path / "out").exists()
+    assert "Traceback" not in stderr and not (tmp_path / "out").exists()
     assert (tmp_path / "a_file").read_text() == "keep me" and (tmp_path / "read_only" / "scores.md").read_text() == "old"
     assert (tmp_path / "taken" / "scores.md").read_text() == "old" and (tmp_path / "taken" / "scores.csv").is_dir()
     assert not [name for name in os.listdir(tmp_path / "taken") if name.endswith(".tmp")]
