@@ -10,6 +10,7 @@ from .wrappers import (
     ClipRewardEnv,
     EpisodicLifeEnv,
     FireResetEnv,
+    GameReturn,
     MaxAndSkipEnv,
     NoopResetEnv,
     Uint8ArrayObservation,
@@ -67,6 +68,16 @@ def check_env_id(env_id) -> None:
         raise UnknownEnvError(env_id)
 
 
+def action_count(env_id: str) -> int:
+    """The number of actions of a game's minimal action set (what the Q-networks output)."""
+    check_env_id(env_id)
+    env = gym.make(env_id)
+    try:
+        return int(env.action_space.n)
+    finally:
+        env.close()
+
+
 def make_env(
     env_id: str,
     *,
@@ -82,7 +93,7 @@ def make_env(
 
     Wrappers, innermost first: raw ``<Game>NoFrameskip-v4`` (frameskip 1, no sticky actions,
     minimal action set) [-> RecordVideo] -> NoopReset(30) -> MaxAndSkip(4) ->
-    TimeLimit(``max_episode_step`` agent steps) [-> EpisodicLife if training] ->
+    TimeLimit(``max_episode_step`` agent steps) -> GameReturn [-> EpisodicLife if training] ->
     FireReset (games with FIRE) -> WarpFrame(84x84 gray) [-> ClipReward if training] ->
     FrameStack(``history_len``). Observations are ``np.uint8`` arrays of shape
     ``(history_len, 84, 84)``; ``info`` is the ALE's (``lives``, ``episode_frame_number``,
@@ -130,6 +141,7 @@ def make_env(
     env = NoopResetEnv(env, noop_max=NOOP_MAX)
     env = MaxAndSkipEnv(env, skip=FRAME_SKIP)
     env = TimeLimit(env, max_episode_steps=max_episode_step)
+    env = GameReturn(env)
     episodic_life = training if episodic_life is None else episodic_life
     clip_rewards = training if clip_rewards is None else clip_rewards
     if episodic_life:

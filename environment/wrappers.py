@@ -78,6 +78,12 @@ class MaxAndSkipEnv(gym.Wrapper):
                 break
         return self._obs_buffer.max(axis=0), total_reward, terminated, truncated, info
 
+    def get_state(self) -> dict:
+        return {"buffer": self._obs_buffer.copy()}
+
+    def set_state(self, state: dict) -> None:
+        self._obs_buffer[...] = np.asarray(state["buffer"])
+
 
 class EpisodicLifeEnv(gym.Wrapper):
     """Training only: a life loss ends the episode for learning, not the game.
@@ -113,6 +119,42 @@ class EpisodicLifeEnv(gym.Wrapper):
                 obs, info = self.env.reset(options=options)
         self.lives = self.env.unwrapped.ale.lives()
         return obs, info
+
+    def get_state(self) -> dict:
+        return {"lives": int(self.lives), "was_real_done": bool(self.was_real_done)}
+
+    def set_state(self, state: dict) -> None:
+        self.lives, self.was_real_done = int(state["lives"]), bool(state["was_real_done"])
+
+
+class GameReturn(gym.Wrapper):
+    """Adds ``info["game_return"]``, the raw (unclipped) score of the whole game, to the step that ends it.
+
+    It sits below EpisodicLife, so it sees every raw reward of the game (the FIRE and no-op steps of the
+    resets included) and only the real end of the game (terminated or truncated), not a lost life.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.game_return = 0.0
+
+    def reset(self, *, seed=None, options=None):
+        self.game_return = 0.0
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_return += float(reward)
+        if terminated or truncated:
+            info = {**info, "game_return": self.game_return}
+            self.game_return = 0.0
+        return obs, reward, terminated, truncated, info
+
+    def get_state(self) -> dict:
+        return {"game_return": self.game_return}
+
+    def set_state(self, state: dict) -> None:
+        self.game_return = float(state["game_return"])
 
 
 class FireResetEnv(gym.Wrapper):
