@@ -71,11 +71,26 @@ Memory per transition
 for state and next state would need 56,448 bytes, 28,224 with only states).
 ``numpy.empty`` is used, so the operating system commits the frame memory page
 by page as the ring fills.
+
+Persistence
+-----------
+With ``frames_file`` the frame ring is a memory-mapped file, so a checkpoint of
+the memory is :meth:`flush` plus :meth:`state_dict` (the 25 bytes per
+transition of metadata, the counters and the sampling generator), not a copy of
+gigabytes of frames. To go back to the last checkpoint after the process died,
+the frames overwritten since then are needed: after each checkpoint
+:meth:`start_journal` opens an undo journal that receives every frame just
+before it is overwritten (only once the ring has wrapped), and :meth:`undo`
+writes them back, newest first. Frames written after the checkpoint into rows
+that held nothing yet need no undo: the transitions of the checkpoint never
+refer to them.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from typing import NamedTuple
 
 import numpy as np
@@ -124,6 +139,7 @@ class ReplayMemory:
         check_memory: bool = True,
         frame_headroom: float = 0.02,
         check_continuity: bool = True,
+        frames_file: str | None = None,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
             raise ValueError(f"replay memory capacity must be an integer >= 1, got {capacity!r}")
@@ -143,16 +159,27 @@ class ReplayMemory:
         self.device = torch.device(device)
 
         if check_memory:
-            needed = self.estimate_bytes(self.capacity, self.history_len, frame_shape, self.frame_headroom)
-            available = psutil.virtual_memory().available
-            if needed > available:
-                raise ReplayMemoryTooLargeError(
-                    f"replay memory of {self.capacity} transitions needs {_gb(needed)} but only "
-                    f"{_gb(available)} of memory is available; lower --replay_memory_size"
-                )
+            self.check_fits(self.capacity, self.history_len, frame_shape, self.frame_headroom,
+                            folder=os.path.dirname(os.path.abspath(frames_file)) if frames_file else None)
 
         self._num_frame_rows = _frame_rows(self.capacity, self.history_len, self.frame_headroom)
-        self._frames = np.empty((self._num_frame_rows, *frame_shape), dtype=np.uint8)
+        shape = (self._num_frame_rows, *frame_shape)
+        if frames_file is None:
+            self._frames = np.empty(shape, dtype=np.uint8)
+        else:  # a memory-mapped file: a checkpoint only flushes it (see the module docstring, Persistence)
+            expected = int(np.prod(shape, dtype=np.int64))
+            if os.path.exists(frames_file) and os.path.getsize(frames_file) != expected:
+                raise ValueError(f"{frames_file} holds {os.path.getsize(frames_file)} bytes, not the {expected} of "
+                                 f"a replay memory of {self.capacity} transitions")
+            if not os.path.exists(frames_file):  # reserve the disk space now: a full disk later would kill the run
+                try:
+                    with open(frames_file, "wb") as file:
+                        os.posix_fallocate(file.fileno(), 0, expected)
+                except OSError:
+                    os.remove(frames_file)
+                    raise
+            self._frames = np.memmap(frames_file, dtype=np.uint8, mode="r+", shape=shape)
+        self._journal = None  # the undo journal file while one is kept
         self._state_abs = np.zeros(self.capacity, dtype=np.int64)
         self._ep_start = np.zeros(self.capacity, dtype=np.int64)
         self._actions = np.zeros(self.capacity, dtype=np.int32)
@@ -178,6 +205,25 @@ class ReplayMemory:
         frame_bytes = int(np.prod(frame_shape, dtype=np.int64))
         rows = _frame_rows(int(capacity), int(history_len), float(frame_headroom))
         return rows * frame_bytes + int(capacity) * _META_BYTES_PER_TRANSITION
+
+    @classmethod
+    def check_fits(cls, capacity: int, history_len: int = 4, frame_shape: tuple[int, ...] = (84, 84),
+                   frame_headroom: float = 0.02, folder: str | None = None) -> None:
+        """Raise :class:`ReplayMemoryTooLargeError` unless the memory fits in the available RAM, or, for a
+        memory-mapped memory in ``folder``, in the free disk space there."""
+        needed = cls.estimate_bytes(capacity, history_len, frame_shape, frame_headroom)
+        if folder is None:
+            available, where = psutil.virtual_memory().available, "of memory"
+        else:
+            probe = folder
+            while not os.path.exists(probe):
+                probe = os.path.dirname(probe)
+            available, where = shutil.disk_usage(probe).free, f"of free disk space in {probe}"
+        if needed > available:
+            raise ReplayMemoryTooLargeError(
+                f"replay memory of {capacity} transitions needs {_gb(needed)} but only {_gb(available)} {where} "
+                "is available; lower --replay_memory_size"
+            )
 
     @property
     def nbytes(self) -> int:
@@ -261,7 +307,10 @@ class ReplayMemory:
 
         rows = self._num_frame_rows
         for k, frame in enumerate(new_frames):
-            self._frames[(self._num_frames + k) % rows] = frame
+            row = (self._num_frames + k) % rows
+            if self._journal is not None and self._num_frames + k >= rows:  # a frame is overwritten: keep it
+                self._journal.write(np.int64(row).tobytes() + self._frames[row].tobytes())
+            self._frames[row] = frame
         self._num_frames = frames_after
 
         slot = t % self.capacity
@@ -300,6 +349,55 @@ class ReplayMemory:
             next_states=torch.from_numpy(next_states).to(dev),
             dones=torch.from_numpy(dones.astype(np.float32)).to(dev),
         )
+
+    # ------------------------------------------------------------ persistence
+    _META = ("_state_abs", "_ep_start", "_actions", "_rewards", "_dones")
+
+    def state_dict(self) -> dict:
+        """Everything but the frames: the transition ring, the counters and the sampling generator's state."""
+        return {
+            **{name.lstrip("_"): torch.from_numpy(getattr(self, name).copy()) for name in self._META},
+            "num_frames": self._num_frames, "num_appended": self._num_appended, "first_valid": self._first_valid,
+            "last_done": self._last_done, "rng": self._rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self._META:
+            getattr(self, name)[...] = state[name.lstrip("_")].numpy()
+        self._num_frames, self._num_appended = int(state["num_frames"]), int(state["num_appended"])
+        self._first_valid, self._last_done = int(state["first_valid"]), bool(state["last_done"])
+        self._rng.bit_generator.state = state["rng"]
+
+    def flush(self) -> None:
+        """Write the memory-mapped frames to disk (and the undo journal): the frames of a checkpoint."""
+        if isinstance(self._frames, np.memmap):
+            self._frames.flush()
+        if self._journal is not None:
+            os.fsync(self._journal.fileno())
+
+    def start_journal(self, path: str) -> None:
+        """From now on, copy every frame about to be overwritten to the (new, empty) undo journal ``path``."""
+        self.close_journal()
+        # Unbuffered: a record must reach the operating system before the frame it saves is overwritten.
+        self._journal = open(path, "wb", buffering=0)  # noqa: SIM115 - kept open while the run goes on
+
+    def close_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def undo(self, path: str) -> int:
+        """Put back the frames that the journal ``path`` saved, newest first: the frames as they were when the
+        journal was started. Returns the number of frames restored; the journal itself is left unchanged."""
+        row_bytes = int(np.prod(self.frame_shape, dtype=np.int64))
+        record = 8 + row_bytes
+        data = np.fromfile(path, dtype=np.uint8)
+        count = len(data) // record  # a torn last record (the process died while writing it) was never applied
+        for k in range(count - 1, -1, -1):
+            chunk = data[k * record : (k + 1) * record]
+            row = int(chunk[:8].view(np.int64)[0])
+            self._frames[row] = chunk[8:].reshape(self.frame_shape)
+        return count
 
     def __repr__(self) -> str:
         return (
