@@ -6,8 +6,9 @@ import logging
 # it is not a problem, so keep it off the programs' stderr.
 logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 
-from .backend import BACKENDS, BackendError, resolve_backend, select_backend
+from .backend import BACKENDS, BackendError, resolve_backend, resolve_device, select_backend
 from .checkpoint import CheckpointError, CheckpointInfo, load_checkpoint, read_checkpoint, save_checkpoint
+from .monitor import SpikeMonitor
 from .networks import MODELS, SURROGATES, QNetwork, build_network, compile_network, is_spiking
 
 __all__ = [
@@ -18,12 +19,14 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "QNetwork",
+    "SpikeMonitor",
     "build_network",
     "compile_network",
     "is_spiking",
     "load_checkpoint",
     "read_checkpoint",
     "resolve_backend",
+    "resolve_device",
     "save_checkpoint",
     "select_backend",
 ]

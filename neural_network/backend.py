@@ -26,6 +26,15 @@ class BackendError(ValueError):
     """A neuron backend was asked for that cannot run on this machine or device."""
 
 
+def resolve_device(choice: str) -> torch.device:
+    """``--device``: auto (cuda if available, else cpu), cuda (an error without a CUDA device) or cpu."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise BackendError("--device cuda was asked for but no CUDA device is available; use --device auto or cpu")
+    return torch.device(choice)
+
+
 def resolve_backend(backend: str, device: torch.device | str) -> str:
     """Check that ``backend`` can run on ``device`` and return SpikingJelly's name for it.
 

@@ -4,21 +4,22 @@ A checkpoint is a plain state dict (``torch.save(net.state_dict(), path)``) and 
 ``torch.load(path, weights_only=True)``, so a model file can hold tensors only and can never run code.
 Besides the weights it holds the buffers ``model_id`` and ``time_steps`` (see :class:`QNetwork`), which let
 ``load_checkpoint`` refuse a checkpoint of another model or another number of actions with a clear message.
+A checkpoint with a NaN or infinite weight (from a diverged run) is refused as well.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
-import zipfile
 from dataclasses import dataclass
 
 import torch
 
+from utils.runs import atomic_write
+
 from .networks import MODELS, QNetwork
 
-REQUIRED_KEYS = ("conv1.weight", "conv2.weight", "conv3.weight", "fc1.weight", "fc2.weight", "fc2.bias")
+REQUIRED_KEYS = ("conv1.weight", "conv2.weight", "conv3.weight", "fc1.weight", "fc2.weight", "fc2.bias", "model_id")
 
 
 class CheckpointError(ValueError):
@@ -35,34 +36,47 @@ class CheckpointInfo:
 def save_checkpoint(net: QNetwork, path: str) -> None:
     """Write the network's state dict to ``path`` atomically (a half-written file never replaces a good one)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    atomic_write(path, lambda file: torch.save(state, file))
+
+
+def _integer(state: dict, key: str, path: str) -> int:
+    value = state.get(key, torch.tensor(0))
+    if not isinstance(value, torch.Tensor) or value.numel() != 1 or value.is_floating_point():
+        raise CheckpointError(f"{path} is not a network checkpoint saved by run.py ({key} is not an integer)")
+    return int(value)
 
 
 def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
-    """Load a state dict with ``weights_only=True`` and say which model it belongs to."""
+    """Load a state dict with ``weights_only=True``, check it, and say which model it belongs to."""
     if not path:
         raise CheckpointError("no model file given; pass --model_path PATH to a .pkl saved by run.py")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder without best.pkl; give a checkpoint (.pkl) saved by run.py")
     if not os.path.isfile(path):
         raise CheckpointError(f"model file not found: {path}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing a file
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError):
+    except Exception:  # noqa: BLE001 - any failure to unpickle an untrusted file is the same answer
         raise CheckpointError(
             f"{path} is not a readable weights-only checkpoint: it is damaged, not a torch file, or holds "
             "objects other than tensors (refused for safety); give a .pkl saved by run.py"
         ) from None
-    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS + ("model_id",)):
+    if (not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS)
+            or not all(isinstance(value, torch.Tensor) for value in state.values())):
         raise CheckpointError(f"{path} is not a network checkpoint saved by run.py (missing weights or model_id)")
-    model_id = int(state["model_id"])
+    model_id = _integer(state, "model_id", path)
     if not 0 <= model_id < len(MODELS):
         raise CheckpointError(f"{path} has an unknown model_id {model_id}")
-    info = CheckpointInfo(
-        model=MODELS[model_id], n_actions=int(state["fc2.weight"].shape[0]), T=int(state.get("time_steps", 0))
-    )
+    bad = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite weights (NaN or infinity in {bad[0]}): it comes from a "
+                              "diverged run and is refused")
+    fc2 = state["fc2.weight"]
+    info = CheckpointInfo(model=MODELS[model_id], n_actions=int(fc2.shape[0]) if fc2.dim() == 2 else 0,
+                          T=_integer(state, "time_steps", path))
     return state, info
 
 
@@ -75,10 +89,17 @@ def load_checkpoint(net: QNetwork, path: str) -> CheckpointInfo:
         raise CheckpointError(
             f"{path} has {info.n_actions} actions but this game has {net.n_actions}; was it trained on another game?"
         )
+    expected = net.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise CheckpointError(f"{path} does not fit the {net.model} network: it has no tensor {key}")
+        if key != "time_steps" and tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{path} does not fit the {net.model} network: {key} has shape "
+                                  f"{tuple(state[key].shape)}, the network needs {tuple(tensor.shape)}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointError(f"{path} does not fit the {net.model} network: unexpected tensor {extra[0]}")
     state = dict(state)
     state["time_steps"] = net.time_steps.clone()  # T is chosen at run time; the checkpoint's T is informational
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path} does not fit the {net.model} network: {str(error).splitlines()[0]}") from None
+    net.load_state_dict(state)
     return info

@@ -32,10 +32,9 @@ import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 
-from utils.energy import synaptic_ops
-
 MODELS = ("Dqn", "Dsqn", "DsqnSpike", "DsqnIF")
 SURROGATES = ("ATan", "Sigmoid")
+LAYER_NAMES = ["conv1", "conv2", "conv3", "fc1", "fc2"]
 CONV_OUTPUT_SIZE = 64 * 7 * 7  # 3136 features after conv3 on an 84x84 input
 
 
@@ -98,10 +97,6 @@ class QNetwork(nn.Module):
         self.activations = nn.ModuleList(
             self._make_activation(tau, v_threshold, v_reset, surrogate_func, alpha) for _ in range(n_activations)
         )
-        self._spike_counts: dict[str, torch.Tensor] | None = None
-        self._spike_maps: dict[str, torch.Tensor] = {}
-        self._sop_counts: dict[str, torch.Tensor] = {}
-        self._neuron_counts: dict[str, int] = {}
 
     # -- construction ---------------------------------------------------------------------------------------------
 
@@ -127,23 +122,19 @@ class QNetwork(nn.Module):
 
     @property
     def weight_layers(self) -> list[nn.Module]:
-        return [self.conv1, self.conv2, self.conv3, self.fc1, self.fc2]
-
-    def successor_of(self, layer_name: str) -> nn.Module | None:
-        """The weight layer that the spikes of neuron layer ``layer_name`` feed, None if they feed nothing.
-
-        conv1 -> conv2 -> conv3 -> fc1 -> fc2: fc1's spikes feed fc2 (as the readout of Dsqn / DsqnIF, through their
-        firing rate, or as DsqnSpike's output layer); DsqnSpike's fc2 spikes are the output (fan-out 0)."""
-        names = ["conv1", "conv2", "conv3", "fc1", "fc2"]
-        index = names.index(layer_name)
-        return self.weight_layers[index + 1] if index + 1 < len(names) else None
+        """conv1 ... fc2, in the order the input flows through them."""
+        return [getattr(self, name) for name in LAYER_NAMES]
 
     @property
     def spiking_layer_names(self) -> list[str]:
         """Names of the neuron layers, named after the weight layer that feeds them (empty for Dqn)."""
         if not self.spiking:
             return []
-        return ["conv1", "conv2", "conv3", "fc1", "fc2"][: len(self.activations)]
+        return LAYER_NAMES[: len(self.activations)]
+
+    def neuron_layers(self) -> dict[str, nn.Module]:
+        """The spiking neuron modules by layer name (what :class:`neural_network.SpikeMonitor` watches)."""
+        return dict(zip(self.spiking_layer_names, self.activations)) if self.spiking else {}
 
     # -- forward --------------------------------------------------------------------------------------------------
 
@@ -165,12 +156,13 @@ class QNetwork(nn.Module):
     def _forward_snn(self, x: torch.Tensor) -> torch.Tensor:
         T, n = self.T, x.shape[0]
         current = self.conv1(x)  # analog input, computed once
-        s = self._fire(0, current.unsqueeze(0).expand(T, *current.shape))
-        s = self._fire(1, self._per_step(self.conv2, s))
-        s = self._fire(2, self._per_step(self.conv3, s))
-        s = self._fire(3, self._per_step(self.fc1, s.reshape(T, n, -1)))
+        neurons = self.activations
+        s = neurons[0](current.unsqueeze(0).expand(T, *current.shape))
+        s = neurons[1](self._per_step(self.conv2, s))
+        s = neurons[2](self._per_step(self.conv3, s))
+        s = neurons[3](self._per_step(self.fc1, s.reshape(T, n, -1)))
         if self.kind.spiking_output:
-            return self._fire(4, self._per_step(self.fc2, s)).mean(0)
+            return neurons[4](self._per_step(self.fc2, s)).mean(0)
         return self.fc2(s.mean(0))
 
     @staticmethod
@@ -178,49 +170,6 @@ class QNetwork(nn.Module):
         """Apply a stateless layer to every time step of a [T, N, ...] sequence at once."""
         out = layer(seq.flatten(0, 1))
         return out.reshape(seq.shape[0], seq.shape[1], *out.shape[1:])
-
-    def _fire(self, index: int, current_seq: torch.Tensor) -> torch.Tensor:
-        spikes = self.activations[index](current_seq)
-        if self._spike_counts is not None:
-            name = self.spiking_layer_names[index]
-            spike_map = spikes.detach().sum(0)  # [N, *neuron_shape]: each neuron's spikes summed over T
-            self._spike_maps[name] = spike_map
-            self._spike_counts[name] = spike_map.flatten(1).sum(1)
-            self._neuron_counts[name] = spikes[0, 0].numel()
-            self._sop_counts[name] = synaptic_ops(spike_map, self.successor_of(name))
-        return spikes
-
-    # -- spike recording ------------------------------------------------------------------------------------------
-
-    def record_spikes(self, enabled: bool = True) -> None:
-        """Start (or stop) recording the spike count of every neuron layer on each forward pass."""
-        if enabled and not self.spiking:
-            raise ValueError(f"{self.model} has no spiking neurons to record")
-        self._spike_counts = {} if enabled else None
-        self._spike_maps, self._sop_counts = {}, {}
-
-    def last_spike_counts(self) -> dict[str, torch.Tensor]:
-        """Per layer, the number of spikes of each sample of the last forward pass, summed over T (shape [N])."""
-        if self._spike_counts is None:
-            raise RuntimeError("spike recording is off; call record_spikes() first")
-        return dict(self._spike_counts)
-
-    def last_spike_maps(self) -> dict[str, torch.Tensor]:
-        """Per layer, the spike count of every neuron of the last forward pass, summed over T ([N, *neuron_shape])."""
-        if self._spike_counts is None:
-            raise RuntimeError("spike recording is off; call record_spikes() first")
-        return dict(self._spike_maps)
-
-    def last_sop_counts(self) -> dict[str, torch.Tensor]:
-        """Per layer, the synaptic operations caused by its spikes on the last forward pass, summed over T (shape
-        [N], float64): sum over neurons of spikes x fan-out into :meth:`successor_of` (see utils/energy.py)."""
-        if self._spike_counts is None:
-            raise RuntimeError("spike recording is off; call record_spikes() first")
-        return dict(self._sop_counts)
-
-    def neuron_counts(self) -> dict[str, int]:
-        """Per layer, the number of neurons per sample (as seen on the last recorded forward pass)."""
-        return dict(self._neuron_counts)
 
 
 def compile_network(net: QNetwork, device: torch.device | str) -> QNetwork:

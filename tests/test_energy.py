@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from agent.agent import EpisodeResult, SpikeStats, summarize_play
+from agent import EpisodeResult, SpikeStats, summarize_play
 from conversion_based_snn.snn import LAYER_NAMES, EpisodeStats, SpikingNetwork, summarise
-from conversion_based_snn.snn.evaluate import layer_sops
-from neural_network import build_network
+from neural_network import SpikeMonitor, build_network
 from utils.energy import (
     PJ_PER_AC,
     PJ_PER_MAC,
@@ -20,6 +19,7 @@ from utils.energy import (
     nature_dqn_layer_macs,
     nature_dqn_macs,
     network_macs,
+    layer_sops,
     snn_energy,
     synaptic_ops,
     weight_layers_of,
@@ -115,13 +115,13 @@ def _firing_net(model: str, T: int = 4) -> nn.Module:
 
 
 @pytest.mark.parametrize("model", ["Dsqn", "DsqnSpike"])
-def test_network_records_exact_sops_per_layer(model):
+def test_monitor_gives_exact_sops_per_layer(model):
     net = _firing_net(model)
     frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
-    net.record_spikes()
-    with torch.no_grad():
+    with SpikeMonitor(net) as monitor, torch.no_grad():
         net(frames)
-    counts, maps, sops = net.last_spike_counts(), net.last_spike_maps(), net.last_sop_counts()
+    counts, maps = monitor.spike_counts(), monitor.maps
+    sops = layer_sops(maps, net)
     layers = ["conv1", "conv2", "conv3", "fc1"] + (["fc2"] if model == "DsqnSpike" else [])
     assert list(sops) == layers and list(maps) == layers
     for name in layers:
@@ -139,6 +139,24 @@ def test_network_records_exact_sops_per_layer(model):
     assert sops["fc1"].tolist() == (counts["fc1"].double() * 4).tolist()
     if model == "DsqnSpike":
         assert sops["fc2"].tolist() == [0.0, 0.0]  # the output spikes go nowhere
+
+
+def test_sops_equal_spikingjellys_synaptic_operation_counter():
+    """SpikingJelly's SynOpCounter counts, per weight layer, the operations of the binary spikes it receives; ours
+    count the same operations per layer the spikes come from (conv1's spikes are conv2's operations, ...)."""
+    from spikingjelly.activation_based.op_counter import DispatchCounterMode, SynOpCounter
+
+    net = _firing_net("DsqnSpike")
+    frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    counter = SynOpCounter()
+    with SpikeMonitor(net) as monitor, torch.no_grad(), DispatchCounterMode([counter]):
+        net(frames)
+    ours = {name: float(value.sum()) for name, value in layer_sops(monitor.maps, net).items()}
+    theirs = {module.split(".")[-1]: sum(ops.values()) for module, ops in counter.get_counts().items()
+              if module.startswith("QNetwork.")}
+    assert theirs["conv1"] == 0  # analog input: MACs, not SOPs
+    for source, receiver in (("conv1", "conv2"), ("conv2", "conv3"), ("conv3", "fc1"), ("fc1", "fc2")):
+        assert ours[source] == theirs[receiver] > 0, source
 
 
 def test_nature_dqn_macs():
@@ -196,7 +214,7 @@ def test_conversion_sops_per_layer_and_summary():
     snn = SpikingNetwork.from_ann(ann, lambdas)
     x = torch.randint(0, 256, (1, 4, 84, 84), dtype=torch.uint8)
     result = snn.simulate(x, 6)
-    sops = layer_sops(snn, result)
+    sops = layer_sops(result.spike_counts, snn)
     assert list(sops) == list(LAYER_NAMES)
     for name, successor in zip(("conv1", "conv2"), (snn.conv2, snn.conv3)):
         counts = result.spike_counts[name][0]

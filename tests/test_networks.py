@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+from neural_network import SpikeMonitor
 from neural_network import (
     MODELS,
     BackendError,
@@ -108,23 +109,31 @@ def test_surrogate_gradient_reaches_conv1(model, surrogate_func, frames):
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-def test_spike_recording_counts_every_layer(frames):
+def test_spike_monitor_counts_every_layer_from_outside(frames):
     net = make("DsqnIF", T=8)
-    net.record_spikes()
     with torch.no_grad():
-        net(frames)
-    counts, neurons = net.last_spike_counts(), net.neuron_counts()
+        unwatched = net(frames)
+    with SpikeMonitor(net) as monitor, torch.no_grad():
+        watched = net(frames)
+    assert torch.equal(unwatched, watched)  # watching changes nothing the network computes
+    counts, neurons = monitor.spike_counts(), monitor.neurons
     assert list(counts) == ["conv1", "conv2", "conv3", "fc1"]
     assert neurons == {"conv1": 32 * 20 * 20, "conv2": 64 * 9 * 9, "conv3": 64 * 7 * 7, "fc1": 512}
     for name, count in counts.items():
         assert count.shape == (3,)
         assert (count >= 0).all() and (count <= neurons[name] * 8).all()
+        assert monitor.maps[name].shape[0] == 3
     assert counts["conv1"].sum() > 0
+    # Detached: later passes are not recorded.
+    before = {name: spike_map.clone() for name, spike_map in monitor.maps.items()}
+    with torch.no_grad():
+        net(frames[:1])
+    assert all(torch.equal(before[name], monitor.maps[name]) for name in before)
 
 
-def test_dqn_has_no_spikes_to_record():
-    with pytest.raises(ValueError):
-        make("Dqn").record_spikes()
+def test_dqn_has_no_spikes_to_watch():
+    with pytest.raises(ValueError, match="no spiking neurons"):
+        SpikeMonitor(make("Dqn"))
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -122,6 +122,15 @@ def synaptic_ops(spike_counts: torch.Tensor, successor: nn.Module | None) -> tor
     raise TypeError(f"cannot count synaptic operations into {type(successor).__name__}")
 
 
+def layer_sops(spike_maps: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Per neuron layer (named after the weight layer that feeds it), the SOPs of its spikes into the NEXT weight
+    layer of ``net`` (conv1 -> conv2 -> conv3 -> fc1 -> fc2; the spikes of a layer fed by fc2 go nowhere).
+    ``spike_maps``: [N, *neuron_shape] spike counts summed over T, e.g. a ``SpikeMonitor``'s maps."""
+    layers = list(weight_layers_of(net).items())
+    successor = {name: (layers[i + 1][1] if i + 1 < len(layers) else None) for i, (name, _) in enumerate(layers)}
+    return {name: synaptic_ops(spike_map, successor[name]) for name, spike_map in spike_maps.items()}
+
+
 # -- the report -------------------------------------------------------------------------------------------------------
 
 

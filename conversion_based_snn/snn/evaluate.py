@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.energy import synaptic_ops
+from utils.energy import layer_sops
 
 from .games import GameStep, step_game
 from .normalise import epsilon_greedy
@@ -60,13 +60,6 @@ class EpisodeStats:
     @property
     def firing_rate(self) -> float | None:
         return self.firing_rate_sum / self.greedy_steps if self.greedy_steps else None
-
-
-def layer_sops(snn: SpikingNetwork, result) -> dict[str, torch.Tensor]:
-    """Per layer, the synaptic operations its spikes cause in the next weight layer, summed over T (shape [B])."""
-    successors = snn.weight_layers[1:] + [None]  # the output layer's spikes go nowhere: fan-out 0
-    return {name: synaptic_ops(result.spike_counts[name], successor)
-            for name, successor in zip(LAYER_NAMES, successors)}
 
 
 @torch.no_grad()
@@ -103,7 +96,7 @@ def play_episode(
             for name, value in totals.items():
                 stats.layer_spikes[name] += value
             stats.firing_rate_sum += sum(totals.values()) / (neuron_total * T)
-            for name, value in layer_sops(snn, result).items():
+            for name, value in layer_sops(result.spike_counts, snn).items():
                 stats.layer_sops[name] += float(value[0])
         obs, reward, end = step_game(env, action)
         stats.score += float(reward)
@@ -152,9 +145,9 @@ def summarise(episodes: list[EpisodeStats], neuron_counts: dict[str, int], T: in
         name: (layer_spikes[name] / (neuron_counts[name] * T * greedy) if greedy else None) for name in LAYER_NAMES
     }
     simulation_seconds = sum(e.simulation_seconds for e in episodes)
-    layer_sops = {name: sum(e.layer_sops.get(name, 0.0) for e in episodes) for name in LAYER_NAMES}
-    sops_per_greedy = {name: (value / greedy if greedy else None) for name, value in layer_sops.items()}
-    sops_per_greedy["total"] = sum(layer_sops.values()) / greedy if greedy else None
+    sops_total = {name: sum(e.layer_sops.get(name, 0.0) for e in episodes) for name in LAYER_NAMES}
+    sops_per_greedy = {name: (value / greedy if greedy else None) for name, value in sops_total.items()}
+    sops_per_greedy["total"] = sum(sops_total.values()) / greedy if greedy else None
     return {
         "scores": scores.tolist(),
         "score_mean": float(scores.mean()),
