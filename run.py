@@ -1,16 +1,13 @@
 """Train (``--method learn``) or evaluate (``--method play``) a Dqn, Dsqn, DsqnSpike or DsqnIF on an Atari game.
 
     python run.py --model=Dsqn --env_id=BreakoutNoFrameskip-v4
-    python run.py --model=Dsqn --env_id=BreakoutNoFrameskip-v4 --method=play --model_path=model/Dsqn_...pkl \\
+    python run.py --resume runs/Dsqn_BreakoutNoFrameskip-v4_seed0_2026-11-29_10-00-00
+    python run.py --method=play --model_path=runs/Dsqn_BreakoutNoFrameskip-v4_seed0_2026-11-29_10-00-00 \\
         --use_spike_monitor --use_video_recorder
 
-Outputs (named {Model}_{env_id}_{method}_{time}):
-    log/<name>.log          the text log (log_config.yaml)
-    log/<name>/             TensorBoard event files
-    log/<name>.json         the full run configuration and the git commit
-    log/<name>_summary.json play only: the play report, spike statistics included
-    model/{Model}_{env_id}_{time}.pkl   learn only: the best checkpoint (a plain state dict)
-    monitor/<name>/         play with --use_video_recorder: one mp4 per episode
+Every run writes into its own folder under runs/ (docs/RELIABILITY.md): config.json (every option and the git
+commit), run.log, tensorboard/, status.json; learn: best.pkl (the best network, a plain state dict) and state/ (the
+full training state for --resume); play: summary.json and, with --use_video_recorder, videos/.
 """
 
 from __future__ import annotations
@@ -20,97 +17,28 @@ import json
 import os
 import random
 import sys
-from datetime import datetime
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, REPO_ROOT)
 
-from utils.cli import ArgumentParser, UserError, non_negative_int, positive_float, positive_int, probability, run_cli  # noqa: E402
-
-
-ARG_TYPES = {
-    "timestep_num": non_negative_int,
-    "eval_freq": positive_int,
-    "eval_episode_num": positive_int,
-    "eval_epsilon": probability,
-    "max_episode_step": positive_int,
-    "minibatch_size": positive_int,
-    "replay_memory_size": positive_int,
-    "history_len": positive_int,
-    "target_net_update_freq": positive_int,
-    "discount_factor": probability,
-    "action_repeat": positive_int,
-    "update_freq": positive_int,
-    "learning_rate": positive_float,
-    "init_epsilon": probability,
-    "final_epsilon": probability,
-    "final_epsilon_frame": non_negative_int,
-    "replay_start_size": non_negative_int,
-    "T": positive_int,
-    "tau": float,
-    "v_threshold": positive_float,
-    "v_reset": float,
-    "alpha": positive_float,
-}
+from utils.cli import (  # noqa: E402
+    ArgumentParser,
+    UserError,
+    add_options,
+    apply_gpu_option,
+    check_output_dir,
+    given_options,
+    run_cli,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent.config import HYPERPARAMETERS, Config
-    from neural_network.backend import BACKENDS
-    from neural_network.networks import MODELS, SURROGATES
+    from agent.config import Config
 
-    defaults = Config()
-    parser = ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=defaults.model, choices=MODELS)
-    parser.add_argument("--env_id", default=defaults.env_id, help="an Atari <Game>NoFrameskip-v4 id (default %(default)s)")
-    parser.add_argument("--method", default=defaults.method, choices=["learn", "play"])
-    parser.add_argument("--device", default=defaults.device, choices=["auto", "cuda", "cpu"],
-                        help="auto: cuda if available, else cpu")
-    parser.add_argument("--gpu", default=defaults.gpu, help="CUDA_VISIBLE_DEVICES for this run (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--model_path", default=None, help="play: the checkpoint (.pkl) to evaluate")
-    parser.add_argument("--use_video_recorder", action=argparse.BooleanOptionalAction, default=False,
-                        help="play: write an mp4 of every episode under monitor/")
-    parser.add_argument("--use_spike_monitor", action=argparse.BooleanOptionalAction, default=False,
-                        help="play: record firing rates and spikes per greedy action of a spiking network")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                        help="torch.compile the networks (CUDA: with CUDA graphs); pays off on long runs, "
-                             "see README Performance")
-    parser.add_argument("--output_dir", default=REPO_ROOT,
-                        help="where log/, model/ and monitor/ are written (default: the repository root)")
-    parser.add_argument("--backend", default=defaults.backend, choices=BACKENDS,
-                        help="neuron kernel: auto (SpikingJelly's choice), torch, cuda (alias cupy) or triton")
-    for name, _, default, help_text in HYPERPARAMETERS:
-        kwargs = dict(type=ARG_TYPES[name], default=default, help=f"{help_text} (default {default})")
-        if name == "T":
-            kwargs.update(default=None, help=f"{help_text} (default {default}; play: the checkpoint's T)")
-        parser.add_argument(f"--{name}", **kwargs)
-    parser.add_argument("--surrogate_func", default=defaults.surrogate_func, choices=SURROGATES)
+    parser = ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0],
+                            argument_default=argparse.SUPPRESS)
+    add_options(parser, Config)
     return parser
-
-
-def run_name_and_paths(config, time_str: str, output_dir: str) -> dict:
-    """File names of this run; a numbered suffix keeps them from clashing with an earlier run's files."""
-    log_dir, model_dir = os.path.join(output_dir, "log"), os.path.join(output_dir, "model")
-    base = f"{config.model}_{config.env_id}_{config.method}_{time_str}"
-    model_base = f"{config.model}_{config.env_id}_{time_str}"
-    suffix, n = "", 0
-    while True:
-        name = base + suffix
-        paths = {
-            "name": name,
-            "log": os.path.join(log_dir, f"{name}.log"),
-            "tensorboard": os.path.join(log_dir, name),
-            "config": os.path.join(log_dir, f"{name}.json"),
-            "summary": os.path.join(log_dir, f"{name}_summary.json"),
-            "model": os.path.join(model_dir, f"{model_base}{suffix}.pkl"),
-            "video": os.path.join(output_dir, "monitor", name),
-        }
-        taken = [p for key, p in paths.items() if key != "name" and os.path.exists(p)]
-        if not taken:
-            return paths
-        n += 1
-        suffix = f"_{n}"
 
 
 def seed_everything(seed: int) -> None:
@@ -127,139 +55,242 @@ def seed_everything(seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
+    apply_gpu_option(argv)
+    given = given_options(build_parser().parse_args(argv))
+    if "resume" in given:
+        config, run_dir = resumed_config(given)
+    else:
+        from agent.config import Config
 
-    import torch
+        config, run_dir = Config(**given), None
+        config.output_dir = check_output_dir(given.get("output_dir", os.path.join(REPO_ROOT, "runs")))
+    check_config(config, given)
+    if config.method == "learn":
+        learn(config, run_dir)
+    else:
+        play(config, given)
 
-    from agent import Agent, Config
-    from environment import check_env_id, make_env
-    from neural_network import (
-        build_network,
-        compile_network,
-        is_spiking,
-        load_checkpoint,
-        read_checkpoint,
-        select_backend,
-    )
-    from replay_memory import ReplayMemory
-    from utils.logging_setup import setup_file_logger, write_run_config
 
-    config = Config(**{k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__})
-    check_env_id(config.env_id)
-    if config.device == "auto":
-        config.device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif config.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available; use --device auto or cpu")
-    if config.action_repeat != 4:
-        raise UserError("--action_repeat other than 4 is not supported by the ALE pipeline of this repo")
-    if config.method == "learn" and config.timestep_num > 0 and config.replay_start_size < config.minibatch_size:
-        raise UserError(
-            f"--replay_start_size ({config.replay_start_size}) must be at least --minibatch_size "
-            f"({config.minibatch_size}) so that the first update has a minibatch"
-        )
+# -- options ----------------------------------------------------------------------------------------------------------
 
-    checkpoint_info = None
+
+def resumed_config(given: dict):
+    """The saved configuration of the run folder ``--resume`` names, with the overrides a resume allows."""
+    from agent.config import RESUMABLE_OVERRIDES, Config
+
+    run_dir = os.path.abspath(os.path.expanduser(given["resume"]))
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise UserError(f"--resume {given['resume']}: no run folder there (it has no config.json); give a folder "
+                        "that run.py created under runs/")
+    try:
+        with open(config_path, encoding="utf-8") as file:
+            saved = json.load(file)
+        config = Config.from_dict(saved)
+    except (OSError, ValueError, TypeError):
+        raise UserError(f"{config_path} is damaged; the run cannot be resumed") from None
+    if config.method != "learn":
+        raise UserError(f"--resume {given['resume']} is a play run; only learning runs can be resumed")
+    refused = sorted(name for name, value in given.items()
+                     if name not in RESUMABLE_OVERRIDES | {"resume"} and value != saved.get(name))
+    if refused:
+        raise UserError(f"--{refused[0]} cannot change when a run is resumed (it was "
+                        f"{saved.get(refused[0])!r}); start a new run instead. Options a resume may change: "
+                        + ", ".join(f"--{name}" for name in sorted(RESUMABLE_OVERRIDES - {"output_dir"})))
+    for name, value in given.items():
+        if name in RESUMABLE_OVERRIDES - {"output_dir"}:
+            setattr(config, name, value)
+    config.resume = run_dir
+    return config, run_dir
+
+
+def check_config(config, given: dict) -> None:
+    """Refuse option combinations that cannot work, before any file is written."""
+    from environment import check_env_id
+
     if config.method == "play":
         if not config.model_path:
-            raise UserError("--method play needs --model_path PATH to a checkpoint saved by run.py")
-        _, checkpoint_info = read_checkpoint(config.model_path)
-        if checkpoint_info.model != config.model:
-            raise UserError(
-                f"{config.model_path} holds a {checkpoint_info.model} network, not {config.model}; "
-                f"pass --model={checkpoint_info.model}"
-            )
-    if config.T is None:
-        config.T = checkpoint_info.T if checkpoint_info is not None and checkpoint_info.T else 64
+            raise UserError("--method play needs --model_path: a checkpoint (.pkl) or a run folder saved by run.py")
+    else:
+        check_env_id(config.env_id)
+        if config.model_path is not None:
+            raise UserError("--model_path is for --method play; to continue a learning run use --resume RUN_FOLDER")
+        if config.resume and "run_name" in given:
+            raise UserError("--run_name names a new run; --resume continues the run folder it is given")
+        minimum = (config.history_len + 1) * config.minibatch_size
+        if config.replay_memory_size < minimum:
+            raise UserError(f"--replay_memory_size {config.replay_memory_size} is too small: it must be at least "
+                            f"(history_len + 1) x minibatch_size = {minimum} so that a minibatch can always be "
+                            "sampled")
+        if config.timestep_num > 0 and config.replay_start_size < config.minibatch_size:
+            raise UserError(f"--replay_start_size ({config.replay_start_size}) must be at least --minibatch_size "
+                            f"({config.minibatch_size}) so that the first update has a minibatch")
+    if config.action_repeat != 4:
+        raise UserError("--action_repeat other than 4 is not supported by the ALE pipeline of this repo")
+    if config.run_name is not None and (os.sep in config.run_name or config.run_name in ("", ".", "..")
+                                        or config.run_name.startswith(".")):
+        raise UserError(f"--run_name {config.run_name!r} must be a plain folder name")
 
-    device = torch.device(config.device)
+
+def run_name(config, time_str: str) -> str:
+    model = ("Double" if config.double else "") + config.model
+    kind = f"seed{config.seed}" if config.method == "learn" else "play"
+    return config.run_name or f"{model}_{config.env_id}_{kind}_{time_str}"
+
+
+def start_run(config, run_dir: str | None, n_actions: int):
+    """Create the run folder (exclusively) or open the resumed one; return it with its logger and writer."""
+    from utils.logging_setup import setup_file_logger, write_run_config
+    from utils.runs import create_run_dir, timestamp, write_status
+
+    resumed = run_dir is not None
+    if not resumed:
+        run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
+    logger = setup_file_logger(os.path.join(run_dir, "run.log"))
+    write_run_config(os.path.join(run_dir, "config.json"), {
+        **config.to_dict(), "program": "run.py", "run_name": os.path.basename(run_dir), "n_actions": n_actions,
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+    })
+    write_status(run_dir, "running")
+    return run_dir, logger
+
+
+# -- learn ------------------------------------------------------------------------------------------------------------
+
+
+def learn(config, run_dir: str | None) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agent import Agent, StopRequest, Trainer, random_streams
+    from agent.persistence import REPLAY_FRAMES
+    from environment import make_env
+    from neural_network import build_network, compile_network
+    from replay_memory import ReplayMemory
+    from utils.runs import shown
+
+    device = prepare_device(config)
+    seed_everything(config.seed)
+    env_args = dict(max_episode_step=config.max_episode_step, history_len=config.history_len, seed=config.seed)
+    train_env, eval_env = make_env(config.env_id, training=True, **env_args), make_env(config.env_id, training=False,
+                                                                                         **env_args)
+    n_actions = int(eval_env.action_space.n)
+    net = build_network(config.model, n_actions, **config.network_kwargs())
+    target_net = build_network(config.model, n_actions, **config.network_kwargs())
+    ReplayMemory.check_fits(config.replay_memory_size, config.history_len,
+                            folder=config.output_dir if config.save_replay else None)
+    run_dir, logger = start_run(config, run_dir, n_actions)
+    rngs = random_streams(config.seed)
+    frames_file = os.path.join(run_dir, "state", REPLAY_FRAMES) if config.save_replay else None
+    if frames_file:
+        os.makedirs(os.path.dirname(frames_file), exist_ok=True)
+    replay = ReplayMemory(config.replay_memory_size, history_len=config.history_len, seed=rngs["replay"],
+                          check_memory=False, frames_file=frames_file)
+    if config.compile:
+        compile_network(net.to(device), device)
+        compile_network(target_net.to(device), device)
+    agent = Agent(config, net, device, target_net=target_net, rngs=rngs)
+    with StopRequest() as stop:
+        trainer = Trainer(config, agent, train_env, eval_env, replay, run_dir, writer=None, stop=stop)
+        manifest = trainer.resume() if config.resume else None
+        if config.resume:
+            agent.set_learning_rate(config.learning_rate)  # an override takes effect on the restored optimizer
+            where = (f"resumed at learning step {manifest['timestep']} (exploration step {manifest['explored']})"
+                     if manifest else "no training state was saved before it stopped: starting from the beginning")
+            logger.info("Run %s %s; options: %s", run_dir, where, json.dumps(config.to_dict(), sort_keys=True))
+            print(f"{shown(run_dir)}: {where}"
+                  + ("" if not manifest or manifest["replay"] else "; the replay memory was not saved "
+                     "(--save_replay), so it is refilled with a new exploration phase first"), flush=True)
+        else:
+            logger.info("Run %s: %s", run_dir, json.dumps(config.to_dict(), sort_keys=True))
+        trainer.writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"), purge_step=trainer.purge_step())
+        try:
+            best = trainer.learn()
+        finally:
+            trainer.writer.close()
+            replay.close_journal()
+            train_env.close()
+            eval_env.close()
+    print(f"best average evaluation score {best:g}; best network: {shown(os.path.join(run_dir, 'best.pkl'))}")
+    print(f"run folder: {shown(run_dir)}  (tensorboard --logdir {shown(run_dir)})")
+
+
+def prepare_device(config):
+    """Resolve --device, tune the CPU allocator, and select the neuron kernel of a spiking network."""
+    from neural_network import is_spiking, resolve_device, select_backend
+
+    device = resolve_device(config.device)
     if device.type == "cpu":
         from utils.malloc import tune_glibc_malloc
 
         tune_glibc_malloc()  # large CPU tensors without a page fault storm: see utils/malloc.py
-    spiking = is_spiking(config.model)
-    if spiking:
+    if is_spiking(config.model):
         select_backend(config.backend, device)
+    return device
 
-    time_str = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    paths = run_name_and_paths(config, time_str, os.path.abspath(args.output_dir))
-    seed_everything(config.seed)
-    eval_env = make_env(
-        config.env_id, training=False, max_episode_step=config.max_episode_step, history_len=config.history_len,
-        seed=config.seed,
-        video_dir=paths["video"] if config.method == "play" and config.use_video_recorder else None,
-    )
-    n_actions = int(eval_env.action_space.n)
-    net = build_network(config.model, n_actions, **config.network_kwargs())
 
-    replay = train_env = None
-    if config.method == "learn":
-        # Allocate (and check) the replay memory before any file of this run is written.
-        replay = ReplayMemory(config.replay_memory_size, history_len=config.history_len, seed=config.seed)
-        train_env = make_env(
-            config.env_id, training=True, max_episode_step=config.max_episode_step,
-            history_len=config.history_len, seed=config.seed,
-        )
-    else:
-        load_checkpoint(net, config.model_path)
+# -- play -------------------------------------------------------------------------------------------------------------
 
+
+def play(config, given: dict) -> None:
     from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
 
-    logger = setup_file_logger(paths["log"])
-    write_run_config(paths["config"], {**config.to_dict(), "run_name": paths["name"], "n_actions": n_actions,
-                                       "command": " ".join(sys.argv)})
-    logger.info("Run %s: %s", paths["name"], json.dumps(config.to_dict(), sort_keys=True))
-    writer = SummaryWriter(log_dir=paths["tensorboard"])
-    if config.compile:
-        compile_network(net.to(device), device)
-    agent = Agent(config, net, device, writer=writer)
+    from agent import Agent, random_streams, summarize_play
+    from agent.evaluation import run_episode
+    from environment import action_count, check_env_id, make_env
+    from neural_network import SpikeMonitor, build_network, is_spiking, load_checkpoint, read_checkpoint
+    from utils.energy import format_energy
+    from utils.runs import create_run_dir, shown, timestamp, write_json, write_status
 
+    model_path, trained = resolve_model_path(config.model_path)
+    _, info = read_checkpoint(model_path)
+    for name in ("env_id", "double"):  # from the trained run's folder unless given
+        if name not in given and name in trained:
+            setattr(config, name, trained[name])
+    check_env_id(config.env_id)
+    if "model" in given and info.model != config.model:
+        raise UserError(f"{config.model_path} holds a {info.model} network, not {config.model}; "
+                        f"pass --model={info.model} or leave --model out")
+    config.model = info.model
+    if "T" not in given and info.T:
+        config.T = info.T
+    spiking = is_spiking(config.model)
+    device = prepare_device(config)
+    seed_everything(config.seed)
+    net = build_network(config.model, action_count(config.env_id), **config.network_kwargs())
+    load_checkpoint(net, model_path)  # refuses a checkpoint of another game (its action count) before any write
+    run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
+    eval_env = make_env(config.env_id, training=False, max_episode_step=config.max_episode_step,
+                        history_len=config.history_len, seed=config.seed,
+                        video_dir=os.path.join(run_dir, "videos") if config.use_video_recorder else None)
+    _, logger = start_run(config, run_dir, net.n_actions)
+    agent = Agent(config, net, device, rngs=random_streams(config.seed))
+    monitor = SpikeMonitor(net) if config.use_spike_monitor and spiking else None
+    if config.use_spike_monitor and not spiking:
+        logger.info("--use_spike_monitor has no effect on %s: it has no spiking neurons", config.model)
+    logger.info("Start playing %s", model_path)
+    writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
+    results = []
+    agent.net.eval()
     try:
-        if config.method == "learn":
-            target_net = build_network(config.model, n_actions, **config.network_kwargs())
-            if config.compile:
-                compile_network(target_net.to(device), device)
-            best = agent.learn(train_env, eval_env, replay, target_net, paths["model"])
-            print(f"best average evaluation score {best:g}; model saved to {os.path.relpath(paths['model'])}")
-            print(f"log: {os.path.relpath(paths['log'])}  tensorboard: {os.path.relpath(paths['tensorboard'])}")
-        else:
-            play(agent, config, eval_env, writer, logger, paths, spiking)
+        for episode in (bar := tqdm(range(config.eval_episode_num), desc="play", unit="game", dynamic_ncols=True)):
+            result = run_episode(agent, eval_env, config.eval_epsilon, agent.rngs["evaluate"], monitor)
+            results.append(result)
+            for tag, value in (("score", result.score), ("max_q", result.max_q), ("max_q_std", result.max_q_std)):
+                writer.add_scalar(f"play/{tag}", value, episode)
+            if result.spike_stats is not None:
+                writer.add_scalar("play/episode_avg_firing_rate", result.spike_stats.average_firing_rate, episode)
+            bar.set_postfix_str(f"score {result.score:g}")
     finally:
         writer.close()
         eval_env.close()
-        if train_env is not None:
-            train_env.close()
-
-
-def play(agent, config, eval_env, writer, logger, paths, spiking: bool) -> None:
-    """Evaluate a saved network for eval_episode_num episodes and report PAPER_NOTES §5's numbers."""
-    from tqdm import tqdm
-
-    from agent import summarize_play
-    from utils.energy import format_energy
-    from utils.logging_setup import write_json
-
-    if config.use_spike_monitor and not spiking:
-        logger.info("--use_spike_monitor has no effect on %s: it has no spiking neurons", config.model)
-    agent.spike_monitor = config.use_spike_monitor and spiking
-    logger.info("Start playing %s", config.model_path)
-    results = []
-    bar = tqdm(range(config.eval_episode_num), desc="play", unit="episode", dynamic_ncols=True)
-    for episode in bar:
-        result = agent.evaluate(eval_env, 1, config.eval_epsilon)[0]
-        results.append(result)
-        writer.add_scalar("play/score", result.score, episode)
-        writer.add_scalar("play/max_q", result.max_q, episode)
-        writer.add_scalar("play/max_q_std", result.max_q_std, episode)
-        if result.spike_stats is not None:
-            writer.add_scalar("play/episode_avg_firing_rate", result.spike_stats.average_firing_rate, episode)
-        bar.set_postfix_str(f"score {result.score:g}")
     summary = summarize_play(results)
-    summary.update(model=config.model, env_id=config.env_id, model_path=config.model_path, T=config.T)
+    summary.update(model=config.model, env_id=config.env_id, model_path=model_path, T=config.T)
     energy = play_energy(agent.net, summary, spiking)
     if energy is not None:
         summary["energy"] = energy
-    write_json(paths["summary"], summary)
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    write_status(run_dir, "finished")
     keys = ["average_score", "max_score", "score_std", "average_max_q", "average_max_q_std"]
     if "average_firing_rate" in summary:
         keys += ["average_firing_rate", "spike_num_per_action"]
@@ -274,7 +305,24 @@ def play(agent, config, eval_env, writer, logger, paths, spiking: bool) -> None:
         print(f"operations {format_energy(energy)}")
     elif spiking:
         logger.info("no operation counts or energy estimate: they need the spike counts of --use_spike_monitor")
-    print(f"log: {os.path.relpath(paths['log'])}  summary: {os.path.relpath(paths['summary'])}")
+    print(f"run folder: {shown(run_dir)}")
+
+
+def resolve_model_path(path: str) -> tuple[str, dict]:
+    """A checkpoint path, or a run folder's best.pkl; with the configuration of the run that trained it, if known."""
+    path = os.path.abspath(os.path.expanduser(path))
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "best.pkl")
+    trained = {}
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
+            saved = json.load(file)
+        if isinstance(saved, dict) and saved.get("program") == "run.py":
+            trained = saved
+    except (OSError, ValueError):
+        pass
+    return path, trained
 
 
 def play_energy(net, summary: dict, spiking: bool) -> dict | None:
@@ -284,14 +332,21 @@ def play_energy(net, summary: dict, spiking: bool) -> dict | None:
 
     if not spiking:
         return ann_energy(net)
-    if "layer_sops_per_action" not in summary or not summary.get("greedy_actions"):
+    if "layer_sops_per_action" not in summary:
         return None
     return snn_energy(net, summary["layer_sops_per_action"], "dsqn")
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    """run.py as a program: one line and exit status 2 for a user's mistake (see utils.cli.run_cli)."""
+    from agent.persistence import StateError
     from environment import UnknownEnvError
     from neural_network import BackendError, CheckpointError
     from replay_memory import ReplayMemoryTooLargeError
 
-    run_cli(main, "run.py", user_errors=(UnknownEnvError, CheckpointError, BackendError, ReplayMemoryTooLargeError))
+    run_cli(lambda: main(argv), "run.py",
+            user_errors=(UnknownEnvError, CheckpointError, BackendError, ReplayMemoryTooLargeError, StateError))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,6 +1,20 @@
-"""The DQN agent shared by all four networks, and the run configuration with the paper's defaults."""
+"""The DQN agent shared by all four networks, its training loop, evaluation, and the run configuration."""
 
-from .agent import Agent, EpisodeResult, SpikeStats, summarize_play
-from .config import HYPERPARAMETERS, Config, epsilon_at
+from .agent import Agent, random_streams
+from .config import Config, epsilon_at
+from .evaluation import EpisodeResult, SpikeStats, evaluate, run_episode, summarize_play
+from .training import StopRequest, Trainer
 
-__all__ = ["Agent", "Config", "EpisodeResult", "HYPERPARAMETERS", "SpikeStats", "epsilon_at", "summarize_play"]
+__all__ = [
+    "Agent",
+    "Config",
+    "EpisodeResult",
+    "SpikeStats",
+    "StopRequest",
+    "Trainer",
+    "epsilon_at",
+    "evaluate",
+    "random_streams",
+    "run_episode",
+    "summarize_play",
+]

@@ -1,53 +1,98 @@
-"""Every hyperparameter of a run in one place, with the paper's defaults (PAPER_NOTES §3-4).
+"""Every option of a run in one place, with the paper's defaults (docs/METHOD.md).
 
-run.py builds its command line from :data:`HYPERPARAMETERS`, so an option's name, type, default and help
-text are written once, here.
+Each field is also run.py's command-line option of the same name: its default, help text and value check are
+written once, here (``utils.cli.option``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from neural_network.backend import BACKENDS
+from neural_network.networks import MODELS, SURROGATES
+from utils.cli import (
+    finite_float,
+    greater_than_one,
+    non_negative_int,
+    option,
+    positive_float,
+    positive_int,
+    probability,
+    seed_int,
+)
+
+#: Options that may differ when a run is continued with --resume (they do not change what is being learned,
+#: or, like the learning rate and the budget, are the point of continuing differently).
+RESUMABLE_OVERRIDES = frozenset({
+    "timestep_num", "learning_rate", "eval_episode_num", "checkpoint_freq", "log_freq", "device", "gpu", "backend",
+    "compile", "output_dir",
+})
+
 
 @dataclass
 class Config:
     # -- what to run ------------------------------------------------------------------------------------------------
-    model: str = "Dsqn"
-    env_id: str = "BreakoutNoFrameskip-v4"
-    method: str = "learn"
-    device: str = "auto"
-    gpu: str = "0"
-    seed: int = 0
-    model_path: str | None = None
-    use_video_recorder: bool = False
-    use_spike_monitor: bool = False
-    backend: str = "auto"
-    compile: bool = False
-    # -- DQN training loop (PAPER_NOTES §3) --------------------------------------------------------------------------
-    timestep_num: int = 50_000_000
-    eval_freq: int = 250_000
-    eval_episode_num: int = 30
-    eval_epsilon: float = 0.05
-    max_episode_step: int = 18_000
-    minibatch_size: int = 32
-    replay_memory_size: int = 1_000_000
-    history_len: int = 4
-    target_net_update_freq: int = 10_000
-    discount_factor: float = 0.99
-    action_repeat: int = 4
-    update_freq: int = 4
-    learning_rate: float = 1e-4
-    init_epsilon: float = 1.0
-    final_epsilon: float = 0.1
-    final_epsilon_frame: int = 1_000_000
-    replay_start_size: int = 50_000
-    # -- spiking networks (PAPER_NOTES §4) ---------------------------------------------------------------------------
-    T: int = 64
-    tau: float = 2.0
-    v_threshold: float = 1.0
-    v_reset: float = 0.0
-    surrogate_func: str = "ATan"
-    alpha: float = 2.0
+    model: str = option("Dsqn", "the network", choices=MODELS)
+    env_id: str = option("BreakoutNoFrameskip-v4", "an Atari <Game>NoFrameskip-v4 id")
+    method: str = option("learn", "learn: train a network; play: evaluate a saved one", choices=("learn", "play"))
+    seed: int = option(0, "seed of the networks' initialisation, the envs and every random stream", parse=seed_int)
+    double: bool = option(False, "Double DQN target: the online network picks a' = argmax Q(s'), the target "
+                                 "network values it")
+    model_path: str | None = option(None, "play: a checkpoint (.pkl) saved by run.py, or a run folder (its best.pkl)")
+    use_video_recorder: bool = option(False, "play: write an mp4 of every episode into the run folder's videos/")
+    use_spike_monitor: bool = option(False, "play: record firing rates, spikes and synaptic operations per greedy "
+                                            "action of a spiking network")
+    # -- where, and on what ---------------------------------------------------------------------------------------------
+    output_dir: str = option("runs", "the folder that receives the run folder (relative: to the repository)")
+    run_name: str | None = option(None, "the run folder's name (default: <model>_<game>_seed<seed>_<time>, "
+                                        "or ..._play_<time>); an existing name is never reused")
+    resume: str | None = option(None, "continue the run in this run folder from its last saved state")
+    device: str = option("auto", "auto: cuda if available, else cpu", choices=("auto", "cuda", "cpu"))
+    gpu: str | None = option(None, "set CUDA_VISIBLE_DEVICES to this (default: leave it as the scheduler set it)")
+    backend: str = option("auto", "neuron kernel: auto (SpikingJelly's choice), torch, cuda (alias cupy) or triton",
+                          choices=BACKENDS)
+    compile: bool = option(False, "torch.compile the networks (CUDA: with CUDA graphs); pays off on long runs")
+    # -- saving and logging -----------------------------------------------------------------------------------------
+    checkpoint_freq: int | None = option(None, "save the full training state every this many learning steps "
+                                               "(default: at every evaluation)", parse=positive_int)
+    save_replay: bool = option(False, "keep the replay memory as a memory-mapped file in the run folder, so that "
+                                      "--resume continues bit for bit")
+    log_freq: int = option(1000, "write the training loss (mean since the last write), epsilon and steps/s to "
+                                 "TensorBoard every this many learning steps", parse=positive_int)
+    # -- the DQN training loop --------------------------------------------------------------------------------------
+    timestep_num: int = option(50_000_000, "agent steps of learning after the exploration phase (each step = "
+                                           "action_repeat frames)", parse=non_negative_int)
+    eval_freq: int = option(250_000, "evaluate every this many learning steps, step 0 and the last step included",
+                            parse=positive_int)
+    eval_episode_num: int = option(30, "episodes per evaluation, and per play run", parse=positive_int)
+    eval_epsilon: float = option(0.05, "epsilon of the epsilon-greedy policy during evaluation and play",
+                                 parse=probability)
+    max_episode_step: int = option(18_000, "time limit of a game in agent steps", parse=positive_int)
+    minibatch_size: int = option(32, "transitions per update", parse=positive_int)
+    replay_memory_size: int = option(1_000_000, "capacity of the replay memory in transitions (about 7 KB each)",
+                                     parse=positive_int)
+    history_len: int = option(4, "frames per state (the frame stack)", parse=positive_int)
+    target_net_update_freq: int = option(10_000, "copy the online network to the target network every this many "
+                                                 "learning steps", parse=positive_int)
+    discount_factor: float = option(0.99, "discount gamma of the Q-learning target", parse=probability)
+    action_repeat: int = option(4, "frames per agent step (max-and-skip); the ALE pipeline is built for 4",
+                                parse=positive_int)
+    update_freq: int = option(4, "one update every this many learning steps", parse=positive_int)
+    learning_rate: float = option(1e-4, "Adam learning rate", parse=positive_float)
+    init_epsilon: float = option(1.0, "epsilon at learning step 0", parse=probability)
+    final_epsilon: float = option(0.1, "epsilon after final_epsilon_frame learning steps", parse=probability)
+    final_epsilon_frame: int = option(1_000_000, "learning steps over which epsilon falls linearly",
+                                      parse=non_negative_int)
+    replay_start_size: int = option(50_000, "random-action exploration steps that fill the replay memory before "
+                                            "learning", parse=non_negative_int)
+    # -- spiking networks -------------------------------------------------------------------------------------------
+    T: int = option(64, "simulation time steps of the spiking networks (play: the checkpoint's T unless given)",
+                    parse=positive_int)
+    tau: float = option(2.0, "membrane time constant of the LIF neurons (> 1)", parse=greater_than_one)
+    v_threshold: float = option(1.0, "firing threshold", parse=positive_float)
+    v_reset: float = option(0.0, "reset potential; -1 means soft reset (subtract the threshold)", parse=finite_float)
+    surrogate_func: str = option("ATan", "surrogate gradient of the spike function", choices=SURROGATES)
+    alpha: float = option(2.0, "sharpness of the surrogate gradient", parse=positive_float)
 
     def network_kwargs(self) -> dict:
         """The keyword arguments of :func:`neural_network.build_network` (v_reset -1 means soft reset)."""
@@ -61,39 +106,18 @@ class Config:
             alpha=self.alpha,
         )
 
+    @property
+    def checkpoint_every(self) -> int:
+        return self.checkpoint_freq or self.eval_freq
+
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-HELP = {
-    "timestep_num": "agent steps of learning after the exploration phase (each step = action_repeat frames)",
-    "eval_freq": "evaluate every this many learning steps, step 0 included",
-    "eval_episode_num": "episodes per evaluation, and per play run",
-    "eval_epsilon": "epsilon of the epsilon-greedy policy during evaluation and play",
-    "max_episode_step": "time limit of an episode in agent steps",
-    "minibatch_size": "transitions per update",
-    "replay_memory_size": "capacity of the replay memory in transitions (about 7 KB each)",
-    "history_len": "frames per state (the frame stack)",
-    "target_net_update_freq": "copy the online network to the target network every this many steps",
-    "discount_factor": "discount gamma of the Q-learning target",
-    "action_repeat": "frames per agent step (max-and-skip); the ALE pipeline is built for 4",
-    "update_freq": "one update every this many agent steps",
-    "learning_rate": "Adam learning rate",
-    "init_epsilon": "epsilon at learning step 0",
-    "final_epsilon": "epsilon after final_epsilon_frame learning steps",
-    "final_epsilon_frame": "learning steps over which epsilon falls linearly",
-    "replay_start_size": "random-action exploration steps that fill the replay memory before learning",
-    "T": "simulation time steps of the spiking networks",
-    "tau": "membrane time constant of the LIF neurons",
-    "v_threshold": "firing threshold",
-    "v_reset": "reset potential; -1 means soft reset (subtract the threshold)",
-    "alpha": "sharpness of the surrogate gradient",
-}
-
-#: (name, type, default, help) of the numeric hyperparameters exposed on run.py's command line.
-HYPERPARAMETERS = [
-    (f.name, type(f.default), f.default, HELP[f.name]) for f in fields(Config) if f.name in HELP
-]
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """A Config from a saved configuration (keys that are not options, such as the git commit, are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in names})
 
 
 def epsilon_at(timestep: int, init_epsilon: float, final_epsilon: float, final_epsilon_frame: int) -> float:

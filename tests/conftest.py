@@ -15,7 +15,7 @@ GAME = "BreakoutNoFrameskip-v4"
 # A budget that exercises every phase (exploration, updates, target copies, two evaluations) in seconds.
 TINY_LEARN = [
     "--timestep_num", "40", "--replay_start_size", "32", "--eval_freq", "20", "--eval_episode_num", "1",
-    "--max_episode_step", "40", "--replay_memory_size", "500", "--target_net_update_freq", "10",
+    "--max_episode_step", "40", "--replay_memory_size", "500", "--target_net_update_freq", "10", "--log_freq", "10",
     "--T", "4", "--seed", "0", "--device", "cpu",
 ]
 
@@ -38,16 +38,20 @@ class TrainedRun:
         return matches[0]
 
     @property
+    def run_dir(self) -> str:
+        return self.only(f"{self.model}_{GAME}_seed0_*")
+
+    @property
     def model_path(self) -> str:
-        return self.only(f"model/{self.model}_{GAME}_*.pkl")
+        return os.path.join(self.run_dir, "best.pkl")
 
     @property
     def log_path(self) -> str:
-        return self.only(f"log/{self.model}_{GAME}_learn_*.log")
+        return os.path.join(self.run_dir, "run.log")
 
     @property
     def tensorboard_dir(self) -> str:
-        return self.log_path[: -len(".log")]
+        return os.path.join(self.run_dir, "tensorboard")
 
 
 @pytest.fixture(scope="session")

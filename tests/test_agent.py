@@ -1,4 +1,5 @@
-"""run.py end to end on a real game: learn writes logs, TensorBoard events and a checkpoint; play reloads it."""
+"""run.py end to end on a real game: learn writes its run folder (log, TensorBoard, config, best.pkl, state);
+play reloads the checkpoint; the same seed gives the same run; every user mistake is one line and exit 2."""
 
 from __future__ import annotations
 
@@ -10,39 +11,35 @@ import re
 import pytest
 import torch
 
-from agent import epsilon_at
+import run as run_py
 from conftest import GAME, TINY_LEARN, read_scalars, run_program
 from neural_network import MODELS, build_network, save_checkpoint
 
 
-def test_epsilon_schedule_values():
-    assert epsilon_at(0, 1.0, 0.1, 1_000_000) == 1.0
-    assert epsilon_at(500_000, 1.0, 0.1, 1_000_000) == pytest.approx(0.55)
-    assert epsilon_at(250_000, 1.0, 0.1, 1_000_000) == pytest.approx(0.775)
-    assert epsilon_at(999_999, 1.0, 0.1, 1_000_000) == pytest.approx(0.1 + 0.9e-6)
-    assert epsilon_at(1_000_000, 1.0, 0.1, 1_000_000) == 0.1
-    assert epsilon_at(50_000_000, 1.0, 0.1, 1_000_000) == 0.1
-
-
 @pytest.mark.parametrize("model", MODELS)
-def test_learn_writes_log_events_config_and_checkpoint(model, trained_run):
+def test_learn_writes_its_run_folder(model, trained_run):
     run = trained_run(model)
+    assert sorted(os.listdir(run.run_dir)) == ["best.pkl", "config.json", "run.log", "state", "status.json",
+                                               "tensorboard"]
     log = open(run.log_path, encoding="utf-8").read()
     assert "Start exploring for 32 steps" in log
-    assert re.search(r"timestep: 0\taverage_score: ", log) and re.search(r"timestep: 20\taverage_score: ", log)
+    evaluated = [int(step) for step in re.findall(r"timestep: (\d+)\taverage_score: ", log)]
+    assert evaluated == [0, 20, 40]  # every eval_freq steps from 0, and the final network at timestep_num
     assert "max_average_score" in log
 
     scalars = read_scalars(run.tensorboard_dir)
-    # One loss per update: steps 0, 4, ..., 36.
-    assert [step for step, _ in scalars["learn/loss"]] == list(range(0, 40, 4))
+    assert [step for step, _ in scalars["learn/loss"]] == [9, 19, 29, 39]  # --log_freq 10: the mean of the interval
+    assert [step for step, _ in scalars["train/epsilon"]] == [9, 19, 29, 39]
+    assert all(rate > 0 for _, rate in scalars["train/steps_per_s"])
     for tag in ("evaluate/average_score", "evaluate/score_std", "evaluate/average_max_q"):
-        assert [step for step, _ in scalars[tag]] == [0, 20], tag
+        assert [step for step, _ in scalars[tag]] == [0, 20, 40], tag
     assert scalars["evaluate/max_average_score"][0][0] == 0
 
-    config = json.load(open(run.log_path[: -len(".log")] + ".json", encoding="utf-8"))
+    config = json.load(open(os.path.join(run.run_dir, "config.json"), encoding="utf-8"))
     assert config["model"] == model and config["T"] == 4 and config["timestep_num"] == 40
     assert config["learning_rate"] == 1e-4 and config["discount_factor"] == 0.99
-    assert config["git_commit"]
+    assert config["program"] == "run.py" and config["git_commit"] and config["n_actions"] == 4
+    assert json.load(open(os.path.join(run.run_dir, "status.json")))["status"] == "finished"
 
     state = torch.load(run.model_path, weights_only=True)
     assert int(state["model_id"]) == MODELS.index(model)
@@ -53,24 +50,25 @@ def test_learn_writes_log_events_config_and_checkpoint(model, trained_run):
 def test_play_reloads_the_checkpoint_and_reports(model, trained_run, tmp_path):
     run = trained_run(model)
     video = model == "Dsqn"
-    args = ["run.py", "--model", model, "--env_id", GAME, "--method", "play", "--model_path", run.model_path,
-            "--eval_episode_num", "2", "--max_episode_step", "40", "--device", "cpu", "--use_spike_monitor",
-            "--output_dir", str(tmp_path)]
+    # A run folder is a valid --model_path: its best.pkl, model, game and T are taken from it.
+    args = ["run.py", "--method", "play", "--model_path", run.run_dir, "--eval_episode_num", "2",
+            "--max_episode_step", "40", "--device", "cpu", "--use_spike_monitor", "--output_dir", str(tmp_path)]
     if video:
         args.append("--use_video_recorder")
     process = run_program(args)
     assert process.returncode == 0, process.stderr[-3000:]
     assert "average_score" in process.stdout
 
-    summary_path, = glob.glob(str(tmp_path / "log" / f"{model}_{GAME}_play_*_summary.json"))
-    summary = json.load(open(summary_path, encoding="utf-8"))
+    play_dir, = glob.glob(str(tmp_path / f"{model}_{GAME}_play_*"))
+    summary = json.load(open(os.path.join(play_dir, "summary.json"), encoding="utf-8"))
     assert summary["episodes"] == 2 and len(summary["scores"]) == 2
+    assert summary["model"] == model and summary["env_id"] == GAME
     if model != "Dqn":
         assert summary["T"] == 4  # play takes T from the checkpoint when --T is not given
-    log = open(summary_path.replace("_summary.json", ".log"), encoding="utf-8").read()
+    log = open(os.path.join(play_dir, "run.log"), encoding="utf-8").read()
     assert "Playing is done" in log and "average_max_q" in log
 
-    scalars = read_scalars(summary_path.replace("_summary.json", ""))
+    scalars = read_scalars(os.path.join(play_dir, "tensorboard"))
     assert [step for step, _ in scalars["play/score"]] == [0, 1]
     assert "play/max_q" in scalars and "play/max_q_std" in scalars
     if model == "Dqn":
@@ -82,74 +80,124 @@ def test_play_reloads_the_checkpoint_and_reports(model, trained_run, tmp_path):
         assert summary["greedy_actions"] > 0
         assert 0.0 <= summary["average_firing_rate"] <= 1.0
         assert summary["spike_num_per_action"] == pytest.approx(sum(summary["layer_spikes_per_action"].values()))
+        assert summary["sops_per_action"] == pytest.approx(sum(summary["layer_sops_per_action"].values()))
         assert "average_firing_rate" in log
     if video:
-        assert len(glob.glob(str(tmp_path / "monitor" / "*" / "*.mp4"))) == 2
+        assert len(glob.glob(os.path.join(play_dir, "videos", "*.mp4"))) == 2
 
 
-def test_play_without_the_spike_monitor(trained_run, tmp_path):
+def test_play_without_the_spike_monitor(trained_run, tmp_path, capsys):
     run = trained_run("DsqnIF")
-    process = run_program(["run.py", "--model", "DsqnIF", "--env_id", GAME, "--method", "play",
-                           "--model_path", run.model_path, "--eval_episode_num", "1", "--max_episode_step", "30",
-                           "--device", "cpu", "--output_dir", str(tmp_path)])
-    assert process.returncode == 0, process.stderr[-3000:]
-    summary_path, = glob.glob(str(tmp_path / "log" / "*_summary.json"))
+    run_py.cli(["--method", "play", "--model_path", run.model_path, "--eval_episode_num", "1",
+                "--max_episode_step", "30", "--device", "cpu", "--output_dir", str(tmp_path)])
+    summary_path, = glob.glob(str(tmp_path / "*" / "summary.json"))
     assert "average_firing_rate" not in json.load(open(summary_path, encoding="utf-8"))
+    assert "energy" not in json.load(open(summary_path, encoding="utf-8"))
 
 
 def _log_body(path: str) -> list[str]:
-    """The log lines without their timestamps and the run's own (time-stamped) name."""
+    """The log lines without their timestamps and the run's own (time-stamped, folder-dependent) names."""
     lines = []
     for line in open(path, encoding="utf-8"):
         message = line.split(" | ", 1)[-1]
-        lines.append(re.sub(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(_\d+)?", "TIME", message).replace(os.sep, "/"))
-    return [re.sub(r"/\S+/model/", "model/", line) for line in lines]
+        lines.append(re.sub(r"\S*_seed0_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(_\d+)?", "RUN", message))
+    return lines
 
 
 def test_same_seed_gives_identical_runs(trained_run, tmp_path):
     first = trained_run("Dqn")
     process = run_program(["run.py", "--model", "Dqn", "--env_id", GAME, *TINY_LEARN, "--output_dir", str(tmp_path)])
     assert process.returncode == 0, process.stderr[-3000:]
-    second_log, = glob.glob(str(tmp_path / "log" / "*.log"))
-    assert _log_body(first.log_path)[1:] == _log_body(second_log)[1:]  # line 0 names the output folder
-    assert read_scalars(first.tensorboard_dir) == read_scalars(second_log[: -len(".log")])
-    second_model, = glob.glob(str(tmp_path / "model" / "*.pkl"))
-    a, b = torch.load(first.model_path, weights_only=True), torch.load(second_model, weights_only=True)
+    second, = glob.glob(str(tmp_path / "*"))
+    assert _log_body(first.log_path)[1:] == _log_body(os.path.join(second, "run.log"))[1:]  # line 0: the options
+    ours, theirs = read_scalars(first.tensorboard_dir), read_scalars(os.path.join(second, "tensorboard"))
+    ours.pop("train/steps_per_s"), theirs.pop("train/steps_per_s")  # wall-clock speed, not a result
+    assert ours == theirs
+    a = torch.load(first.model_path, weights_only=True)
+    b = torch.load(os.path.join(second, "best.pkl"), weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _assert_one_line_error(process, *fragments):
-    assert process.returncode == 2, (process.returncode, process.stderr[-2000:])
-    assert "Traceback" not in process.stderr
-    lines = [line for line in process.stderr.splitlines() if line.strip() and "Triton" not in line
-             and not line.startswith(("A.L.E:", "[Powered by Stella]"))]
-    assert len(lines) == 1, process.stderr
+def one_line_error(capsys, argv: list[str], *fragments: str, status: int = 2) -> str:
+    """Run run.py in-process; assert it exits with ``status`` and exactly one line on stderr, no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_py.cli(argv)
+    assert exit_info.value.code == status
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+    return lines[0]
 
 
-def test_cli_errors(tmp_path):
+def test_cli_errors(tmp_path, capsys):
     out = str(tmp_path / "out")
-    base = ["run.py", "--output_dir", out, "--device", "cpu"]
-    _assert_one_line_error(run_program([*base, "--env_id", "FooNoFrameskip-v4"]), "FooNoFrameskip-v4",
-                           "BreakoutNoFrameskip-v4")
-    _assert_one_line_error(run_program([*base, "--timestep_num", "-5"]), "--timestep_num")
-    _assert_one_line_error(run_program([*base, "--replay_memory_size", "-1"]), "--replay_memory_size")
-    _assert_one_line_error(run_program([*base, "--replay_memory_size", "100000000000"]), "--replay_memory_size")
-    _assert_one_line_error(run_program([*base, "--method", "play"]), "--model_path")
-    _assert_one_line_error(run_program([*base, "--method", "play", "--model_path", str(tmp_path / "nope.pkl")]),
-                           "not found")
-    garbage = tmp_path / "garbage.pkl"
-    garbage.write_bytes(b"\x80\x04not a checkpoint")
-    _assert_one_line_error(run_program([*base, "--method", "play", "--model_path", str(garbage)]), "garbage.pkl")
+    base = ["--output_dir", out, "--device", "cpu"]
+    one_line_error(capsys, [*base, "--env_id", "FooNoFrameskip-v4"], "FooNoFrameskip-v4", "BreakoutNoFrameskip-v4")
+    one_line_error(capsys, [*base, "--timestep_num", "-5"], "--timestep_num")
+    for value in ("-1", str(2**32), "zero"):
+        one_line_error(capsys, [*base, "--seed", value], "--seed")
+    for value in ("0.5", "nan", "inf"):
+        one_line_error(capsys, [*base, "--tau", value], "--tau")
+    for value in ("inf", "nan", "0"):
+        one_line_error(capsys, [*base, "--learning_rate", value], "--learning_rate")
+    one_line_error(capsys, [*base, "--replay_memory_size", "-1"], "--replay_memory_size")
+    one_line_error(capsys, [*base, "--replay_memory_size", "1"], "--replay_memory_size 1 is too small")
+    one_line_error(capsys, [*base, "--replay_memory_size", "100000000000"], "--replay_memory_size")
+    one_line_error(capsys, [*base, "--replay_start_size", "3"], "--replay_start_size")
+    one_line_error(capsys, [*base, "--action_repeat", "3"], "--action_repeat")
+    one_line_error(capsys, [*base, "--run_name", "a/b"], "--run_name")
+    one_line_error(capsys, [*base, "--model_path", "x.pkl"], "--model_path is for --method play", "--resume")
+    one_line_error(capsys, [*base, "--method", "play"], "--model_path")
+    one_line_error(capsys, [*base, "--method", "play", "--model_path", str(tmp_path / "nope.pkl")], "not found")
+    one_line_error(capsys, [*base, "--backend", "cuda"], "CUDA")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    one_line_error(capsys, ["--output_dir", str(a_file), "--device", "cpu"], "a_file is a file")
+    one_line_error(capsys, [*base, "--resume", str(tmp_path)], "no run folder there")
+
+    # Model files that are not checkpoints of this game and model.
+    for name, content in (("garbage.pkl", b"\x80\x04not a checkpoint"), ("notes.txt", b"hello\n"),
+                          ("scores.csv", b"score,mix\n1,2\n")):
+        (tmp_path / name).write_bytes(content)
+        one_line_error(capsys, [*base, "--method", "play", "--model_path", str(tmp_path / name)], name)
     dqn = str(tmp_path / "dqn.pkl")
     save_checkpoint(build_network("Dqn", 4), dqn)
-    _assert_one_line_error(run_program([*base, "--model", "Dsqn", "--method", "play", "--model_path", dqn]),
-                           "holds a Dqn network", "--model=Dqn")
+    one_line_error(capsys, [*base, "--model", "Dsqn", "--method", "play", "--model_path", dqn],
+                   "holds a Dqn network", "--model=Dqn")
     pong = str(tmp_path / "pong.pkl")
     save_checkpoint(build_network("Dqn", 6), pong)
-    _assert_one_line_error(run_program([*base, "--model", "Dqn", "--method", "play", "--model_path", pong,
-                                        "--env_id", GAME]), "6 actions")
-    _assert_one_line_error(run_program([*base, "--backend", "cuda"]), "CUDA")
+    one_line_error(capsys, [*base, "--method", "play", "--model_path", pong, "--env_id", GAME], "6 actions")
+    state = build_network("Dqn", 4).state_dict()
+    for name, change in (("string_id.pkl", {"model_id": "Dqn"}), ("float_id.pkl", {"model_id": torch.tensor(1.5)}),
+                         ("nan.pkl", {"fc1.weight": torch.full((512, 3136), float("nan"))}),
+                         ("misfit.pkl", {"conv2.weight": torch.zeros(64, 32, 5, 5)})):
+        torch.save({**state, **change}, tmp_path / name)
+        line = one_line_error(capsys, [*base, "--method", "play", "--model_path", str(tmp_path / name)], name)
+        if name == "nan.pkl":
+            assert "non-finite" in line and "fc1.weight" in line
+        if name == "misfit.pkl":
+            assert "conv2.weight" in line and "(64, 32, 4, 4)" in line
     # A refused run leaves nothing behind.
-    assert not os.path.exists(os.path.join(out, "log")) and not os.path.exists(os.path.join(out, "model"))
+    assert not os.path.exists(out) or os.listdir(out) == []
+
+
+def test_two_runs_started_at_once_get_their_own_folders(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    args = [sys.executable, "run.py", "--model", "Dqn", *TINY_LEARN, "--timestep_num", "4", "--eval_freq", "4",
+            "--output_dir", str(tmp_path), "--run_name", "same"]
+    processes = [subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(2)]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0]
+    folders = sorted(os.listdir(tmp_path))
+    assert folders == ["same", "same_2"]
+    for folder in folders:
+        files = set(os.listdir(tmp_path / folder))
+        assert {"best.pkl", "config.json", "run.log", "tensorboard"} <= files
+        assert json.load(open(tmp_path / folder / "config.json"))["run_name"] == folder
+        assert open(tmp_path / folder / "run.log").read().count("Learning is done") == 1

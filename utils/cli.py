@@ -1,17 +1,43 @@
-"""Command-line plumbing shared by run.py, convert.py and the other programs: user mistakes end with one line
-on stderr and exit status 2, never with a traceback."""
+"""Command-line plumbing shared by run.py, convert.py and the other programs.
+
+* Every option is defined once, as a dataclass field made by :func:`option` (default, help text, value parser,
+  choices); :func:`add_options` turns the fields into argparse options and :func:`given_options` reads back only
+  the options the user actually typed (so a resumed run can tell an override from a default).
+* User mistakes end with one line on stderr and exit status 2, never with a traceback (:func:`run_cli`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import math
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import MISSING, Field, field, fields
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+#: Operating-system failures that are the user's to fix (a full disk, a read-only or forbidden folder).
+USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR)
 
 
 class UserError(Exception):
     """A mistake in what the user asked for; its message says what is wrong and what to do."""
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss or Q-value; the message names the step and what was kept."""
+
+
+class Stopped(Exception):
+    """The run was stopped by a signal after saving its state; ``exit_status`` is 130 (SIGINT) or 143 (SIGTERM)."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -21,43 +47,145 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+# -- value parsers ----------------------------------------------------------------------------------------------------
+
+
+def _number(text: str, kind: type):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, got {text}") from None
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be zero or a positive integer, got {text}")
     return value
 
 
+def seed_int(text: str) -> int:
+    value = _number(text, int)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**32 - 1, got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    value = _number(text, float)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
-    value = float(text)
+    value = finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
 def probability(text: str) -> float:
-    value = float(text)
+    value = finite_float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
     return value
 
 
+def greater_than_one(text: str) -> float:
+    value = finite_float(text)
+    if not value > 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number greater than 1, got {text}")
+    return value
+
+
+# -- options as dataclass fields --------------------------------------------------------------------------------------
+
+
+def option(default, help: str, *, parse: Callable | None = None, choices=None, metavar: str | None = None) -> Field:
+    """A dataclass field that is also a command-line option ``--<name>``. ``parse`` turns the typed text into a
+    value (default: the type of ``default``); a bool field is an on/off flag (``--x`` / ``--no-x``)."""
+    return field(default=default, metadata={"help": help, "parse": parse, "choices": choices, "metavar": metavar})
+
+
+def add_options(parser: argparse.ArgumentParser, cls, only: Callable[[str], bool] = lambda name: True) -> None:
+    """Add an option for every :func:`option` field of the dataclass ``cls`` (in field order)."""
+    for f in fields(cls):
+        if "help" not in f.metadata or not only(f.name):
+            continue
+        meta, default = f.metadata, f.default if f.default is not MISSING else None
+        shown = "" if default is None else f" (default {default})"
+        if isinstance(default, bool):
+            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, help=meta["help"] + shown)
+            continue
+        parse = meta["parse"] or (type(default) if default is not None else str)
+        parser.add_argument(f"--{f.name}", type=parse, choices=meta["choices"], metavar=meta["metavar"],
+                            help=meta["help"] + shown)
+
+
+def given_options(namespace: argparse.Namespace) -> dict:
+    """The options present in ``namespace``: with ``argument_default=argparse.SUPPRESS`` exactly those typed."""
+    return dict(vars(namespace))
+
+
+def apply_gpu_option(argv: list[str] | None) -> None:
+    """Set CUDA_VISIBLE_DEVICES from ``--gpu`` before torch is imported; without ``--gpu`` leave it alone (a
+    scheduler such as SLURM or Ray may have set it)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--gpu", default=None)
+    known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if known.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = known.gpu
+
+
+# -- output folders and running a program -----------------------------------------------------------------------------
+
+
+def check_output_dir(path: str, option_name: str = "--output_dir") -> str:
+    """The absolute path of an output folder; a one-line error if it names an existing file."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{option_name} {path} is a file, not a folder; give a folder")
+    return path
+
+
+def _os_error_line(error: OSError) -> str:
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{os.strerror(error.errno)}{where}; nothing already written was lost, free space or fix the folder's " \
+           "permissions and run again"
+
+
 def run_cli(main: Callable[[], None], prog: str, user_errors: tuple[type[BaseException], ...] = ()) -> None:
-    """Run ``main``; turn the listed exception types (and :class:`UserError`) into a one-line error, exit 2.
-    Ctrl-C stops with exit status 130 and a one-line note."""
+    """Run ``main`` and turn what a user can act on into one line on stderr and an exit status:
+
+    a user mistake (:class:`UserError` and ``user_errors``) and an operating-system failure such as a full disk
+    exit 2; a diverged run (:class:`Diverged`) 3; a run stopped by a signal after saving (:class:`Stopped`) 130 or
+    143; Ctrl-C anywhere else 130."""
     try:
         main()
     except (UserError, *user_errors) as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        _fail(prog, str(error) or type(error).__name__, EXIT_USAGE)
+    except Diverged as error:
+        _fail(prog, str(error), EXIT_DIVERGED)
+    except Stopped as stopped:
+        print(f"{prog}: {stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_status)
+    except OSError as error:
+        if error.errno not in USER_OS_ERRORS:
+            raise
+        _fail(prog, _os_error_line(error), EXIT_USAGE)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_SIGINT)
+
+
+def _fail(prog: str, message: str, status: int) -> None:
+    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(status)

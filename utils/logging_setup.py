@@ -1,15 +1,15 @@
-"""Logging set-up from log_config.yaml, and the run record written next to each log."""
+"""Logging set-up from log_config.yaml, and the run record (configuration and git commit) of a run."""
 
 from __future__ import annotations
 
-import json
-import math
 import logging
 import os
 import subprocess
 from logging.config import dictConfig
 
 import yaml
+
+from utils.runs import write_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_CONFIG_FILE = os.path.join(REPO_ROOT, "log_config.yaml")
@@ -39,23 +39,6 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
-
-
-def _finite_or_none(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(item) for item in value]
-    return value
-
-
-def write_json(path: str, record: dict) -> None:
-    """Write ``record`` as strict JSON (NaN and infinities become null) so any JSON reader can load it."""
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(_finite_or_none(record), file, indent=2, sort_keys=True, default=str, allow_nan=False)
-        file.write("\n")
 
 
 def write_run_config(path: str, config: dict) -> None:

@@ -1,0 +1,305 @@
+"""The learning rule and the training loop's schedule, on hand-made batches, tiny synthetic envs and real games.
+
+What is checked: the TD target (vanilla: the max on the TARGET network; --double: the online network's argmax
+valued by the target network) and the loss of one update; which steps update, copy the target, evaluate and
+save; the epsilon the loop applies; the >= rule of the best checkpoint; that a life loss and a time-limit
+truncation are stored as terminal while the game goes on; that evaluation plays whole games across lives; and
+that the evaluation budget leaves training untouched (independent random streams).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+import agent.training as training
+from agent import Agent, Config, EpisodeResult, Trainer, epsilon_at, evaluate, random_streams
+from environment import make_env
+from neural_network import build_network
+from replay_memory import Batch, ReplayMemory
+from synthetic import RememberTheSideEnv
+
+GAME = "BreakoutNoFrameskip-v4"
+
+
+def make_agent(config: Config, n_actions: int = 4, seed: int = 0) -> Agent:
+    torch.manual_seed(seed)
+    net = build_network(config.model, n_actions, **config.network_kwargs())
+    target = build_network(config.model, n_actions, **config.network_kwargs())
+    return Agent(config, net, torch.device("cpu"), target_net=target)
+
+
+def make_trainer(tmp_path, config: Config, env_cls=RememberTheSideEnv, n_actions: int = 2) -> Trainer:
+    agent = make_agent(config, n_actions)
+    replay = ReplayMemory(config.replay_memory_size, seed=agent.rngs["replay"])
+    writer = SummaryWriter(str(tmp_path / "tensorboard"))
+    return Trainer(config, agent, env_cls(n_actions, seed=1), env_cls(n_actions, seed=2), replay, str(tmp_path),
+                   writer)
+
+
+def small_config(**changes) -> Config:
+    values = dict(model="Dqn", timestep_num=25, replay_start_size=32, eval_freq=10, eval_episode_num=2,
+                  minibatch_size=32, replay_memory_size=500, update_freq=4, target_net_update_freq=10,
+                  final_epsilon_frame=20, log_freq=5, seed=0)
+    return Config(**{**values, **changes})
+
+
+# -- the learning rule on hand-made batches ---------------------------------------------------------------------------
+
+
+def hand_made_batch(n: int = 6, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        states=torch.randint(0, 256, (n, 4, 84, 84), generator=g, dtype=torch.uint8),
+        actions=torch.tensor([0, 1, 2, 3, 1, 0][:n]),
+        rewards=torch.tensor([1.0, -1.0, 0.0, 1.0, 0.0, 1.0][:n]),
+        next_states=torch.randint(0, 256, (n, 4, 84, 84), generator=g, dtype=torch.uint8),
+        dones=torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0, 0.0][:n]),
+    )
+
+
+def test_td_target_takes_the_max_on_the_target_network():
+    agent = make_agent(small_config())
+    with torch.no_grad():  # make the two networks disagree
+        for p in agent.target_net.parameters():
+            p.mul_(-1.5)
+    batch = hand_made_batch()
+    with torch.no_grad():
+        q_target = agent.target_net(batch.next_states)
+        q_online = agent.net(batch.next_states)
+    y = agent.td_target(batch.rewards, batch.dones, batch.next_states)
+    expected = [batch.rewards[i] + (0.0 if batch.dones[i] else 0.99 * q_target[i].max()) for i in range(6)]
+    torch.testing.assert_close(y, torch.stack(expected), rtol=0, atol=1e-6)
+    assert y[2] == 0.0 and y[4] == 0.0  # done: the reward alone
+    with_online = batch.rewards + 0.99 * (1 - batch.dones) * q_online.max(1).values
+    assert not torch.allclose(y, with_online)  # the test can tell the two networks apart
+
+
+def test_double_target_values_the_online_argmax_with_the_target_network():
+    vanilla, double = make_agent(small_config()), make_agent(small_config(double=True))
+    double.target_net.load_state_dict(vanilla.target_net.state_dict())
+    with torch.no_grad():
+        for p in double.target_net.parameters():
+            p.mul_(-1.5)
+    vanilla.target_net.load_state_dict(double.target_net.state_dict())
+    batch = hand_made_batch()
+    with torch.no_grad():
+        q_target, q_online = double.target_net(batch.next_states), double.net(batch.next_states)
+    chosen = q_online.argmax(1)
+    assert (chosen != q_target.argmax(1)).any(), "the two rules must pick different actions somewhere"
+    y = double.td_target(batch.rewards, batch.dones, batch.next_states)
+    expected = batch.rewards + 0.99 * (1 - batch.dones) * q_target[torch.arange(6), chosen]
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-6)
+    y_vanilla = vanilla.td_target(batch.rewards, batch.dones, batch.next_states)
+    assert not torch.allclose(y, y_vanilla)
+    assert (y_vanilla >= y - 1e-6).all()  # the max can only be larger than any other choice
+
+
+def test_update_is_one_adam_step_on_the_smooth_l1_loss():
+    agent = make_agent(small_config())
+    batch = hand_made_batch()
+    reference = build_network("Dqn", 4)
+    reference.load_state_dict(agent.net.state_dict())
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-4)
+    y = agent.td_target(batch.rewards, batch.dones, batch.next_states)
+    q = reference(batch.states)[torch.arange(6), batch.actions]
+    expected_loss = torch.nn.functional.smooth_l1_loss(q, y)
+    expected_loss.backward()
+    optimizer.step()
+    loss = agent.update(batch)
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-6)
+    for ours, theirs in zip(agent.net.parameters(), reference.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
+
+
+# -- the loop's schedule ----------------------------------------------------------------------------------------------
+
+
+def test_the_loop_updates_copies_evaluates_and_saves_on_schedule(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, small_config(checkpoint_freq=7))
+    calls = {"update": [], "sync": [], "evaluate": [], "save": [], "epsilon": []}
+    agent = trainer.agent
+    real_update, real_sync, real_act = agent.update, agent.sync_target, agent.act
+    real_evaluate, real_save = trainer.evaluate, trainer.save
+    monkeypatch.setattr(agent, "update", lambda batch: calls["update"].append(trainer.p.timestep) or real_update(batch))
+    monkeypatch.setattr(agent, "sync_target", lambda: calls["sync"].append(trainer.p.timestep) or real_sync())
+    monkeypatch.setattr(trainer, "evaluate", lambda label: calls["evaluate"].append(label) or real_evaluate(label))
+    monkeypatch.setattr(trainer, "save", lambda: calls["save"].append(trainer.p.timestep) or real_save())
+
+    def act(frame_stack, epsilon, rng):
+        if rng is agent.rngs["explore"] and trainer.p.explored == 32:  # learning steps only, not evaluation
+            calls["epsilon"].append((trainer.p.timestep, epsilon))
+        return real_act(frame_stack, epsilon, rng)
+
+    monkeypatch.setattr(agent, "act", act)
+    trainer.learn()
+    assert calls["update"] == [0, 4, 8, 12, 16, 20, 24]
+    assert calls["sync"] == [0, 10, 20]
+    assert calls["evaluate"] == [0, 10, 20, 25]  # the final network too, once, at timestep_num
+    assert calls["save"] == [1, 8, 15, 22, 25]  # after steps 0, 7, 14, 21 (counters: steps done) and at the end
+    assert [t for t, _ in calls["epsilon"]] == list(range(25))
+    for t, epsilon in calls["epsilon"]:
+        assert epsilon == epsilon_at(t, 1.0, 0.1, 20) == (1.0 - 0.9 * t / 20 if t < 20 else 0.1)
+    assert len(trainer.replay) == 32 + 25
+    manifest = json.load(open(tmp_path / "state" / "manifest.json"))
+    assert manifest["timestep"] == 25 and manifest["finished"] is True
+
+
+@pytest.mark.parametrize(("timestep_num", "evaluations"), [(40, [0, 10, 20, 30, 40]), (0, [0]), (9, [0, 9])])
+def test_evaluation_steps(tmp_path, monkeypatch, timestep_num, evaluations):
+    trainer = make_trainer(tmp_path, small_config(timestep_num=timestep_num, eval_episode_num=1))
+    labels = []
+    real_evaluate = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda label: labels.append(label) or real_evaluate(label))
+    trainer.learn()
+    assert labels == evaluations
+    assert os.path.exists(tmp_path / "best.pkl")  # even a run of 0 learning steps saves the network it evaluated
+
+
+def test_best_checkpoint_is_saved_when_the_average_reaches_the_best_so_far(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, small_config(timestep_num=40, eval_episode_num=1))
+    scores = iter([[1.0, 3.0], [2.0, 2.0], [0.0, 1.0], [5.0, 5.0], [5.0, 4.0]])  # averages 2, 2, 0.5, 5, 4.5
+    snapshots = []
+
+    def fake_evaluate(agent, env, episode_num, epsilon, rng, **kwargs):
+        snapshots.append(agent.net.fc2.bias.detach().clone())
+        return [EpisodeResult(score, 1.0, 0.1, 10) for score in next(scores)]
+
+    monkeypatch.setattr(training, "evaluate", fake_evaluate)
+    saved = []
+    real_save = training.save_checkpoint
+    monkeypatch.setattr(training, "save_checkpoint",
+                        lambda net, path: saved.append(trainer.p.pending_eval) or real_save(net, path))
+    trainer.learn()
+    assert saved == [0, 10, 30]  # a tie (step 10) is saved, as in the original; lower averages are not
+    best = torch.load(tmp_path / "best.pkl", weights_only=True)
+    assert torch.equal(best["fc2.bias"], snapshots[3])
+    assert trainer.p.best_score == 5.0
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, small_config(timestep_num=40, checkpoint_freq=5, log_freq=100))
+    real_update = trainer.agent.update
+
+    def update(batch):
+        loss = real_update(batch)
+        if trainer.p.timestep >= 12:  # from learning step 12 on, the network is ruined
+            with torch.no_grad():
+                trainer.agent.net.fc1.weight.fill_(float("nan"))
+            return torch.tensor(float("nan"))
+        return loss
+
+    monkeypatch.setattr(trainer.agent, "update", update)
+    with pytest.raises(training.Diverged, match="non-finite .* at learning step 12") as error:
+        trainer.learn()
+    assert "learning step 11" in str(error.value) and "--learning_rate" in str(error.value)
+    manifest = json.load(open(tmp_path / "state" / "manifest.json"))
+    assert manifest["timestep"] == 11  # saved after step 10; nothing later replaced it
+    assert json.load(open(tmp_path / "status.json"))["status"] == "diverged"
+    best = torch.load(tmp_path / "best.pkl", weights_only=True)
+    assert all(torch.isfinite(value).all() for value in best.values() if value.is_floating_point())
+
+
+# -- terminal transitions and evaluation on a real game ---------------------------------------------------------------
+
+
+class Recorder(gym.Wrapper):
+    """Remembers lives, the frame number and the end flags of every step (outermost, stateless)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.steps = []
+
+    def step(self, action):
+        out = self.env.step(action)
+        self.steps.append({"lives": out[4]["lives"], "frame": out[4]["episode_frame_number"],
+                           "terminated": out[2], "truncated": out[3]})
+        return out
+
+    def get_state(self) -> dict:
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        pass
+
+
+def explore_recorded(tmp_path, max_episode_step: int, steps: int):
+    """``steps`` exploration steps of the real loop on Breakout's training env; (the steps seen, replay dones)."""
+    config = small_config(replay_start_size=steps, replay_memory_size=1000, max_episode_step=max_episode_step)
+    agent = make_agent(config)
+    env = Recorder(make_env(GAME, training=True, max_episode_step=max_episode_step, seed=0))
+    trainer = Trainer(config, agent, env, make_env(GAME, training=False, seed=0),
+                      ReplayMemory(1000, seed=agent.rngs["replay"]), str(tmp_path), writer=None)
+    trainer.bar = _Bar()
+    trainer.explore(steps, counted=True)
+    return env.steps, trainer.replay._dones[:steps].tolist()
+
+
+def test_a_life_loss_is_terminal_while_the_game_goes_on(tmp_path):
+    steps, dones = explore_recorded(tmp_path, max_episode_step=10_000, steps=400)
+    life_losses = 0
+    for i in range(1, len(steps) - 1):
+        lost_life = 0 < steps[i]["lives"] < steps[i - 1]["lives"]
+        assert dones[i] == (lost_life or steps[i]["terminated"]), i
+        if lost_life:
+            life_losses += 1
+            assert steps[i + 1]["frame"] > steps[i]["frame"]  # the same game goes on
+            assert steps[i + 1]["lives"] == steps[i]["lives"]
+    assert life_losses >= 3
+
+
+def test_a_time_limit_truncation_is_terminal_and_starts_a_new_game(tmp_path):
+    steps, dones = explore_recorded(tmp_path, max_episode_step=30, steps=100)
+    truncations = [i for i, step in enumerate(steps) if step["truncated"]]
+    assert len(truncations) >= 3
+    for i in truncations[:-1]:
+        assert dones[i] and steps[i + 1]["frame"] < steps[i]["frame"] and steps[i + 1]["lives"] == 5
+
+
+class _Bar:
+    def update(self, *args):
+        pass
+
+    def set_description(self, *args):
+        pass
+
+
+def test_evaluation_plays_whole_games_across_lives_with_raw_scores():
+    agent = Agent(small_config(), build_network("Dqn", 4), torch.device("cpu"))
+    env = Recorder(make_env(GAME, training=False, max_episode_step=5000, seed=3))
+    results = evaluate(agent, env, 2, epsilon=1.0, rng=np.random.default_rng(0))
+    ends = [i for i, step in enumerate(env.steps) if step["terminated"] or step["truncated"]]
+    assert len(ends) == 2 and ends[-1] == len(env.steps) - 1
+    first_game = env.steps[: ends[0] + 1]
+    assert first_game[0]["lives"] == 5 and first_game[-1]["lives"] == 0 and first_game[-1]["terminated"]
+    assert results[0].steps == len(first_game) and results[1].steps == ends[1] - ends[0]
+    assert all(r.score == math.floor(r.score) and r.score >= 0 for r in results)
+
+
+# -- independent random streams ---------------------------------------------------------------------------------------
+
+
+def test_random_streams_are_independent():
+    streams = random_streams(7)
+    draws = {name: rng.integers(0, 2**31, 8).tolist() for name, rng in streams.items()}
+    assert len({tuple(d) for d in draws.values()}) == 3
+    assert random_streams(7)["explore"].integers(0, 2**31, 8).tolist() == draws["explore"]
+
+
+def test_the_evaluation_budget_leaves_training_unchanged(tmp_path):
+    finals = []
+    for episodes in (1, 4):
+        trainer = make_trainer(tmp_path / str(episodes), small_config(eval_episode_num=episodes, timestep_num=30))
+        trainer.learn()
+        finals.append((trainer.agent.net.state_dict(), trainer.replay._actions[:62].copy(),
+                       trainer.agent.rngs["explore"].bit_generator.state))
+    (net_a, actions_a, rng_a), (net_b, actions_b, rng_b) = finals
+    assert all(torch.equal(net_a[k], net_b[k]) for k in net_a)
+    assert np.array_equal(actions_a, actions_b) and rng_a == rng_b
