@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
 import os
@@ -613,18 +614,6 @@ def test_summary_arithmetic():
     assert s["neuron_total"] == 22
 
 
-def test_create_new_file_never_overwrites(tmp_path):
-    path = str(tmp_path / "r" / "game_x.csv")
-    first = convert.create_new_file(path)
-    with open(first, "w") as f:
-        f.write("keep me")
-    second = convert.create_new_file(path)
-    third = convert.create_new_file(path)
-    assert (first, second, third) == (path, str(tmp_path / "r" / "game_x_1.csv"), str(tmp_path / "r" / "game_x_2.csv"))
-    with open(first) as f:
-        assert f.read() == "keep me"
-
-
 # -- the program ----------------------------------------------------------------------------------------------------
 
 # --norm_examples 100: the last lives of about 5 games of the random or barely trained Dqn, whose games all end
@@ -634,17 +623,21 @@ E2E = ["--episode", "1", "--time", "50", "--norm_examples", "100", "--device", "
 def check_outputs(process, output_dir, episodes=1, T=50, schedule="delayed"):
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Traceback" not in process.stderr
-    csv_path = os.path.join(output_dir, "result", f"game_{GAME}_episode_{episodes}_time_{T}_percentile_99.9.csv")
-    with open(csv_path) as f:
+    run_dir, = glob.glob(os.path.join(output_dir, f"ConvSNN_{GAME}_T{T}_*"))
+    assert sorted(os.listdir(run_dir)) == ["config.json", "result.csv", "run.log", "snn.pt", "status.json",
+                                           "summary.json"]
+    with open(os.path.join(run_dir, "result.csv")) as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["score", "mix", "spike"] and len(rows) == episodes + 1
     score, mix, spike = map(float, rows[1])
     assert 0 <= mix <= 1 and 0 <= spike <= 1 and score >= 0
-    log_path = os.path.join(output_dir, "log", f"{GAME}_{T}.log")
-    with open(log_path) as f:
+    with open(os.path.join(run_dir, "run.log")) as f:
         assert "lambdas" in f.read()
-    with open(os.path.join(output_dir, "log", f"{GAME}_{T}.json")) as f:
+    with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["program"] == "convert.py" and config["time"] == T and config["schedule"] == schedule
     assert summary["T"] == T and summary["percentile"] == 99.9 and summary["node_type"] == "SubtractiveResetIFNodes"
     assert summary["schedule"] == schedule and f"{schedule} schedule" in process.stdout
     assert summary["scores"] == [score] and summary["mix_mean"] == mix and summary["spike_mean"] == spike
@@ -655,7 +648,12 @@ def check_outputs(process, output_dir, episodes=1, T=50, schedule="delayed"):
     per_greedy = summary["spikes_per_greedy_action"]
     assert per_greedy["total"] == pytest.approx(sum(per_greedy[n] for n in LAYER_NAMES))
     assert 0 < summary["average_firing_rate"] < 1
-    assert "score: mean" in process.stdout and "firing rate" in process.stdout and csv_path in process.stdout
+    assert "score: mean" in process.stdout and "firing rate" in process.stdout
+    assert os.path.basename(run_dir) in process.stdout
+    # The converted network is saved and reloads (weights only) into the same spiking network.
+    snn = SpikingNetwork.load(os.path.join(run_dir, "snn.pt"))
+    assert snn.schedule == schedule and snn.node_type == "SubtractiveResetIFNodes"
+    assert snn.lambdas == pytest.approx(summary["lambdas"])
     return summary
 
 
@@ -670,12 +668,13 @@ def test_convert_end_to_end_from_the_repo_root(tmp_path):
 
 
 def test_convert_end_to_end_inside_the_folder_on_a_run_py_checkpoint(trained_run, tmp_path):
-    model = trained_run("Dqn").model_path  # trained by run.py with a tiny budget (tests/conftest.py)
+    run = trained_run("Dqn")  # trained by run.py with a tiny budget (tests/conftest.py)
     out = tmp_path / "out"
-    process = run_convert([f"--model={os.path.relpath(model, CONVERT_DIR)}", *E2E, "--output_dir", str(out)],
+    # A run folder is a valid --model: its best.pkl and its game are used.
+    process = run_convert([f"--model={os.path.relpath(run.run_dir, CONVERT_DIR)}", *E2E, "--output_dir", str(out)],
                           cwd=CONVERT_DIR, script="convert.py")
     summary = check_outputs(process, str(out))
-    assert summary["model"] == os.path.abspath(model)
+    assert summary["model"] == os.path.abspath(run.model_path) and summary["game"] == GAME
 
 
 @pytest.fixture(scope="module")
@@ -685,6 +684,8 @@ def bad_models(tmp_path_factory):
     save_checkpoint(build_network("Dqn", 6), str(folder / "dqn6.pkl"))
     save_checkpoint(build_network("Dqn", 4), str(folder / "dqn4.pkl"))
     (folder / "garbage.pkl").write_text("not a checkpoint")
+    state = build_network("Dqn", 4).state_dict()
+    torch.save({**state, "fc2.bias": torch.full((4,), float("nan"))}, folder / "nan.pkl")
     return folder
 
 
@@ -701,13 +702,21 @@ def bad_models(tmp_path_factory):
         (["--model", "{folder}/dqn4.pkl", "--time", "0"], "--time"),
         (["--model", "{folder}/dqn4.pkl", "--schedule", "instant"], "--schedule"),
         (["--model", "{folder}/dqn4.pkl", "--game", "NoSuchGameNoFrameskip-v4"], "unknown env id"),
+        (["--model", "{folder}/dqn4.pkl", "--seed", "-1"], "--seed"),
+        (["--model", "{folder}/dqn4.pkl", "--run_name", "a/b"], "--run_name"),
+        (["--model", "{folder}/dqn4.pkl", "--output_dir", "{folder}/dqn4.pkl"], "is a file"),
+        (["--model", "{folder}/nan.pkl"], "non-finite"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(bad_models, tmp_path, args, message):
+def test_bad_input_is_one_line_and_exit_2(bad_models, tmp_path, capsys, args, message):
     args = [a.format(folder=bad_models) for a in args]
-    process = run_convert([*args, "--device", "cpu", "--output_dir", str(tmp_path)])
-    assert process.returncode == 2, process.stderr
-    lines = process.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("convert.py: error:"), process.stderr
-    assert message in lines[0] and "Traceback" not in process.stderr
-    assert not os.path.exists(tmp_path / "result")
+    if "--output_dir" not in args:
+        args += ["--output_dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        convert.cli([*args, "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convert.py: error:"), err
+    assert message in lines[0] and "Traceback" not in err
+    assert os.listdir(tmp_path) == []  # nothing written

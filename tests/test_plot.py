@@ -507,37 +507,20 @@ def test_help_names_both_layouts(capsys):
 # -- real runs (the one test that starts programs) --------------------------------------------------------------------
 
 
-def one_file(*patterns: str) -> str:
-    """The single file matching the first pattern that matches (the older layout's, then the run folders')."""
-    for pattern in patterns:
-        matches = glob(pattern)
-        if matches:
-            assert len(matches) == 1, matches
-            return matches[0]
-    raise AssertionError(f"none of {patterns}")
+def test_real_runs_play_convert_and_plot(trained_run, tmp_path, capsys):
+    import run as run_py
+    from conversion_based_snn import convert
 
-
-def input_options(folders: list[str]) -> list[str]:
-    """plot.py options reading these output folders in whichever layout run.py and convert.py wrote them."""
-    runs = [f for f in folders if not os.path.isdir(os.path.join(f, "log"))]
-    logs = [os.path.join(f, "log") for f in folders if os.path.isdir(os.path.join(f, "log"))]
-    options = ["--runs_dir", *runs] if runs else []
-    return options + (["--log_dir", *logs] if logs else [])
-
-
-def test_real_runs_play_convert_and_plot(trained_run, tmp_path):
     dqn, dsqn = trained_run("Dqn"), trained_run("Dsqn")
-    play_out, conv_out, empty = tmp_path / "play", tmp_path / "conv", tmp_path / "empty"
-    empty.mkdir()
+    play_out, conv_out = tmp_path / "play", tmp_path / "conv"
     summaries = {}
     for run in (dqn, dsqn):
-        process = run_program(["run.py", "--model", run.model, "--env_id", GAME, "--method", "play",
-                               "--model_path", run.model_path, "--eval_episode_num", "1", "--max_episode_step", "30",
-                               "--device", "cpu", "--use_spike_monitor", "--output_dir", str(play_out)])
-        assert process.returncode == 0, process.stderr[-3000:]
-        assert "operations per greedy action" in process.stdout and "estimate" in process.stdout
-        path = one_file(str(play_out / "log" / f"{run.model}_*_summary.json"), str(play_out / f"{run.model}_*" /
-                                                                                   "summary.json"))
+        run_py.cli(["--method", "play", "--model_path", run.run_dir, "--eval_episode_num", "1",
+                    "--max_episode_step", "30", "--device", "cpu", "--use_spike_monitor", "--output_dir",
+                    str(play_out)])
+        out = capsys.readouterr().out
+        assert "operations per greedy action" in out and "estimate" in out
+        path, = glob(str(play_out / f"{run.model}_*" / "summary.json"))
         with open(path) as f:
             summaries[run.model] = json.load(f)
     energy = summaries["Dqn"]["energy"]
@@ -552,25 +535,20 @@ def test_real_runs_play_convert_and_plot(trained_run, tmp_path):
     assert energy["energy_pj_per_action"]["total"] == pytest.approx(
         3_276_800 * 4.6 + 0.9 * sum(s["layer_sops_per_action"].values()))
 
-    process = run_program(["conversion_based_snn/convert.py", "--game", GAME, "--model", dqn.model_path,
-                           "--episode", "1", "--time", "8", "--norm_examples", "20", "--max_episode_step", "300",
-                           "--device", "cpu", "--output_dir", str(conv_out)])
-    assert process.returncode == 0, process.stderr[-3000:]
-    assert "operations per greedy action" in process.stdout
-    with open(one_file(str(conv_out / "log" / f"{GAME}_8.json"), str(conv_out / "*" / "summary.json"))) as f:
+    convert.cli(["--model", dqn.run_dir, "--episode", "1", "--time", "8", "--norm_examples", "20",
+                 "--max_episode_step", "300", "--device", "cpu", "--output_dir", str(conv_out)])
+    assert "operations per greedy action" in capsys.readouterr().out
+    conv_path, = glob(str(conv_out / "*" / "summary.json"))
+    with open(conv_path) as f:
         conv = json.load(f)
     assert conv["energy"]["macs_per_action"] == {"conv1": 3_276_800}
     assert conv["energy"]["sops_per_action"]["fc2"] == 0.0  # output spikes: fan-out 0
     assert conv["sops_per_greedy_action"]["total"] == pytest.approx(conv["energy"]["sops_per_action_total"])
 
     out = tmp_path / "figs"
-    legacy_conversion = ["--conversion_log_dir", str(conv_out / "log"), "--conversion_result_dir",
-                         str(conv_out / "result")] if (conv_out / "log").is_dir() else ["--runs_dir", str(conv_out)]
-    options = input_options([dqn.output_dir, dsqn.output_dir, str(play_out)]) + legacy_conversion
-    if "--runs_dir" not in options:  # never the repository's own runs/
-        options += ["--runs_dir", str(empty)]
-    process = run_program(["utils/plot.py", *options, "--games", "Breakout", "--output_dir", str(out),
-                           "--bootstrap_samples", "100"])
+    process = run_program(["utils/plot.py", "--runs_dir", dqn.output_dir, dsqn.output_dir, str(play_out),
+                           str(conv_out), "--games", "Breakout", "--output_dir", str(out), "--bootstrap_samples",
+                           "100"])
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Traceback" not in process.stderr
     rows = read_rows(out)
@@ -593,10 +571,6 @@ def test_real_runs_play_convert_and_plot(trained_run, tmp_path):
     seeds = read_csv(out / "per_seed_scores.csv", ("model", "seed"))
     for run in (dqn, dsqn):
         assert num(seeds[(run.model, "0")]["score"]) == pytest.approx(summaries[run.model]["average_score"])
-    for name in ("score_Breakout", "max_q_Breakout", "hns", "spikes_Breakout", "energy_Breakout",
+    for name in ("score_Breakout", "max_q_Breakout", "loss_Breakout", "hns", "spikes_Breakout", "energy_Breakout",
                  "performance_profile"):
         assert_image(str(out / f"{name}.png"))
-    if any("learn/loss" in read_scalars(run.tensorboard_dir) for run in (dqn, dsqn)):
-        assert_image(str(out / "loss_Breakout.png"))
-    else:  # a run shorter than run.py's --log_freq writes no loss
-        assert "Breakout: no learn/loss in the events, no loss figure" in (out / "scores.md").read_text()

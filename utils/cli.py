@@ -136,7 +136,7 @@ def given_options(namespace: argparse.Namespace) -> dict:
 
 
 def apply_gpu_option(argv: list[str] | None) -> None:
-    """Set CUDA_VISIBLE_DEVICES from ``--gpu`` before torch is imported; without ``--gpu`` leave it alone (a
+    """Set CUDA_VISIBLE_DEVICES from ``--gpu`` before CUDA is initialised; without ``--gpu`` leave it alone (a
     scheduler such as SLURM or Ray may have set it)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--gpu", default=None)

@@ -160,6 +160,30 @@ class SpikingNetwork(nn.Module):
             layer.requires_grad_(False)
         return cls(*layers, node_type=node_type, tau=tau, lambdas=lambdas, schedule=schedule)
 
+    # -- saving ---------------------------------------------------------------------------------------------------
+
+    def save(self, path: str) -> None:
+        """Write the converted network (normalised weights, neuron type, tau, schedule, lambdas) atomically as plain
+        tensors and values, readable with ``torch.load(path, weights_only=True)``."""
+        from utils.runs import atomic_write
+
+        record = {"state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                  "node_type": self.node_type, "tau": self.tau, "schedule": self.schedule,
+                  "lambdas": dict(self.lambdas) if self.lambdas else None}
+        atomic_write(path, lambda file: torch.save(record, file))
+
+    @classmethod
+    def load(cls, path: str) -> SpikingNetwork:
+        """A network written by :meth:`save` (read with weights_only=True: the file can never run code)."""
+        record = torch.load(path, map_location="cpu", weights_only=True)
+        weights = record["state_dict"]
+        conv = [nn.Conv2d(4, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2), nn.Conv2d(64, 64, 3, stride=1)]
+        fc = [nn.Linear(3136, 512), nn.Linear(512, weights["fc2.weight"].shape[0])]
+        snn = cls(*conv, *fc, node_type=record["node_type"], tau=record["tau"], lambdas=record["lambdas"],
+                  schedule=record["schedule"])
+        snn.load_state_dict(weights)
+        return snn.requires_grad_(False)
+
     # -- structure ------------------------------------------------------------------------------------------------
 
     @property
