@@ -1,6 +1,6 @@
 """The four Q-networks of the paper, made by one builder.
 
-All four share the Nature-DQN layer shapes (input 4x84x84, PAPER_NOTES §4)::
+All four share the Nature-DQN layer shapes (input 4x84x84, docs/METHOD.md)::
 
     conv1 Conv(4->32, k8, s4) -> conv2 Conv(32->64, k4, s2) -> conv3 Conv(64->64, k3, s1)
     -> flatten (3136) -> fc1 Linear(3136->512) -> fc2 Linear(512->n_actions)

@@ -63,7 +63,7 @@ def test_dsqn_spike_outputs_are_firing_rates(frames):
 
 
 def lif_reference(x: list[float], tau: float, v_th: float, v_reset: float | None) -> tuple[list[float], list[float]]:
-    """PAPER_NOTES §4 by hand: H = V + (X - (V - V_reset)) / tau; S = H >= V_th; reset hard or soft."""
+    """The LIF equations of docs/METHOD.md by hand: H = V + (X - (V - V_reset)) / tau; S = H >= V_th; reset hard or soft."""
     v, spikes, voltages = (0.0 if v_reset is None else v_reset), [], []
     for xt in x:
         h = v + (xt - (v - (0.0 if v_reset is None else v_reset))) / tau

@@ -1,4 +1,4 @@
-"""Operation counts and an energy ESTIMATE per greedy action (PAPER_NOTES §8).
+"""Operation counts and an energy ESTIMATE per greedy action (docs/METHOD.md, Energy).
 
 Counting rules (per greedy action = one forward pass of the network on one frame stack):
 
