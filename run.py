@@ -125,6 +125,9 @@ def check_config(config, given: dict) -> None:
         if config.timestep_num > 0 and config.replay_start_size < config.minibatch_size:
             raise UserError(f"--replay_start_size ({config.replay_start_size}) must be at least --minibatch_size "
                             f"({config.minibatch_size}) so that the first update has a minibatch")
+    if config.compile and config.cuda_graphs:
+        raise UserError("--cuda_graphs captures the eager networks; it cannot be combined with --compile (whose CUDA "
+                        "mode captures graphs of its own): choose one")
     if config.action_repeat != 4:
         raise UserError("--action_repeat other than 4 is not supported by the ALE pipeline of this repo")
     if config.run_name is not None and (os.sep in config.run_name or config.run_name in ("", ".", "..")
@@ -166,7 +169,8 @@ def learn(config, run_dir: str | None) -> None:
     from environment import make_env
     from neural_network import build_network, compile_network
     from replay_memory import ReplayMemory
-    from utils.runs import shown
+    from utils.cli import Diverged, Stopped
+    from utils.runs import shown, write_status
 
     device = prepare_device(config)
     seed_everything(config.seed)
@@ -205,6 +209,11 @@ def learn(config, run_dir: str | None) -> None:
         trainer.writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"), purge_step=trainer.purge_step())
         try:
             best = trainer.learn()
+        except (Stopped, Diverged):
+            raise  # they wrote their own status
+        except BaseException as error:
+            write_status(run_dir, "failed", timestep=trainer.p.timestep, error=f"{type(error).__name__}: {error}")
+            raise
         finally:
             trainer.writer.close()
             replay.close_journal()

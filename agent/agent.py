@@ -11,6 +11,8 @@ The training loop that calls it is in :mod:`agent.training`, evaluation and play
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -38,22 +40,41 @@ class Agent:
         self.net = net.to(device)
         self.n_actions = net.n_actions
         self.rngs = rngs if rngs is not None else random_streams(config.seed)
+        self.bf16 = config.bf16 and net.spiking  # --bf16: spiking networks only
+        graphs = config.cuda_graphs and self.device.type == "cuda"
         self.target_net = None
         if target_net is not None:
             self.target_net = target_net.to(device)
             self.target_net.load_state_dict(self.net.state_dict())
             self.target_net.eval()
             self.target_net.requires_grad_(False)
-            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate)
+            # capturable: Adam's step count lives on the device, so that its step can be replayed in a CUDA graph
+            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate, capturable=graphs)
             self.loss_fn = nn.SmoothL1Loss()
+        self.graphs = None
+        if graphs:  # --cuda_graphs on a CUDA device: act and update replayed as CUDA graphs (agent/cuda_graphs.py)
+            from .cuda_graphs import CudaGraphs
+
+            self.graphs = CudaGraphs(self)
 
     # -- acting -----------------------------------------------------------------------------------------------------
 
+    def autocast(self):
+        """--bf16: the spiking networks' forward passes in bfloat16 (torch.autocast on this device); else nothing."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
+
     @torch.no_grad()
     def q_values(self, frame_stack: np.ndarray) -> torch.Tensor:
-        """Q-values of one frame stack (uint8 [history_len, 84, 84]) as a 1-D tensor on the CPU."""
+        """Q-values of one frame stack (uint8 [history_len, 84, 84]) as a 1-D float32 tensor on the CPU."""
+        q = self.graphs.q_values(frame_stack) if self.graphs is not None else None
+        if q is not None:
+            return q
         state = torch.from_numpy(np.asarray(frame_stack)).unsqueeze(0).to(self.device)
-        return self.net(state)[0].cpu()
+        with self.autocast():
+            q = self.net(state)
+        return q[0].float().cpu()
 
     def act(self, frame_stack: np.ndarray, epsilon: float, rng: np.random.Generator) -> tuple[int, torch.Tensor | None]:
         """Epsilon-greedy action drawn with ``rng``; also returns the Q-values when the action was the greedy one."""
@@ -67,23 +88,30 @@ class Agent:
     @torch.no_grad()
     def td_target(self, rewards: torch.Tensor, dones: torch.Tensor, next_states: torch.Tensor) -> torch.Tensor:
         """y = r + gamma * (1 - done) * (the target network's value of the next state), see the module docstring."""
-        next_q = self.target_net(next_states)
+        with self.autocast():
+            next_q = self.target_net(next_states).float()
+            if self.config.double:
+                best = self.net(next_states).argmax(dim=1, keepdim=True)
         if self.config.double:
-            best = self.net(next_states).argmax(dim=1, keepdim=True)
             next_value = next_q.gather(1, best).squeeze(1)
         else:
             next_value = next_q.max(dim=1).values
         return rewards + self.config.discount_factor * (1.0 - dones) * next_value
 
+    def loss(self, states: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, next_states: torch.Tensor,
+             dones: torch.Tensor) -> torch.Tensor:
+        """SmoothL1(Q_online(s, a), y) on device tensors (the fields of a replay_memory.Batch, in its order)."""
+        y = self.td_target(rewards, dones, next_states)
+        with self.autocast():
+            q = self.net(states).float().gather(1, actions.unsqueeze(1)).squeeze(1)
+        return self.loss_fn(q, y)
+
     def update(self, batch) -> torch.Tensor:
         """One Adam step on a minibatch (replay_memory.Batch); returns the loss as a tensor (no device sync)."""
-        device = self.device
-        states = batch.states.to(device, non_blocking=True)
-        actions = batch.actions.to(device, non_blocking=True)
-        y = self.td_target(batch.rewards.to(device, non_blocking=True), batch.dones.to(device, non_blocking=True),
-                           batch.next_states.to(device, non_blocking=True))
-        q = self.net(states).gather(1, actions.unsqueeze(1)).squeeze(1)
-        loss = self.loss_fn(q, y)
+        loss = self.graphs.update(batch) if self.graphs is not None else None
+        if loss is not None:
+            return loss
+        loss = self.loss(*(tensor.to(self.device, non_blocking=True) for tensor in batch))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

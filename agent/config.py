@@ -52,6 +52,11 @@ class Config:
     backend: str = option("auto", "neuron kernel: auto (SpikingJelly's choice), torch, cuda (alias cupy) or triton",
                           choices=BACKENDS)
     compile: bool = option(False, "torch.compile the networks (CUDA: with CUDA graphs); pays off on long runs")
+    cuda_graphs: bool = option(False, "CUDA: act and update replayed as captured CUDA graphs (static input buffers "
+                                      "filled from pinned memory without blocking, capturable Adam, no host sync); "
+                                      "the same numbers as without; not with --compile; no effect on the CPU")
+    bf16: bool = option(False, "spiking networks: forward passes of act and update in bfloat16 (torch.autocast on "
+                               "the device, the CPU included); off: float32 throughout")
     # -- saving and logging -----------------------------------------------------------------------------------------
     checkpoint_freq: int | None = option(None, "save the full training state every this many learning steps "
                                                "(default: at every evaluation)", parse=positive_int)
