@@ -1,27 +1,31 @@
-"""Part ``end_to_end``: learning steps per second of a short real :meth:`agent.Agent.learn` run on Breakout.
+"""Part ``end_to_end``: learning steps per second of the real training loop (agent.Trainer) on Breakout, and what a
+50M-step run takes at that rate.
 
-Each run: a real training env (wrapped in a clock that stamps every ``step``), a small replay memory, a
-``replay_start_size``-step exploration phase, then ``steps`` learning steps with epsilon held at 0.1 (the value
-for 98 % of a 50M-step paper run; during the first 1M steps epsilon falls from 1.0 and most actions are random,
-which costs nothing). Evaluation is effectively off (eval_freq 10^9; the one evaluation learn() runs at step 0 is
-a single game cut at a few steps and is excluded from the timing). The learning rate is measured from the
-stamps of learning steps 1 .. steps-1: exactly (steps-2) loop iterations with (steps-2)/4 updates.
+Each run builds what run.py's learn() builds (both envs from make_env, the networks, the Agent, the replay memory,
+a Trainer writing TensorBoard events and its state into a temporary run folder), explores for replay_start_size
+steps, then learns for ``steps`` steps at epsilon 0.1 (held: its value for 98 % of a paper run). The evaluation
+at step 0 (one game cut at 5 steps) and the state saved at step 0 come before the timed window: the rate is taken
+from the training env's step stamps of learning steps 1 .. steps-1 (steps-2 steps holding (steps-2)/4 updates).
+The original DSQN code (bench/original.py) is timed the same way, interleaved with ours.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 
 import gymnasium as gym
+import torch
 
-from .networks import case_key
-from .timing import inverse_stat, ratio_stat, stat
+from .parts import GAMES
+from .timing import rate_stat, ratio_stat, stat
 
-GAME = "BreakoutNoFrameskip-v4"
 EPSILON = 0.1
+PAPER_STEPS = 50_000_000
 
 
 class StepClock(gym.Wrapper):
@@ -36,114 +40,94 @@ class StepClock(gym.Wrapper):
         self.stamps.append(time.perf_counter())
         return result
 
+    def get_state(self) -> dict:  # the Trainer saves the state of every layer of its envs: the clock has none
+        return {}
 
-def learn_run(model: str, T: int | None, steps: int, replay_start_size: int, replay_capacity: int, device: str,
-              seed: int = 0) -> float:
-    """One short learn() run; returns seconds per learning step (loop iterations 1 .. steps-1)."""
-    import torch
+
+@dataclass(frozen=True)
+class Run:
+    model: str
+    T: int | None
+    mode: str = "eager"  # or graphs (--cuda_graphs)
+    bf16: bool = False
+
+    @property
+    def key(self) -> str:
+        case = self.model if self.T is None else f"{self.model}_T{self.T}"
+        return " ".join([case] + ([self.mode] if self.mode != "eager" else []) + (["bf16"] if self.bf16 else []))
+
+
+def learn_run(run: Run, steps: int, replay_start: int, capacity: int, device: str, seed: int = 0) -> float:
+    """One short Trainer.learn(); seconds per learning step."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from agent import Agent, Config
+    from agent import Agent, Config, Trainer, random_streams
     from environment import make_env
     from neural_network import build_network
     from replay_memory import ReplayMemory
 
-    config = Config(model=model, T=T or 64, device=device, seed=seed, timestep_num=steps, eval_freq=10**9,
-                    eval_episode_num=1, replay_memory_size=replay_capacity, replay_start_size=replay_start_size,
-                    init_epsilon=EPSILON, final_epsilon=EPSILON)
+    config = Config(model=run.model, T=run.T or 64, device=device, seed=seed, timestep_num=steps, eval_freq=10**9,
+                    eval_episode_num=1, replay_memory_size=capacity, replay_start_size=replay_start,
+                    init_epsilon=EPSILON, final_epsilon=EPSILON, cuda_graphs=run.mode == "graphs", bf16=run.bf16)
     torch.manual_seed(seed)
-    train_env = StepClock(make_env(GAME, training=True, seed=seed))
-    eval_env = make_env(GAME, training=False, max_episode_step=5, seed=seed)
-    replay = ReplayMemory(replay_capacity, seed=seed)
-    net = build_network(model, int(train_env.action_space.n), **config.network_kwargs())
-    target = build_network(model, int(train_env.action_space.n), **config.network_kwargs())
-    with tempfile.TemporaryDirectory(prefix="bench_e2e_") as out_dir, open(os.devnull, "w") as devnull:
-        writer = SummaryWriter(log_dir=os.path.join(out_dir, "tb"))
-        agent = Agent(config, net, torch.device(device), writer=writer)
+    train_env = StepClock(make_env(GAMES["Breakout"], training=True, seed=seed))
+    eval_env = make_env(GAMES["Breakout"], training=False, max_episode_step=5, seed=seed)
+    n = int(train_env.action_space.n)
+    net, target = (build_network(run.model, n, **config.network_kwargs()) for _ in range(2))
+    rngs = random_streams(seed)
+    agent = Agent(config, net, torch.device(device), target_net=target, rngs=rngs)
+    replay = ReplayMemory(capacity, seed=rngs["replay"], check_memory=False)
+    with tempfile.TemporaryDirectory(prefix="bench_e2e_") as run_dir, open(os.devnull, "w") as devnull:
+        writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
         try:
-            # tqdm still formats its bar; only the terminal output goes to /dev/null
-            with contextlib.redirect_stderr(devnull):
-                agent.learn(train_env, eval_env, replay, target, os.path.join(out_dir, "model.pkl"))
+            with contextlib.redirect_stderr(devnull):  # tqdm still draws its bar, into /dev/null
+                Trainer(config, agent, train_env, eval_env, replay, run_dir, writer).learn()
         finally:
             writer.close()
             train_env.close()
             eval_env.close()
-    stamps = train_env.stamps[replay_start_size:]
+    if agent.graphs is not None and agent.graphs.failed:
+        raise RuntimeError(f"CUDA graph capture failed: {agent.graphs.failed}")
+    stamps = train_env.stamps[replay_start:]
     assert len(stamps) == steps, (len(stamps), steps)
     return (stamps[steps - 1] - stamps[1]) / (steps - 2)
 
 
-def run_key(model: str, T: int | None, threads: int, default_threads: int) -> str:
-    key = case_key(model, T)
-    return key if threads == default_threads else f"{key}@{threads}t"
-
-
-def bench_end_to_end(cases: list[tuple[str, int | None, int]], repeats: int, replay_start_size: int,
-                     replay_capacity: int, device: str, seed: int = 0, threads: list[int] | None = None,
-                     progress=None) -> dict:
-    """``cases``: (model, T, learning steps per run), each run at every thread count in ``threads`` (the first
-    is torch's default); runs interleaved: A, B, C, D, then the next round in a rotated order."""
-    import torch
-
-    default = torch.get_num_threads()
-    threads = threads or [default]
-    variants = [(m, T, steps, n) for m, T, steps in cases for n in threads]
-    samples: dict[str, list[float]] = {run_key(m, T, n, default): [] for m, T, _, n in variants}
-    try:
-        for r in range(repeats):
-            shift = r % len(variants)
-            for model, T, steps, n in variants[shift:] + variants[:shift]:
-                torch.set_num_threads(n)
-                key = run_key(model, T, n, default)
-                samples[key].append(learn_run(model, T, steps, replay_start_size, replay_capacity, device, seed))
-                if progress is not None:
-                    progress(f"end_to_end {key} run {r + 1}/{repeats}: {1 / samples[key][-1]:.3g} steps/s")
-    finally:
-        torch.set_num_threads(default)
-    out = {
-        "game": GAME,
-        "epsilon": EPSILON,
-        "replay_start_size": replay_start_size,
-        "replay_capacity": replay_capacity,
-        "default_threads": default,
-        "runs": {
-            run_key(m, T, n, default): {
-                "case": case_key(m, T), "threads": n, "learning_steps_per_run": steps,
-                "updates_timed_per_run": (steps - 2) // 4,
-                "steps_per_s": inverse_stat(samples[run_key(m, T, n, default)], "steps/s"),
-                "ms_per_step": stat(samples[run_key(m, T, n, default)], "ms", 1e3)}
-            for m, T, steps, n in variants
-        },
-        "ratios": [],
-    }
-    base = [case_key(m, T) for m, T, _ in cases]
-    if len(base) >= 2:
-        out["ratios"].append({"what": f"{base[1]} / {base[0]} seconds per learning step ({default} threads)",
-                              "value": ratio_stat(samples[base[1]], samples[base[0]])})
-    for m, T, _ in cases:
-        for n in threads:
-            if n != default:
-                key = run_key(m, T, n, default)
-                out["ratios"].append({"what": f"{case_key(m, T)}: {n} thread(s) / {default} threads seconds per "
-                                              "learning step", "value": ratio_stat(samples[key],
-                                                                                   samples[case_key(m, T)])})
+def bench_end_to_end(runs: list[Run], steps: dict[str, int], repeats: int, replay_start: int, capacity: int,
+                     device: str, seed: int = 0, original=None, progress=print) -> dict:
+    """Every run ``repeats`` times, interleaved (A, B, C, then the next round rotated); ``steps``: learning steps
+    per run by model. ``original``: (name, a callable giving the original code's seconds per step), one more run."""
+    variants = {run.key: (lambda run=run: learn_run(run, steps[run.model], replay_start, capacity, device, seed))
+                for run in runs}
+    if original is not None:
+        variants[original[0]] = original[1]
+    names = list(variants)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    errors = {}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            if name in errors:
+                continue
+            try:
+                samples[name].append(variants[name]())
+                progress(f"end_to_end {name} round {r + 1}/{repeats}: {1 / samples[name][-1]:.3g} steps/s")
+            except Exception as error:  # noqa: BLE001 - reported; the other runs go on
+                errors[name] = f"{type(error).__name__}: {error}"
+                progress(f"end_to_end {name} FAILED: {errors[name]}")
+    timed = {name: values for name, values in samples.items() if name not in errors}
+    out = {"game": GAMES["Breakout"], "epsilon": EPSILON, "replay_start_size": replay_start, "replay_capacity": capacity,
+           "learning_steps": steps, "errors": errors,
+           "runs": {name: {"steps_per_s": rate_stat(v, "steps/s"), "ms_per_step": stat(v, "ms", 1e3),
+                           "paper_run_days": PAPER_STEPS * statistics.median(v) / 86400}
+                    for name, v in timed.items()},
+           "ratios": []}
+    base = {run.model: run.key for run in runs if run.mode == "eager" and not run.bf16}
+    for name, values in timed.items():
+        model = "Dsqn" if "Dsqn" in name else "Dqn"
+        if base.get(model) in timed and name != base[model]:
+            out["ratios"].append({"what": f"{name} / {base[model]} learning steps per second",
+                                  "value": ratio_stat(timed[base[model]], values)})
+    if "Dqn" in base and "Dsqn" in base and base["Dqn"] in timed and base["Dsqn"] in timed:
+        out["ratios"].append({"what": f"{base['Dsqn']} / Dqn time per learning step",
+                              "value": ratio_stat(timed[base["Dsqn"]], timed[base["Dqn"]])})
     return out
-
-
-def limits(case: str, network: dict, env_us: float, append_us: float, sample_us: float, update_freq: int = 4,
-           epsilon: float = EPSILON) -> dict:
-    """The update-bound limits of one case from the parts' medians (seconds per step, then steps per second).
-
-    network-bound: the loop costs only acting and updating:
-        t = (1 - epsilon) * act + update / update_freq
-    sum of parts: the loop costs acting, updating, the env step, the replay append and the sampling:
-        t = env + append + (1 - epsilon) * act + (sample + update) / update_freq
-    """
-    act_s = network["act_ms"]["median"] / 1e3
-    update_s = network["update_ms"]["median"] / 1e3
-    net_bound = (1 - epsilon) * act_s + update_s / update_freq
-    parts = env_us / 1e6 + append_us / 1e6 + net_bound + sample_us / 1e6 / update_freq
-    return {"case": case, "network_bound_steps_per_s": 1 / net_bound, "sum_of_parts_steps_per_s": 1 / parts,
-            "inputs": {"act_ms": act_s * 1e3, "update_ms": update_s * 1e3, "env_us": env_us,
-                       "append_us": append_us, "sample_us": sample_us, "epsilon": epsilon,
-                       "update_freq": update_freq}}

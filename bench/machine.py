@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+from importlib.metadata import PackageNotFoundError, version
 
 
 def cpu_model() -> str:
@@ -23,50 +24,31 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
-def machine_info(device) -> dict:
-    """CPU model, logical CPUs, torch threads, GPU (if the device is CUDA), library versions."""
-    import numpy
-    import spikingjelly
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info(device: str) -> dict:
+    """CPU, threads, memory, GPU (on CUDA), load (the machine may be shared), library versions."""
+    import psutil
     import torch
 
-    try:
-        from importlib.metadata import version
-
-        sj_version = version("spikingjelly")
-    except Exception:  # pragma: no cover - metadata missing
-        sj_version = getattr(spikingjelly, "__version__", "unknown")
-    try:
-        import ale_py
-
-        ale_version = ale_py.__version__
-    except Exception:  # pragma: no cover
-        ale_version = "unknown"
-    device = str(device)
     gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        affinity = os.cpu_count()
-    try:
-        import psutil
-
-        memory_gb = round(psutil.virtual_memory().total / 1e9, 1)
-    except Exception:  # pragma: no cover
-        memory_gb = None
     return {
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": affinity,
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "memory_gb": memory_gb,
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "device": device,
         "gpu": gpu,
         "cuda": torch.version.cuda if gpu else None,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "spikingjelly": sj_version,
-        "numpy": numpy.__version__,
-        "ale_py": ale_version,
+        **{name: package_version(name) for name in ("torch", "spikingjelly", "numpy", "ale-py", "triton")},
         "platform": platform.platform(),
     }
 
@@ -74,5 +56,5 @@ def machine_info(device) -> dict:
 def report_stem(info: dict) -> str:
     """e.g. ``amd-epyc_2t_cpu_torch2.13.0_sj2.0.0`` (CPU, torch threads, GPU or cpu, library versions)."""
     gpu = slug(info["gpu"]) if info.get("gpu") else "cpu"
-    torch_version = info["torch"].split("+")[0]
-    return f"{slug(info['cpu'])}_{info['torch_threads']}t_{gpu}_torch{torch_version}_sj{info['spikingjelly']}"
+    return (f"{slug(info['cpu'])}_{info['torch_threads']}t_{gpu}_torch{info['torch'].split('+')[0]}"
+            f"_sj{info['spikingjelly']}")

@@ -1,298 +1,184 @@
-"""The markdown report of a benchmark run (the JSON file holds the same figures and more)."""
+"""The markdown report of a benchmark run (the JSON file holds the same figures and more), and the README's
+performance table, rendered from a report's JSON (tests/test_bench.py checks that README.md holds exactly that)."""
 
 from __future__ import annotations
 
 import math
 
-from .timing import is_stat
-
-SECTION_HEADINGS = {
-    "machine": "## Machine",
-    "env": "## Environment steps",
-    "replay": "## Replay memory",
-    "networks": "## Networks: act and update",
-    "end_to_end": "## End to end: learning steps per second",
-    "conversion": "## Conversion baseline: simulation at T steps",
-    "candidates": "## Speed candidates",
-    "paper_run": "## What a full paper run costs at these rates",
-}
+SECTIONS = {"env": "## Environment steps", "replay": "## Replay memory", "networks": "## Networks: act and update",
+            "end_to_end": "## End to end: learning steps per second", "conversion": "## Conversion baseline",
+            "bf16": "## bf16 against float32"}
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
-    if x == 0:
-        return "0"
-    magnitude = abs(x)
-    if magnitude >= 10 ** digits:
+    if x == 0 or abs(x) >= 10 ** digits:
         return f"{x:,.0f}"
-    return f"{x:.{digits}g}" if magnitude >= 1e-3 else f"{x:.2e}"
+    return f"{x:.{digits}g}" if abs(x) >= 1e-3 else f"{x:.2e}"
 
 
-def fs(s: dict | None, unit: bool = False) -> str:
-    """'median (min-max)' of a statistic."""
-    if s is None:
-        return "n/a"
-    text = f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})"
-    return f"{text} {s['unit']}" if unit else text
+def fs(s: dict | None) -> str:
+    """'median (min–max)' of a statistic."""
+    return "" if s is None else f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})"
 
 
-def ratio(entry: dict | None) -> str:
-    return "n/a" if entry is None else f"{fs(entry['value'])}×"
+def fx(s: dict | None) -> str:
+    return "" if s is None else f"{fs(s)}×"
 
 
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
+def table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines + [""]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
 
 
-def duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
+def percent(x: float) -> str:
+    return f"{100 * x:.0f} %"
 
 
 def render(report: dict) -> str:
-    m = report["machine"]
-    parts = report["parts"]
-    lines = [
-        f"# Benchmark: {m['cpu']}, {m['torch_threads']} torch threads, {m['gpu'] or 'no GPU'}",
-        "",
-        f"Written by `{report['command']}` on {report['started']}; the run took {duration(report['total_s'])}.",
-        "Every figure is the median over repeats with (min–max). Every ratio is the median (min–max) of per-round",
-        "ratios of two variants timed in the same rounds, interleaved (A, B, A, B, ...; the order rotates each round).",
-        "The machine may be shared with other work: compare ratios rather than absolute figures across reports.",
-        "",
-        SECTION_HEADINGS["machine"],
-        "",
-    ]
+    m, parts = report["machine"], report["parts"]
+    lines = [f"# Benchmark: {m['cpu']}, {m['torch_threads']} torch threads, {m['gpu'] or 'no GPU'}", "",
+             (f"Written by `{report['command'].strip()}` on {report['started']}; the run took "
+              f"{report['total_s'] / 60:.1f} min. Load average (1, 5, 15 min) at the start "
+              f"{m['load_average_at_start']}, at the end {m['load_average_at_end']}: other work shares this machine's "
+              f"{m['logical_cpus']} CPUs, so read the ratios first."),
+             ("Figures: median (min–max) over repeats. Ratios: median (min–max) of per-round ratios of variants timed "
+              "in the same rounds, interleaved (A, B, A, B, ...; the order rotates each round)."), "", "## Machine", ""]
     lines += table(["what", "value"], [[k, v] for k, v in m.items()])
     lines += [f"Settings: `{report['settings']}`", ""]
-
-    for name in ("env", "replay", "networks", "end_to_end", "conversion", "candidates"):
-        if name not in parts:
+    for name, heading in SECTIONS.items():
+        part = parts.get(name)
+        if part is None:
             continue
-        lines += [SECTION_HEADINGS[name], ""]
-        part = parts[name]
-        if "error" in part:
-            lines += ["**This part failed:**", "", "```", part["error"], "```", ""]
+        lines += [heading, ""]
+        if "error" in part or "skipped" in part:
+            lines += ["**Not measured:**", "", "```", (part.get("error") or part["skipped"]).strip(), "```", ""]
             continue
-        lines += RENDERERS[name](part, report)
-    if "paper_run" in report:
-        lines += [SECTION_HEADINGS["paper_run"], ""] + render_paper_run(report["paper_run"])
+        lines += RENDERERS[name](part)
+        lines += [f"Errors: `{part['errors']}`", ""] if part.get("errors") else []
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_env(part, report):
-    rows = [[g.replace("NoFrameskip-v4", ""), fs(v["steps_per_s"]), fs(v["us_per_step"])]
-            for g, v in part["games"].items()]
-    lines = ["Wrapped training env (the full DeepMind pipeline, 4 frames per agent step), random actions, resets",
-             f"included; {part['steps_per_sample']} steps per sample.", ""]
-    lines += table(["game", "agent steps/s", "µs per step"], rows)
-    if "ratio" in part:
-        lines += [f"Ratio {part['ratio']['what']}: {ratio(part['ratio'])}", ""]
-    return lines
-
-
-def render_replay(part, report):
-    d = part["default_layout"]
-    return [
-        f"Default layout (1,000,000 transitions, frames stored once, 2 % headroom): "
-        f"**{d['bytes_per_transition']:,.0f} bytes per transition**, {d['total_gb']:.2f} GB in all "
-        f"(whole state + next-state stacks would take {d['whole_stack_bytes_per_transition']:,} bytes).",
-        f"Measured on a memory of {part['measured_capacity']:,} transitions: "
-        f"{part['measured_bytes_per_transition']:,.0f} bytes per transition.",
-        "",
-        *table(["operation", "µs per call"], [
-            ["append (continuity check on, the default)", fs(part["append_us"]["check_continuity"])],
-            ["append (check_continuity=False)", fs(part["append_us"]["no_check"])],
-            [f"sample({part['sample_batch_size']}) to tensors", fs(part["sample_us"])],
-        ]),
-        f"Ratio {part['append_ratio']['what']}: {ratio(part['append_ratio'])}",
-        "",
-    ]
-
-
-def render_networks(part, report):
-    lines = [f"Device {part['device']}; usable neuron backends: {', '.join(part['backends'])}"
-             + (f"; skipped: {part['skipped_backends']}" if part["skipped_backends"] else "")
-             + (" (each network and backend in its own worker process)" if part["isolated_workers"] else "") + ".",
-             "`forward`: the bare network on one frame stack (no grad); `act`: Agent.act at epsilon 0 from a numpy",
-             "frame stack (what a greedy training step pays); `update`: Agent.update on a minibatch of "
-             f"{part['batch_size']} (target forward, online forward + backward, Adam step; sampling excluded).",
+def render_env(part):
+    rows = [[g, fs(v["steps_per_s"]), fs(v["us_per_step"])] for g, v in part["games"].items()]
+    lines = ["The training env (the full DeepMind pipeline, 4 frames per agent step), random actions, resets included.",
              ""]
-    rows = [[e["case"], e["backend"], fs(e["forward_ms"]), fs(e["act_ms"]), fs(e["update_ms"]), ratio(e["act_overhead"])]
-            for e in part["results"]]
-    lines += table(["network", "backend", "forward ms", "act ms", "update ms", "act / forward"], rows)
-    lines += table(["ratio", "value"], [[r["what"], ratio(r)] for r in part["ratios"]])
-    return lines
+    lines += table(["game", "agent steps/s", "µs per step"], rows)
+    return lines + ([f"Ratio {part['ratio']['what']}: {fx(part['ratio']['value'])}", ""] if "ratio" in part else [])
 
 
-def render_end_to_end(part, report):
-    lines = [f"Agent.learn on {part['game']} after a {part['replay_start_size']}-step exploration phase, replay of "
-             f"{part['replay_capacity']:,}, epsilon held at {part['epsilon']} (its value for 98 % of a paper run), "
-             f"TensorBoard and tqdm on, evaluation off; torch's default is {part['default_threads']} threads "
-             "(`@1t`: the same run with 1 thread).", ""]
+def render_replay(part):
+    return [(f"1,000,000 transitions take **{part['paper_capacity_bytes_per_transition']:,.0f} bytes each**, "
+             f"{part['paper_capacity_gb']:.2f} GB in all (frames stored once; whole state and next-state stacks "
+             f"would take {part['whole_stack_bytes_per_transition']:,}). Measured on a full memory of "
+             f"{part['measured_capacity']:,}: {part['measured_bytes_per_transition']:,.0f} bytes per transition."), "",
+            *table(["operation", "µs per call"], [["append (continuity check on, the default)", fs(part["append_us"])],
+                                                  [f"sample({part['sample_batch_size']}) to tensors",
+                                                   fs(part["sample_us"])]])]
+
+
+def render_networks(part):
+    lines = [f"Device {part['device']}; neuron kernels: {', '.join(part['backends'])}"
+             + (f" (not usable here: {', '.join(part['skipped_backends'])})" if part["skipped_backends"] else "")
+             + f". Speed-up: against {part['base']}, per-round ratio of times. `act`: Agent.act at epsilon 0 (batch 1); "
+             "`update`: Agent.update on 32 Breakout transitions. First calls (compile, capture) are timed apart; "
+             "break-even: updates after which the first call has paid for itself. ΔQ: the largest |Q| difference "
+             "to the base on the same frame before any update.", ""]
+    rows = [[r["variant"], fs(r["act_ms"]), fx(r.get("act_speedup")), fs(r["update_ms"]), fx(r.get("update_speedup")),
+             f"{r['first_act_s']:.2f} / {r['first_update_s']:.2f}",
+             fmt(r.get("break_even_updates")) if "break_even_updates" in r else "",
+             fmt(r["q_max_abs_diff_vs_base"]) if "q_max_abs_diff_vs_base" in r else ""] for r in part["rows"]]
+    lines += table(["variant", "act ms", "act speed-up", "update ms", "update speed-up", "first act / update s",
+                    "break-even updates", "ΔQ"], rows)
+    return lines + table(["ratio", "value"], [[r["what"], fx(r["value"])] for r in part["ratios"]])
+
+
+def render_end_to_end(part):
+    lines = [(f"The real training loop (agent.Trainer) on {part['game']} after {part['replay_start_size']} "
+              f"exploration steps, replay of {part['replay_capacity']:,}, epsilon held at {part['epsilon']} (its value "
+              "for 98 % of a paper run), TensorBoard and tqdm on; 50M-step run: 50,000,000 learning steps at the "
+              "median rate, evaluations (30 games every 250,000 steps) not included."), ""]
+    rows = [[name, fs(r["steps_per_s"]), fs(r["ms_per_step"]), f"{r['paper_run_days']:,.1f} days"]
+            for name, r in part["runs"].items()]
+    lines += table(["run", "learning steps/s", "ms per step", "50M-step run"], rows)
+    lines += table(["ratio", "value"], [[r["what"], fx(r["value"])] for r in part["ratios"]]) if part["ratios"] else []
+    if part.get("original"):
+        o = part["original"]
+        lines += [f"`original`: the authors' code ({part['original_checkout']}) in its own virtualenv "
+                  f"(bench/original.py): {o['backend']} neurons on {o['device']}, versions {o['versions']}"
+                  + ("; the CuPy backend it hard-codes needs CUDA, so SpikingJelly's torch backend stood in for it"
+                     if o["backend"] != "cupy" else "") + ".", ""]
+    return lines + ([f"Original not timed: {part['original_error']}", ""] if part.get("original_error") else [])
+
+
+def render_conversion(part):
+    lines = [f"{part['network']}, converted ({part['node_type']}), one Breakout frame stack, T = {part['T']}.", ""]
+    lines += table(["simulation", "ms per action"], [[k.replace("_", " "), fs(v)]
+                                                     for k, v in part["ms_per_action"].items()])
+    lines += [f"Ratio {part['speedup']['what']}: {fx(part['speedup']['value'])}", "",
+              (f"Greedy agreement with the ANN (conversion_based_snn.snn.greedy_agreement) on "
+               f"{part['agreement_frames']} Breakout frame stacks, by T:"), ""]
+    schedules = list(part["agreement"])
+    Ts = list(part["agreement"][schedules[0]])
+    return lines + table(["T", *schedules], [[T, *(percent(part["agreement"][s][T]) for s in schedules)] for T in Ts])
+
+
+def render_bf16(part):
+    lines = [(f"{part['network']}: --bf16 (autocast through the Agent) against float32 on {part['frames']} "
+              "Breakout frame stacks: greedy action agreement, largest |ΔQ|, and per neuron layer the spikes in all "
+              "and the share of neurons with the same spike count."), ""]
     rows = []
-    for key, run in part["runs"].items():
-        lim = part.get("limits", {}).get(key)
-        rows.append([
-            key, run["threads"], run["learning_steps_per_run"], fs(run["steps_per_s"]), fs(run["ms_per_step"]),
-            fmt(lim["network_bound_steps_per_s"]) if lim else "",
-            f"{100 * run['steps_per_s']['median'] / lim['network_bound_steps_per_s']:.0f} %" if lim else "",
-            fmt(lim["sum_of_parts_steps_per_s"]) if lim else "",
-            f"{100 * run['steps_per_s']['median'] / lim['sum_of_parts_steps_per_s']:.0f} %" if lim else "",
-        ])
-    lines += table(["run", "threads", "steps per run", "learning steps/s", "ms per step", "network-bound limit",
-                    "% of it", "sum-of-parts limit", "% of it"], rows)
-    if part.get("ratios"):
-        lines += table(["ratio", "value"], [[r["what"], ratio(r)] for r in part["ratios"]])
-    lines += [
-        "Limits (default threads), from the medians of the parts above (ε = 0.1, one update every 4 steps):",
-        "",
-        "* network-bound: t = (1 − ε)·act + update / 4 — the loop did nothing but act greedily and update;",
-        "* sum of parts: t = env step + replay append + (1 − ε)·act + (sample(32) + update) / 4;",
-        "",
-        "limit = 1 / t. The gap between the sum-of-parts limit and the measured rate is the loop's own overhead",
-        "(tqdm, TensorBoard, epsilon, Python) plus the timing noise of a shared machine.",
-        "",
-    ]
-    if "limits_missing" in part:
-        lines += [part["limits_missing"], ""]
-    for case, lim in part.get("limits", {}).items():
-        i = lim["inputs"]
-        lines.append(f"* {case}: act {fmt(i['act_ms'])} ms, update {fmt(i['update_ms'])} ms, env {fmt(i['env_us'])} µs, "
-                     f"append {fmt(i['append_us'])} µs, sample {fmt(i['sample_us'])} µs")
-    return lines + [""]
+    for T, r in part["T"].items():
+        layers = "; ".join(f"{n} {fmt(v['spikes_fp32'])} → {fmt(v['spikes_bf16'])} ({percent(v['same_count_fraction'])})"
+                           for n, v in r["layers"].items())
+        rows.append([T, percent(r["greedy_agreement"]), f"{fmt(r['q_max_abs_diff'])} of {fmt(r['q_max_abs'])}", layers])
+    return lines + table(["T", "same greedy action", "max |ΔQ| (of max |Q|)", "spikes fp32 → bf16 (same count)"], rows)
 
 
-def render_conversion(part, report):
-    c, g = part["check_float32_weights"], part["check_grid_weights"]
-    lines = [f"Converted Dqn ({part['node_type']}), one frame stack, T = {part['T']}.", ""]
-    lines += table(["simulation", "ms per action"], [[k.replace("_", " "), fs(v)] for k, v in
-                                                     part["ms_per_action"].items()])
-    lines += [
-        f"Ratio {part['speedup']['what']}: {ratio(part['speedup'])}",
-        "",
-        "Same spikes? (both simulations run again with every spike recorded)",
-        "",
-        *table(["weights", "identical spike trains", "differing spikes", "spikes / slots", "max |ΔV| at the end",
-                "same greedy action"], [
-            ["float32 as benchmarked", "yes" if c["identical_spike_trains"] else "no", c["differing_spikes"],
-             f"{c['spikes']:,} / {c['spike_slots']:,}", fmt(c["max_final_voltage_diff"]), c["same_action"]],
-            [f"on a {g['grid']} grid (exact sums)", "yes" if g["identical_spike_trains"] else "no",
-             g["differing_spikes"], f"{g['spikes']:,} / {g['spike_slots']:,}", fmt(g["max_final_voltage_diff"]),
-             g["same_action"]],
-        ]),
-        f"Grid check bit-identical (spike trains and voltages): **{'yes' if g['bit_identical'] else 'NO'}**.",
-        "",
-    ]
-    return lines
+RENDERERS = {"env": render_env, "replay": render_replay, "networks": render_networks,
+             "end_to_end": render_end_to_end, "conversion": render_conversion, "bf16": render_bf16}
 
 
-def render_candidates(part, report):
-    lines = []
-    if "compile" in part:
-        comp = part["compile"]
-        if "error" in comp:
-            lines += ["torch.compile failed:", "", "```", comp["error"], "```", ""]
-        else:
-            lines += [f"### torch.compile ({comp['cache']})", ""]
-            rows, checks = [], []
-            for c in comp["cases"]:
-                if "error" in c:
-                    rows.append([c["case"], "error", "", "", "", "", ""])
-                    checks.append(f"* {c['case']}: failed: `{c['error'].strip().splitlines()[-1]}`")
-                    continue
-                for what in ("act", "update"):
-                    w = c[what]
-                    be = w["break_even_calls"]
-                    rows.append([c["case"], what, fmt(w["compile_s"]), fs(w["eager_ms"]), fs(w["compiled_ms"]),
-                                 ratio(w["speedup"]), "never" if be is None else f"{be:,.0f}"])
-                a, u = c["act_check"], c["update_check"]
-                checks.append(f"* {c['case']}: act Q max |Δ| {fmt(a['max_abs_diff'])} "
-                              f"({'ok' if a['equal_within_tolerance'] else 'NOT'} within atol {a['atol']}, "
-                              f"rtol {a['rtol']}); first-update loss |Δ| {fmt(u['max_abs_diff'])}, "
-                              f"parameters after it max |Δ| {fmt(u['max_param_diff_after_one_update'])}")
-            lines += table(["network", "path", "compile s (first call)", "eager ms", "compiled ms",
-                            "speed-up", "break-even calls"], rows)
-            lines += ["Compiled against eager outputs:", ""] + checks + [""]
-    if "malloc" in part:
-        m = part["malloc"]
-        lines += ["### glibc malloc: no mmap per big block, keep freed memory", ""]
-        if "error" in m:
-            lines += ["```", m["error"], "```", ""]
-        else:
-            lines += [f"Two worker processes, one as is and one tuned {m['how']}.", ""]
-            lines += table(["network", "update ms as is", "update ms tuned", "speed-up"],
-                           [[e["case"], fs(e["default_ms"]), fs(e["tuned_ms"]), ratio(e["speedup"])]
-                            for e in m["update"]])
-            if "learn" in m:
-                e = m["learn"]
-                lines += [f"Agent.learn ({e['case']}, {e['learning_steps_per_run']} learning steps per run, as in the "
-                          f"end-to-end part, each run in the worker): as is {fs(e['default_steps_per_s'])}, tuned "
-                          f"{fs(e['tuned_steps_per_s'])} learning steps/s; ratio {e['speedup']['what']}: "
-                          f"{ratio(e['speedup'])}.", ""]
-            if "peak_rss_mb" in m:
-                lines += [f"Peak resident memory of the workers: as is {m['peak_rss_mb']['default']:,.0f} MB, "
-                          f"tuned {m['peak_rss_mb']['tuned']:,.0f} MB.", ""]
-    if "threads" in part:
-        t = part["threads"]
-        if "skipped" in t:
-            lines += ["### Threads", "", t["skipped"], ""]
-        else:
-            d = t["default_threads"]
-            lines += [f"### 1 torch thread against {d}", ""]
-            rows = [[e["case"], what, fs(e["threads_1_ms"]), fs(e[f"threads_{d}_ms"]), ratio(e["ratio"])]
-                    for what in ("act", "update") for e in t[what]]
-            lines += table(["network", "path", "1 thread ms", f"{d} threads ms", "1 / default"], rows)
-    if "hot_loop" in part:
-        h = part["hot_loop"]
-        lines += ["### Small costs in the hot loop of Agent.learn", ""]
-        lines += table(["what", "µs per call", "how often"],
-                       [[k, fs(v), h["how_often"][k]] for k, v in h["per_call_us"].items()])
-        if "per_step_overhead" in h:
-            lines += [h["per_step_overhead"]["text"], ""]
-    if "summary" in part:
-        lines += ["### Verdict", ""] + [f"* {s}" for s in part["summary"]] + [""]
-    return lines
+# -- the README's table ---------------------------------------------------------------------------------------------
 
 
-def render_paper_run(paper):
-    lines = [paper["assumptions"], ""]
-    rows = [[r["case"], fmt(r["steps_per_s"]), f"{r['steps']:,} / {fmt(r['steps_per_s'])} = {r['seconds']:,.0f} s",
-             duration(r["seconds"])] for r in paper["rows"]]
-    lines += table(["network", "learning steps/s", "arithmetic", "training loop"], rows)
-    lines += [paper["evaluation"], ""]
-    return lines
-
-
-RENDERERS = {
-    "env": render_env,
-    "replay": render_replay,
-    "networks": render_networks,
-    "end_to_end": render_end_to_end,
-    "conversion": render_conversion,
-    "candidates": render_candidates,
-}
-
-
-def check_stats(report: dict) -> list[str]:
-    """Problems with the statistics of a report (median outside [min, max], non-finite values)."""
-    from .timing import walk_stats
-
-    problems = []
-    for path, s in walk_stats(report):
-        if not all(math.isfinite(s[k]) for k in ("median", "min", "max")):
-            problems.append(f"{path}: non-finite {s}")
-        elif not s["min"] <= s["median"] <= s["max"]:
-            problems.append(f"{path}: median outside [min, max]: {s}")
-    return problems
-
-
-__all__ = ["SECTION_HEADINGS", "render", "check_stats", "is_stat"]
+def readme_table(report: dict, path: str) -> str:
+    """The README's "## Performance" table: the key figures of a report (every one read from its JSON)."""
+    p, m = report["parts"], report["machine"]
+    rows = [["machine", (f"{m['cpu']}, {m['torch_threads']} torch threads, {m['gpu'] or 'no GPU'}, torch "
+                         f"{m['torch']}, SpikingJelly {m['spikingjelly']} ([report]({path[:-5]}.md))")]]
+    if "games" in p.get("env", {}):
+        rows.append(["training env (random actions)", ", ".join(f"{g} {fmt(v['steps_per_s']['median'])} agent steps/s"
+                                                                 for g, v in p["env"]["games"].items())])
+    if "append_us" in p.get("replay", {}):
+        r = p["replay"]
+        rows.append(["replay memory", (f"{r['paper_capacity_bytes_per_transition']:,.0f} bytes per transition; "
+                                       f"append {fmt(r['append_us']['median'])} µs, sample(32) "
+                                       f"{fmt(r['sample_us']['median'])} µs")])
+    net_rows = {row["variant"]: row for row in p.get("networks", {}).get("rows", [])}
+    for what in ("act", "update"):
+        cells = [f"{row['case']} {row['mode']}{' bf16' if row['bf16'] else ''}: {fmt(row[f'{what}_ms']['median'])} ms"
+                 + (f" ({fmt(row[f'{what}_speedup']['median'])}×)" if f"{what}_speedup" in row else "")
+                 for row in net_rows.values() if row["backend"] in ("n/a", p["networks"]["backends"][0])]
+        if cells:
+            rows.append([f"{what} ({'batch 1' if what == 'act' else 'batch 32'}; × = speed-up over eager float32)",
+                         "; ".join(cells)])
+    e2e = p.get("end_to_end", {}).get("runs", {})
+    if e2e:
+        rows.append(["learning loop, Breakout, ε 0.1: steps/s (50M-step run)",
+                     "; ".join(f"{k} {fmt(v['steps_per_s']['median'])} ({v['paper_run_days']:,.1f} days)"
+                               for k, v in e2e.items())])
+    if "agreement" in p.get("conversion", {}):
+        c = p["conversion"]
+        rows.append([f"conversion SNN, T={c['T']}", f"{fmt(c['ms_per_action']['layer_by_layer']['median'])} ms per "
+                     f"action layer by layer ({fmt(c['speedup']['value']['median'])}× faster than step by step); "
+                     "greedy agreement with the ANN at T " + ", ".join(
+                         f"{T}: " + " / ".join(percent(c["agreement"][s][T]) for s in c["agreement"])
+                         for T in c["agreement"]["delayed"]) + " (" + " / ".join(c["agreement"]) + ")"])
+    if "T" in p.get("bf16", {}):
+        rows.append(["--bf16 against float32 (Dsqn)", "; ".join(
+            f"T={T}: same greedy action {percent(r['greedy_agreement'])}, spikes "
+            f"{percent(sum(v['spikes_bf16'] for v in r['layers'].values()) / max(1.0, sum(v['spikes_fp32'] for v in r['layers'].values())))}"
+            " of float32's" for T, r in p["bf16"]["T"].items())])
+    return "\n".join(table(["stage", "figure (median)"], rows)).rstrip()

@@ -1,18 +1,17 @@
-"""Benchmark every stage of the training loop and of the conversion baseline on this machine (issue #5).
+"""Benchmark the training loop's stages, the CUDA and bf16 paths and the conversion baseline on this machine.
 
-    python bench/run.py                       # everything, about 10 minutes on a 2-core CPU
-    python bench/run.py --parts networks,end_to_end --device cuda
+    python bench/run.py                          # everything: about 10 minutes on 2 CPU cores
+    python bench/run.py --device cuda --original ~/Deep-Spiking-Q-Networks --original_wheels ~/wheels
     python bench/run.py --tiny --output /tmp/bench   # seconds; what the test suite runs
 
-Writes <output>/<machine>.md and <machine>.json, <machine> naming the CPU model, the torch threads, the GPU (or
-"cpu") and the torch and SpikingJelly versions. Every figure is a median over repeats with min and max; every
-comparison is a ratio of two variants timed in the same run, interleaved (A, B, A, B, ...).
-
-Parts: env (training-env steps/s), replay (bytes, append, sample), networks (act and update of Dqn and Dsqn at
-each T for every usable neuron backend), end_to_end (Agent.learn steps/s against limits computed from the parts;
-it needs env, replay and networks, which are added when it is asked for), conversion (layer-by-layer against
-step-by-step simulation at T=500, and an identical-spikes check), candidates (torch.compile, threads, small
-costs in the hot loop).
+Writes <output>/<machine>.md and <machine>.json, <machine> naming the CPU, the torch threads, the GPU (or "cpu")
+and the torch and SpikingJelly versions. Figures are medians over repeats with min and max; comparisons are ratios
+of variants timed interleaved in the same run (bench/timing.py). Parts: env (steps/s of the training env), replay
+(bytes, append, sample), networks (act and update of Dqn and Dsqn at each T: every neuron kernel, eager, compiled
+(--compile), graphs (--cuda_graphs, CUDA only), bf16 (--bf16)), end_to_end (learning steps/s of the real training
+loop, a 50M-step run's duration, and with --original the original code's rate beside ours), conversion (the
+converted Dqn: layer-by-layer against step-by-step simulation, agreement with the ANN against T for both
+schedules) and bf16 (spike counts and greedy actions of --bf16 against float32).
 """
 
 from __future__ import annotations
@@ -31,67 +30,68 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == BENCH_DIR:
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from utils.cli import ArgumentParser, UserError, non_negative_int, positive_int, run_cli  # noqa: E402
+from utils.cli import ArgumentParser, UserError, non_negative_int, positive_float, positive_int, run_cli
 
-PARTS = ("env", "replay", "networks", "end_to_end", "conversion", "candidates")
-GAMES = {"Breakout": "BreakoutNoFrameskip-v4", "Pong": "PongNoFrameskip-v4"}
-PAPER_STEPS = 50_000_000
-
-DEFAULTS = dict(
-    parts=",".join(PARTS), repeats=5, long_repeats=3, T="8,64", env_steps=300, games="Breakout,Pong",
-    replay_capacity=50_000, replay_appends=1000, e2e_T=64, e2e_dqn_steps=402, e2e_dsqn_steps=42,
-    e2e_replay_start=500, e2e_replay_capacity=5000, e2e_threads="auto", conversion_T=500, compile="Dqn,Dsqn8",
-)
-TINY = dict(
-    repeats=3, long_repeats=2, T="2", env_steps=20, games="Breakout,Pong", replay_capacity=600,
-    replay_appends=50, e2e_T=2, e2e_dqn_steps=10, e2e_dsqn_steps=10, e2e_replay_start=40, e2e_replay_capacity=200,
-    e2e_threads="default", conversion_T=20, compile="none",
-)
+PARTS = ("env", "replay", "networks", "end_to_end", "conversion", "bf16")
+#: option -> (default, help); "cpu|cuda" defaults differ by device
+OPTIONS = {
+    "parts": ({"cpu": ",".join(PARTS), "cuda": "env,replay,end_to_end,conversion,bf16,networks"},
+              "comma-separated parts, run in this order"),
+    "repeats": (5, "rounds of the quick measurements"),
+    "long_repeats": (3, "rounds of the slow ones (end-to-end runs, conversion)"),
+    "min_time": (0.05, "seconds of calls per sample of a quick measurement (torch.utils.benchmark)"),
+    "T": ("8,64", "Dsqn time steps of the networks part"),
+    "modes": ("eager,compiled,graphs", "network modes: eager, compiled (--compile), graphs (--cuda_graphs, CUDA)"),
+    "compile_cases": ({"cpu": "Dqn,Dsqn_T8", "cuda": "Dqn,Dsqn_T64"},
+                      "cases compiled, or none (a cold compile of Dsqn_T8 takes minutes on 2 CPU cores)"),
+    "bf16": (True, "also time the networks with --bf16"),
+    "games": ("Breakout,Pong", "games of the env part"),
+    "replay_capacity": (50_000, "capacity of the measured replay memory"),
+    "e2e_T": (64, "T of the end-to-end Dsqn runs"),
+    "e2e_dqn_steps": (402, "learning steps of an end-to-end Dqn run (2 + a multiple of 4)"),
+    "e2e_dsqn_steps": ({"cpu": 42, "cuda": 202}, "learning steps of an end-to-end Dsqn run (2 + a multiple of 4)"),
+    "e2e_replay_start": (500, "exploration steps before learning"),
+    "e2e_replay_capacity": (5000, "replay capacity of the end-to-end runs"),
+    "conversion_T": (500, "simulation steps of the timed conversion"),
+    "agreement_T": ("8,16,32,64,128,256,500", "T values of the conversion agreement curve"),
+    "agreement_frames": (32, "Breakout frames of the conversion agreement"),
+    "bf16_T": ("8,64", "Dsqn T values of the bf16 agreement"),
+    "bf16_frames": (64, "Breakout frames of the bf16 agreement"),
+}
+TINY = {"repeats": 2, "long_repeats": 2, "min_time": 0.002, "T": "2", "modes": "eager", "compile_cases": "none",
+        "replay_capacity": 600, "e2e_T": 2, "e2e_dqn_steps": 10, "e2e_dsqn_steps": 10, "e2e_replay_start": 40,
+        "e2e_replay_capacity": 200, "conversion_T": 20, "agreement_T": "2,10", "agreement_frames": 4, "bf16_T": "2",
+        "bf16_frames": 4}
+PARSERS = {int: positive_int, float: positive_float}
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", help=f"comma-separated parts among {','.join(PARTS)} (default: all)")
+    for name, (default, text) in OPTIONS.items():
+        shown = "; ".join(f"{k} {v}" for k, v in default.items()) if isinstance(default, dict) else default
+        kind = type(default if not isinstance(default, dict) else default["cpu"])
+        if kind is bool:
+            p.add_argument(f"--{name}", action="store_true", default=None, help=f"{text} (default on)")
+            p.add_argument(f"--no-{name}", dest=name, action="store_false")
+        else:
+            p.add_argument(f"--{name}", type=PARSERS.get(kind, str), help=f"{text} (default {shown})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available")
-    p.add_argument("--repeats", type=positive_int, help=f"rounds of the quick measurements (default {DEFAULTS['repeats']})")
-    p.add_argument("--long_repeats", type=positive_int,
-                   help=f"rounds of the slow ones: end-to-end runs, conversion, compiled updates, the "
-                        f"allocator comparison (default {DEFAULTS['long_repeats']})")
-    p.add_argument("--T", help=f"comma-separated Dsqn time steps for the networks part (default {DEFAULTS['T']})")
-    p.add_argument("--games", help=f"comma-separated games for the env part among {','.join(GAMES)} "
-                                   f"(default {DEFAULTS['games']})")
-    p.add_argument("--env_steps", type=positive_int, help=f"env steps per sample (default {DEFAULTS['env_steps']})")
-    p.add_argument("--replay_capacity", type=positive_int,
-                   help=f"capacity of the measured replay memory (default {DEFAULTS['replay_capacity']})")
-    p.add_argument("--replay_appends", type=positive_int,
-                   help=f"appends per sample (default {DEFAULTS['replay_appends']})")
-    p.add_argument("--e2e_T", type=positive_int, help=f"T of the end-to-end Dsqn (default {DEFAULTS['e2e_T']})")
-    p.add_argument("--e2e_dqn_steps", type=positive_int,
-                   help=f"learning steps of an end-to-end Dqn run, 2 + a multiple of 4 (default "
-                        f"{DEFAULTS['e2e_dqn_steps']})")
-    p.add_argument("--e2e_dsqn_steps", type=positive_int,
-                   help=f"learning steps of an end-to-end Dsqn run, 2 + a multiple of 4 (default "
-                        f"{DEFAULTS['e2e_dsqn_steps']})")
-    p.add_argument("--e2e_replay_start", type=positive_int,
-                   help=f"exploration steps before learning (default {DEFAULTS['e2e_replay_start']})")
-    p.add_argument("--e2e_replay_capacity", type=positive_int,
-                   help=f"replay capacity of the end-to-end runs (default {DEFAULTS['e2e_replay_capacity']})")
-    p.add_argument("--e2e_threads",
-                   help="torch thread counts of the end-to-end runs, interleaved: comma-separated numbers or "
-                        "'default'; auto = default,1 when torch uses more than one thread (default auto)")
-    p.add_argument("--conversion_T", type=positive_int,
-                   help=f"simulation steps of the conversion part (default {DEFAULTS['conversion_T']})")
-    p.add_argument("--compile", help="cases for the torch.compile candidate, e.g. Dqn,Dsqn8,Dsqn64, or none "
-                                     f"(default {DEFAULTS['compile']}; a cold compile of Dsqn8 takes about 4 min on 2 cores, "
-                                     "larger T much longer)")
-    p.add_argument("--threads", type=non_negative_int, default=0,
-                   help="torch threads for the whole run (default 0: torch's default)")
+    p.add_argument("--original", metavar="CHECKOUT", help="also time the original DSQN code of this checkout in the "
+                                                         "end-to-end part (bench/original.py)")
+    p.add_argument("--original_wheels", help="its folder of wheels (bench/README.md); default: the package index")
+    p.add_argument("--original_torch", default="torch", help="its torch requirement (default torch: the "
+                                                             "interpreter's own)")
+    p.add_argument("--dqn_checkpoint", help="a trained Dqn (.pkl) for the conversion part (default: untrained)")
+    p.add_argument("--dsqn_checkpoint", help="a trained Dsqn (.pkl) for the bf16 part (default: untrained)")
+    p.add_argument("--budget_s", type=non_negative_int, default=0, help="skip the parts not started after this many "
+                                                                      "seconds (default 0: no limit)")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (default 0: torch's default)")
     p.add_argument("--output", default=os.path.join(REPO_ROOT, "docs", "benchmarks"),
-                   help="directory of the report (default: docs/benchmarks/ of the repository)")
-    p.add_argument("--tag", default="", help="appended to the report's file name (letters, digits, - and _), e.g. "
-                                             "to keep a --parts run next to the full report")
-    p.add_argument("--tiny", action="store_true", help="minimal sizes for the test suite (seconds)")
+                   help="folder of the report (default docs/benchmarks/)")
+    p.add_argument("--tag", default="", help="appended to the report's name (letters, digits, - and _)")
+    p.add_argument("--tiny", action="store_true", help="minimal sizes, for the test suite (seconds)")
     p.add_argument("--seed", type=int, default=0, help="seed of networks, envs and data (default 0)")
+    p.add_argument("--readme_table", metavar="JSON", help="print the README's performance table of a report, exit")
     return p
 
 
@@ -99,355 +99,175 @@ def int_list(text: str, option: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"{option} takes comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise UserError(f"{option} takes comma-separated positive integers, got {text!r}")
+        raise UserError(f"--{option} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"--{option} takes comma-separated positive integers, got {text!r}")
     return values
 
 
-def resolve_settings(args) -> dict:
-    """The settings of this run: defaults (or --tiny's), overridden by the options given; validated."""
-    base = dict(DEFAULTS)
+def names(text: str, option: str, allowed) -> list[str]:
+    chosen = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in chosen if v not in allowed] or ([] if chosen else ["(none)"])
+    if bad:
+        raise UserError(f"--{option}: unknown {bad[0]!r}; choose among {', '.join(allowed)}")
+    return chosen
+
+
+def resolve_settings(args, device: str) -> dict:
+    """Defaults (for the device, or --tiny's), overridden by the options given; checked."""
+    s = {name: (default[device] if isinstance(default, dict) else default) for name, (default, _) in OPTIONS.items()}
     if args.tiny:
-        base.update(TINY)
-    s = {k: (getattr(args, k) if getattr(args, k, None) is not None else v) for k, v in base.items()}
-    parts = [p.strip() for p in s["parts"].split(",") if p.strip()]
-    unknown = [p for p in parts if p not in PARTS]
-    if unknown or not parts:
-        raise UserError(f"--parts: unknown part(s) {', '.join(unknown) or '(none given)'}; choose among "
-                        f"{', '.join(PARTS)}")
-    if "end_to_end" in parts:
-        parts += [p for p in ("env", "replay", "networks") if p not in parts]
-    s["parts"] = [p for p in PARTS if p in parts]
-    s["T"] = sorted(set(int_list(s["T"], "--T")))
-    if "end_to_end" in s["parts"] and s["e2e_T"] not in s["T"]:
-        s["T"] = sorted(set(s["T"]) | {s["e2e_T"]})
-    games = [g.strip() for g in s["games"].split(",") if g.strip()]
-    if not games or any(g not in GAMES for g in games):
-        raise UserError(f"--games: choose among {', '.join(GAMES)}, got {s['games']!r}")
-    if "end_to_end" in s["parts"] and "Breakout" not in games:
-        games.insert(0, "Breakout")
-    s["games"] = games
+        s.update(TINY)
+    s.update({name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None})
+    from bench.parts import GAMES
+
+    s["parts"] = names(s["parts"], "parts", PARTS)
+    s["modes"] = names(s["modes"], "modes", ("eager", "compiled", "graphs"))
+    s["games"] = names(s["games"], "games", GAMES)
+    for key in ("T", "agreement_T", "bf16_T"):
+        s[key] = sorted(set(int_list(s[key], key)))
+    cases = ["Dqn"] + [f"Dsqn_T{T}" for T in s["T"]]
+    s["compile_cases"] = [] if s["compile_cases"] == "none" else names(s["compile_cases"], "compile_cases", cases)
     for key in ("e2e_dqn_steps", "e2e_dsqn_steps"):
         if s[key] < 6 or (s[key] - 2) % 4:
             raise UserError(f"--{key} must be 2 + a positive multiple of 4 (e.g. 42), got {s[key]}")
-    if s["e2e_replay_start"] < 32:
-        raise UserError(f"--e2e_replay_start must be at least 32 (one minibatch), got {s['e2e_replay_start']}")
-    if s["replay_capacity"] < 64:
-        raise UserError(f"--replay_capacity must be at least 64, got {s['replay_capacity']}")
-    threads = []
-    for item in (t.strip() for t in s["e2e_threads"].split(",") if t.strip()):
-        if item in ("auto", "default"):
-            threads.append(item)
-        elif item.isdigit() and int(item) > 0:
-            threads.append(int(item))
-        else:
-            raise UserError(f"--e2e_threads takes 'auto', 'default' or positive integers, got {item!r}")
-    if not threads:
-        raise UserError("--e2e_threads: give at least one thread count")
-    s["e2e_threads"] = threads
-    compile_cases = []
-    if s["compile"].strip().lower() != "none":
-        for name in (c.strip() for c in s["compile"].split(",") if c.strip()):
-            if name == "Dqn":
-                compile_cases.append(("Dqn", None))
-            elif name.startswith("Dsqn") and name[4:].isdigit() and int(name[4:]) > 0:
-                compile_cases.append(("Dsqn", int(name[4:])))
-            else:
-                raise UserError(f"--compile: cases are Dqn or Dsqn<T> (e.g. Dsqn8), or none; got {name!r}")
-    s["compile"] = compile_cases
+    if s["e2e_replay_start"] < 32 or s["replay_capacity"] < 64:
+        raise UserError("--e2e_replay_start must be at least 32 and --replay_capacity at least 64")
     if args.tag and not all(c.isalnum() or c in "-_" for c in args.tag):
         raise UserError(f"--tag may only hold letters, digits, - and _, got {args.tag!r}")
-    s["tag"] = args.tag
-    s["device"] = args.device
-    s["threads"] = args.threads
-    s["seed"] = args.seed
-    s["tiny"] = args.tiny
+    if args.original and not os.path.isdir(args.original):
+        raise UserError(f"--original {args.original} is not a folder (give a checkout of the original code)")
     return s
-
-
-class Progress:
-    def __init__(self):
-        self.started = time.perf_counter()
-
-    def __call__(self, message: str) -> None:
-        print(f"[bench {time.perf_counter() - self.started:6.1f} s] {message}", file=sys.stderr, flush=True)
-
-
-def act_inner(model: str, T: int | None, tiny: bool) -> int:
-    """Calls per act sample: enough that one sample lasts a few milliseconds."""
-    if model == "Dqn":
-        return 5 if tiny else 20
-    return max(1, (8 if tiny else 32) // T)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    s = resolve_settings(args)
+    if args.readme_table:
+        from bench.report import readme_table
 
+        with open(args.readme_table, encoding="utf-8") as f:
+            print(readme_table(json.load(f), os.path.relpath(args.readme_table, REPO_ROOT)))
+        return
     import torch
 
-    if s["threads"]:
-        torch.set_num_threads(s["threads"])
-    if s["device"] == "auto":
-        s["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    elif s["device"] == "cuda" and not torch.cuda.is_available():
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA device is available; use --device auto or cpu")
+    s = resolve_settings(args, device)
     output = os.path.abspath(args.output)
     if os.path.exists(output) and not os.path.isdir(output):
-        raise UserError(f"--output {args.output} is a file; give a directory")
+        raise UserError(f"--output {args.output} is a file; give a folder")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device == "cpu":
+        from utils.malloc import tune_glibc_malloc
 
-    import neural_network  # noqa: F401 - quiets torch's Triton notice before anything else imports SpikingJelly
-
+        tune_glibc_malloc()  # as run.py does on the CPU
+    import neural_network  # noqa: F401 - quiets torch's Triton notice before anything imports SpikingJelly
     from bench.machine import machine_info, report_stem
-    from bench.report import check_stats, render
+    from bench.report import render
+    from bench.timing import check_stats
 
-    progress = Progress()
-    info = machine_info(s["device"])
-    stem = report_stem(info) + (f"_{s['tag']}" if s["tag"] else "")
-    device = s["device"]
-    report = {
-        "command": "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "started": datetime.now().isoformat(timespec="seconds"),
-        "machine": info,
-        "settings": {k: v for k, v in s.items()},
-        "parts": {},
-    }
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        print(f"[bench {time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    info = machine_info(device)
+    stem = report_stem(info) + (f"_{args.tag}" if args.tag else "")
+    report = {"command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "started": datetime.now().isoformat(timespec="seconds"), "machine": info,
+              "settings": {**s, "device": device, "seed": args.seed, "tiny": args.tiny}, "parts": {}}
     progress(f"machine {stem}; parts {', '.join(s['parts'])}")
-    inner_by_case = {("Dqn" if T is None else f"Dsqn_T{T}"): act_inner("Dqn" if T is None else "Dsqn", T, s["tiny"])
-                     for T in [None, *s["T"], *(T for _, T in s["compile"] if T)]}
-    failed = []
-
-    def run_part(name, fn):
+    for name in s["parts"]:
+        if args.budget_s and time.perf_counter() - started > args.budget_s:
+            report["parts"][name] = {"skipped": f"--budget_s {args.budget_s} was spent before it started"}
+            continue
         progress(f"part {name} ...")
-        started = time.perf_counter()
+        part_started = time.perf_counter()
         try:
-            report["parts"][name] = fn()
-        except Exception:  # noqa: BLE001 - the report records it; the run goes on and exits non-zero at the end
+            deadline = started + args.budget_s if args.budget_s else None
+            report["parts"][name] = run_part(name, s, args, device, progress, deadline)
+        except Exception:  # noqa: BLE001 - recorded; the run goes on and exits non-zero at the end
             report["parts"][name] = {"error": traceback.format_exc()}
-            failed.append(name)
             progress(f"part {name} FAILED:\n{report['parts'][name]['error']}")
-        report["parts"][name]["seconds"] = time.perf_counter() - started
-        progress(f"part {name} done in {report['parts'][name]['seconds']:.1f} s")
-
-    if "env" in s["parts"]:
-        from bench.parts_env_replay import bench_env
-
-        run_part("env", lambda: bench_env([GAMES[g] for g in s["games"]], s["env_steps"], s["repeats"], s["seed"]))
-    if "replay" in s["parts"]:
-        from bench.parts_env_replay import bench_replay
-
-        run_part("replay", lambda: bench_replay(s["replay_capacity"], s["replay_appends"], s["repeats"],
-                                                seed=s["seed"]))
-    if "networks" in s["parts"]:
-        from bench.networks import bench_networks
-
-        run_part("networks", lambda: bench_networks(device, s["T"], s["repeats"], inner_by_case, seed=s["seed"],
-                                                    threads=s["threads"] or None, progress=progress))
-    if "end_to_end" in s["parts"]:
-        run_part("end_to_end", lambda: end_to_end_part(s, report, progress))
-    if "conversion" in s["parts"]:
-        from bench.conversion import bench_conversion
-
-        run_part("conversion", lambda: bench_conversion(s["conversion_T"], s["long_repeats"], device, s["seed"],
-                                                        progress))
-    if "candidates" in s["parts"]:
-        run_part("candidates", lambda: candidates_part(s, report, inner_by_case, progress))
-
-    paper = paper_run_estimate(report)
-    if paper is not None:
-        report["paper_run"] = paper
-    report["total_s"] = time.perf_counter() - progress.started
-    problems = check_stats(report)
-    report["stat_problems"] = problems
+        report["parts"][name]["seconds"] = time.perf_counter() - part_started
+        progress(f"part {name} done in {report['parts'][name]['seconds']:.0f} s")
+    report["total_s"] = time.perf_counter() - started
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["stat_problems"] = check_stats(report)
     os.makedirs(output, exist_ok=True)
     json_path, md_path = os.path.join(output, stem + ".json"), os.path.join(output, stem + ".md")
-    with open(json_path, "w") as f:
+    with open(json_path, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1, default=str)
         f.write("\n")
-    with open(md_path, "w") as f:
+    with open(md_path, "w", encoding="utf-8") as f:
         f.write(render(report))
-    progress(f"wrote {os.path.relpath(md_path)} and {os.path.relpath(json_path)} (total {report['total_s']:.0f} s)")
-    if failed or problems:
-        print(f"bench/run.py: error: part(s) failed: {', '.join(failed) or 'none'}; statistics problems: "
-              f"{'; '.join(problems) or 'none'} (see {os.path.relpath(md_path)})", file=sys.stderr)
+    progress(f"wrote {md_path} and {json_path}")
+    failed = [name for name, part in report["parts"].items() if "error" in part or part.get("errors")]
+    if failed or report["stat_problems"]:
+        print(f"bench/run.py: error: failures in {', '.join(failed) or 'no part'}; statistics problems: "
+              f"{'; '.join(report['stat_problems']) or 'none'} (see {md_path})", file=sys.stderr)
         sys.exit(1)
 
 
-def end_to_end_part(s: dict, report: dict, progress) -> dict:
-    from bench.end_to_end import GAME, bench_end_to_end, limits
-    from bench.networks import lookup
+def run_part(name: str, s: dict, args, device: str, progress, deadline: float | None) -> dict:
+    from bench import end_to_end, networks, parts
 
-    import torch
+    seed = args.seed
+    if name == "env":
+        return parts.bench_env(s["games"], s["repeats"], s["min_time"], seed)
+    if name == "replay":
+        return parts.bench_replay(s["replay_capacity"], s["repeats"], s["min_time"], seed=seed)
+    if name == "networks":
+        variants = networks.plan(device, s["T"], s["modes"], s["bf16"], s["compile_cases"])
+        return networks.bench_networks(variants, device, s["repeats"], s["min_time"], seed, progress, deadline)
+    if name == "conversion":
+        return parts.bench_conversion(s["conversion_T"], s["long_repeats"], s["agreement_T"], s["agreement_frames"],
+                                      device, seed, args.dqn_checkpoint)
+    if name == "bf16":
+        return parts.bf16_agreement(s["bf16_T"], s["bf16_frames"], device, seed, args.dsqn_checkpoint)
+    T = s["e2e_T"]
+    runs = [end_to_end.Run("Dqn", None), end_to_end.Run("Dsqn", T), end_to_end.Run("Dsqn", T, bf16=True)]
+    if device == "cuda":
+        runs += [end_to_end.Run("Dqn", None, "graphs"), end_to_end.Run("Dsqn", T, "graphs"),
+                 end_to_end.Run("Dsqn", T, "graphs", bf16=True)]
+    steps = {"Dqn": s["e2e_dqn_steps"], "Dsqn": s["e2e_dsqn_steps"]}
+    import shutil
+    import tempfile
 
-    cases = [("Dqn", None, s["e2e_dqn_steps"]), ("Dsqn", s["e2e_T"], s["e2e_dsqn_steps"])]
-    default = torch.get_num_threads()
-    threads: list[int] = []
-    for item in s["e2e_threads"]:
-        values = [default] if item == "default" else [default, 1] if item == "auto" else [item]
-        threads += [v for v in values if v not in threads]
-    if s["device"] != "cpu":
-        threads = [default]
-    out = bench_end_to_end(cases, s["long_repeats"], s["e2e_replay_start"], s["e2e_replay_capacity"], s["device"],
-                           s["seed"], threads, progress)
-    parts = report["parts"]
+    workdir = tempfile.mkdtemp(prefix="dsqn_original_")
     try:
-        env_us = parts["env"]["games"][GAME]["us_per_step"]["median"]
-        append_us = parts["replay"]["append_us"]["check_continuity"]["median"]
-        sample_us = parts["replay"]["sample_us"]["median"]
-        out["limits"] = {}
-        for model, T, _ in cases:
-            key = "Dqn" if model == "Dqn" else f"Dsqn_T{T}"
-            out["limits"][key] = limits(key, lookup(parts["networks"], key), env_us, append_us, sample_us)
-    except KeyError as error:  # a part it needs failed
-        out["limits_missing"] = f"a part the limits need is missing or failed: {error}"
-    return out
+        original, prepared = prepare_original(args, s, device, workdir, progress) if args.original else (None, {})
+        out = end_to_end.bench_end_to_end(runs, steps, s["long_repeats"], s["e2e_replay_start"],
+                                          s["e2e_replay_capacity"], device, seed, original, progress)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {**out, **prepared}
 
 
-def candidates_part(s: dict, report: dict, inner_by_case: dict, progress) -> dict:
-    from bench.candidates import bench_compile, bench_hot_loop, bench_malloc, bench_threads
+def prepare_original(args, s: dict, device: str, workdir: str, progress):
+    """The original code prepared once (bench/original.py) in ``workdir`` and a callable timing one run of it."""
+    from bench.original import Original
 
-    out = {}
-    device = s["device"]
-    cases = [("Dqn", None)] + [("Dsqn", T) for T in s["T"]]
-    if s["compile"]:
-        try:
-            out["compile"] = bench_compile(s["compile"], device, s["repeats"], inner_by_case, s["seed"],
-                                           s["threads"] or None, s["long_repeats"], progress)
-        except Exception:  # noqa: BLE001
-            out["compile"] = {"error": traceback.format_exc()}
-    if device == "cpu" and sys.platform.startswith("linux"):
-        try:
-            learn = dict(model="Dsqn", T=s["e2e_T"], steps=s["e2e_dsqn_steps"], replay_start_size=s["e2e_replay_start"],
-                         replay_capacity=s["e2e_replay_capacity"])
-            out["malloc"] = bench_malloc(cases, device, s["long_repeats"], s["seed"], s["threads"] or None, progress,
-                                         learn)
-        except Exception:  # noqa: BLE001
-            out["malloc"] = {"error": traceback.format_exc()}
-    if device == "cpu":
-        update_cases = [c for c in cases if c[1] is None or (c[1] <= 8 and not s["tiny"])]
-        out["threads"] = bench_threads(cases, device, s["repeats"], inner_by_case, update_cases, s["seed"], progress)
-    out["hot_loop"] = bench_hot_loop(device, s["repeats"], 20 if s["tiny"] else 500, s["T"][0], s["seed"])
-    e2e = report["parts"].get("end_to_end", {}).get("runs")
-    if e2e:
-        us = out["hot_loop"]["per_call_us"]
-        per_step = us["tqdm_update"]["median"] + us["epsilon_and_rng"]["median"] + \
-            (us["add_scalar_with_item"]["median"] + us["batch_to_device"]["median"]) / 4
-        shares = {case: 100 * per_step / (run["ms_per_step"]["median"] * 1e3) for case, run in e2e.items()}
-        out["hot_loop"]["per_step_overhead"] = {
-            "us": per_step, "percent_of_step": shares,
-            "text": f"Together tqdm + epsilon every step and add_scalar(loss.item()) + batch copies every 4th step "
-                    f"cost {per_step:.1f} µs per learning step: "
-                    + ", ".join(f"{v:.2f} % of a {k} step" for k, v in shares.items()) + ".",
-        }
-    out["summary"] = verdicts(out, report)
-    return out
+    try:
+        original = Original(args.original, workdir, sys.executable, device, args.original_wheels,
+                            args.original_torch)
+        original.prepare(log=lambda line: progress(f"original: {line}"))
+    except Exception as error:  # noqa: BLE001 - reported beside our figures
+        return None, {"original_error": f"{type(error).__name__}: {error}"}
+    info = {}
 
+    def one_run() -> float:
+        import torch
 
-def verdicts(cand: dict, report: dict) -> list[str]:
-    """One line per candidate: what it buys on this machine."""
-    from bench.report import duration, fmt
-    lines = []
-    e2e = report["parts"].get("end_to_end", {}).get("runs", {})
-    for c in cand.get("compile", {}).get("cases", []):
-        if "error" in c:
-            lines.append(f"torch.compile {c['case']}: failed ({c['error'].strip().splitlines()[-1]})")
-            continue
-        for what in ("act", "update"):
-            w = c[what]
-            speed = w["speedup"]["value"]["median"]
-            be = w["break_even_calls"]
-            if be is None:
-                lines.append(f"torch.compile {c['case']} {what}: no gain ({speed:.2f}× eager), compile "
-                             f"{w['compile_s']:.0f} s: not worth it")
-            else:
-                steps = be * (4 if what == "update" else 1 / 0.9)
-                lines.append(f"torch.compile {c['case']} {what}: {speed:.2f}× faster after a {w['compile_s']:.0f} s "
-                             f"cold compile; pays off after {be:,.0f} calls (≈ {steps:,.0f} learning steps at ε 0.1)")
-    malloc = cand.get("malloc", {})
-    for e in malloc.get("update", []):
-        lines.append(f"glibc malloc tuned ({e['case']} update): {e['speedup']['value']['median']:.2f}× faster "
-                     f"({fmt_ms(e['default_ms'])} -> {fmt_ms(e['tuned_ms'])} ms)")
-    if "learn" in malloc:
-        e = malloc["learn"]
-        rate = e["tuned_steps_per_s"]["median"]
-        lines.append(f"glibc malloc tuned ({e['case']} Agent.learn, separate processes): "
-                     f"{e['speedup']['value']['median']:.2f}× faster ({fmt(e['default_steps_per_s']['median'])} -> "
-                     f"{fmt(rate)} learning steps/s; 50M steps: {duration(PAPER_STEPS / rate)})")
-    if "peak_rss_mb" in malloc:
-        rss = malloc["peak_rss_mb"]
-        lines.append(f"glibc malloc tuned: peak resident memory {rss['default']:,.0f} MB -> {rss['tuned']:,.0f} MB")
-    threads = cand.get("threads", {})
-    for what in ("act", "update"):
-        for e in threads.get(what, []):
-            r = e["ratio"]["value"]["median"]
-            verdict = "1 thread is faster" if r < 0.95 else ("no clear difference" if r <= 1.05 else
-                                                             "the default thread count is faster")
-            lines.append(f"threads {e['case']} {what}: 1 thread takes {r:.2f}× the time of "
-                         f"{threads['default_threads']} threads: {verdict}")
-    overhead = cand.get("hot_loop", {}).get("per_step_overhead")
-    if overhead:
-        lines.append(overhead["text"])
-    replay = report["parts"].get("replay", {})
-    if "append_ratio" in replay:
-        diff = replay["append_us"]["check_continuity"]["median"] - replay["append_us"]["no_check"]["median"]
-        text = f"replay continuity check: append {replay['append_ratio']['value']['median']:.2f}× slower with it " \
-               f"(+{diff:.1f} µs per step)"
-        if e2e:
-            text += "; " + ", ".join(f"{100 * diff / (run['ms_per_step']['median'] * 1e3):.2f} % of a {k} step"
-                                     for k, run in e2e.items())
-        lines.append(text)
-    networks = report["parts"].get("networks", {})
-    for e in networks.get("results", []):
-        r = e["act_overhead"]["value"]
-        extra = e["act_ms"]["median"] - e["forward_ms"]["median"]
-        text = (f"{r['median']:.2f}× (+{extra * 1e3:.0f} µs per greedy step)" if r["min"] > 1 and extra > 0
-                else f"{r['median']:.2f}× ({r['min']:.2f}–{r['max']:.2f}): within the noise")
-        lines.append(f"Agent.act around the bare forward ({e['case']}: numpy -> tensor, host <-> device, argmax): "
-                     + text)
-    return lines
+        result = original.run(s["e2e_T"], s["e2e_dsqn_steps"], s["e2e_replay_start"], 1, args.seed,
+                              torch.get_num_threads())
+        info.update({k: v for k, v in result.items() if k != "seconds_per_step"})
+        return result["seconds_per_step"][0]
 
-
-def fmt_ms(s: dict) -> str:
-    from bench.report import fmt
-
-    return fmt(s["median"])
-
-
-def paper_run_estimate(report: dict) -> dict | None:
-    """Days for 50M learning steps at the measured end-to-end rates (and what evaluation adds)."""
-    e2e = report["parts"].get("end_to_end", {}).get("runs")
-    networks = report["parts"].get("networks")
-    env = report["parts"].get("env", {}).get("games", {}).get("BreakoutNoFrameskip-v4")
-    if not e2e or not networks or "results" not in networks or env is None:
-        return None
-    from bench.networks import lookup
-    from bench.report import duration
-
-    rows = []
-    eval_lines = []
-    env_s = env["us_per_step"]["median"] / 1e6
-    eval_steps = 201 * 30 * 1000
-    for case, run in e2e.items():
-        rate = run["steps_per_s"]["median"]
-        seconds = PAPER_STEPS / rate
-        rows.append({"case": case, "steps": PAPER_STEPS, "steps_per_s": rate, "seconds": seconds})
-        if case != run["case"]:
-            continue  # evaluation figures for the default thread count only
-        act_s = lookup(networks, case)["act_ms"]["median"] / 1e3
-        per_eval_step = env_s + 0.95 * act_s
-        eval_lines.append(f"{case}: {eval_steps:,} × ({env_s * 1e3:.2f} ms env + 0.95 × {act_s * 1e3:.2f} ms act) "
-                          f"= {duration(eval_steps * per_eval_step)}")
-    return {
-        "rows": rows,
-        "assumptions": "Training loop only: 50,000,000 learning steps (one game) at the median end-to-end rate "
-                       "measured above (ε = 0.1, the value for 98 % of the run; the first 1M steps act randomly "
-                       "more often and run faster); the 50,000-step exploration phase (env + append, seconds to "
-                       "minutes) and the target copies every 10,000 steps are negligible.",
-        "evaluation": "Evaluation comes on top: 201 evaluations (every 250,000 steps, step 0 included) × 30 games. "
-                      "For every 1,000 agent steps per evaluation game on average (a game is capped at 18,000) it "
-                      "adds 201 × 30 × 1,000 = 6,030,000 steps at ε = 0.05: " + "; ".join(eval_lines) + ".",
-    }
+    return (f"original Dsqn_T{s['e2e_T']}", one_run), {"original": info,
+                                                         "original_checkout": os.path.abspath(args.original)}
 
 
 if __name__ == "__main__":

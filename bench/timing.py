@@ -1,19 +1,21 @@
-"""Interleaved timing: every figure is a median over repeats with its min and max, and every comparison is a
-ratio of two variants measured in the same rounds (A, B, A, B, ... never all A then all B).
+"""Interleaved timing with torch.utils.benchmark: every figure is a median over rounds with its min and max, and
+every comparison is a ratio of two variants timed in the same rounds (A, B, A, B, ...; the order rotates each
+round, so a slow spell of a shared machine hits all variants alike).
 
-A *sample* is the mean wall time of ``inner`` back-to-back calls of one variant (``inner`` > 1 for calls of a
-few microseconds or milliseconds, so that the timer's resolution and one-off hiccups matter less). One *round*
-takes one sample of every variant, in an order that rotates from round to round, so a slow spell of the shared
-machine hits all variants alike.
+A sample is one ``torch.utils.benchmark.Timer.blocked_autorange(min_run_time)`` of a variant: the median time per
+call over blocks of back-to-back calls (Timer sizes the blocks, after its own warm-up calls, and synchronises CUDA
+around them), at torch's thread count of the moment. Each variant is called once, untimed, before the rounds.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
+from torch.utils.benchmark import Timer
 
 
 def stat(values: Sequence[float], unit: str, scale: float = 1.0) -> dict:
@@ -21,83 +23,57 @@ def stat(values: Sequence[float], unit: str, scale: float = 1.0) -> dict:
     scaled = [float(v) * scale for v in values]
     if not scaled:
         raise ValueError("no values to summarise")
-    return {"median": statistics.median(scaled), "min": min(scaled), "max": max(scaled), "n": len(scaled),
-            "unit": unit}
+    return {"median": statistics.median(scaled), "min": min(scaled), "max": max(scaled), "n": len(scaled), "unit": unit}
 
 
-def inverse_stat(values: Sequence[float], unit: str, scale: float = 1.0) -> dict:
-    """The statistic of ``scale / v`` (e.g. steps per second from seconds per step)."""
-    return stat([scale / v for v in values], unit)
+def rate_stat(seconds: Sequence[float], unit: str) -> dict:
+    """The statistic of 1 / seconds (e.g. steps per second from seconds per step)."""
+    return stat([1.0 / s for s in seconds], unit)
 
 
 def ratio_stat(numerators: Sequence[float], denominators: Sequence[float]) -> dict:
-    """Per-round ratios numerator / denominator of paired, interleaved samples: median, min, max."""
+    """Per-round ratios of paired, interleaved samples: median, min, max."""
     if len(numerators) != len(denominators):
         raise ValueError("ratio of unpaired samples")
     return stat([a / b for a, b in zip(numerators, denominators)], "x")
 
 
-def synchronize(device: torch.device | str | None) -> None:
-    if device is not None and torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+def timer(fn: Callable[[], object]) -> Timer:
+    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
 
 
-def time_calls(fn: Callable[[], object], inner: int = 1, device=None) -> float:
-    """Seconds per call: the mean over ``inner`` back-to-back calls (the device synchronised around them)."""
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - started) / inner
-
-
-def interleave(
-    variants: Mapping[str, Callable[[], object]],
-    repeats: int,
-    inner: int | Mapping[str, int] = 1,
-    warmup: int = 1,
-    device=None,
-    between: Callable[[str], None] | None = None,
-) -> dict[str, list[float]]:
+def interleave(variants: Mapping[str, Callable[[], object]], repeats: int, min_time: float = 0.05,
+               between: Callable[[str], None] | None = None) -> dict[str, list[float]]:
     """Time every variant ``repeats`` times, round-robin; returns {name: [seconds per call, one per round]}.
 
-    ``warmup`` untimed calls of each variant come first (also round-robin). ``between(name)`` is called before
-    each sample of ``name`` (untimed), e.g. to switch the number of threads.
-    """
+    ``between(name)`` runs (untimed) before each call or sample of ``name``, e.g. to select its neuron kernel."""
     names = list(variants)
-    inners = {n: (inner[n] if isinstance(inner, Mapping) else inner) for n in names}
-    for _ in range(warmup):
-        for name in names:
-            if between is not None:
-                between(name)
-            variants[name]()
-    samples: dict[str, list[float]] = {n: [] for n in names}
+    for name in names:
+        if between is not None:
+            between(name)
+        variants[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             if between is not None:
                 between(name)
-            samples[name].append(time_calls(variants[name], inners[name], device))
+            samples[name].append(timer(variants[name]).blocked_autorange(min_run_time=min_time).median)
     return samples
 
 
-def break_even_calls(first_call_s: float, eager_s: float, compiled_s: float) -> float | None:
-    """Calls after which a variant with a one-off cost (its first call) has paid for itself; None if never."""
-    saving = eager_s - compiled_s
-    if saving <= 0:
-        return None
-    extra = max(first_call_s - eager_s, 0.0)
-    return extra / saving
-
-
-def is_stat(value) -> bool:
-    return isinstance(value, Mapping) and {"median", "min", "max"} <= set(value)
+def first_call(fn: Callable[[], object]) -> tuple[float, object]:
+    """Seconds of one call (e.g. the one that compiles), CUDA synchronised, and what it returned."""
+    started = time.perf_counter()
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - started, result
 
 
 def walk_stats(obj, path: str = ""):
     """Yield (path, stat) for every statistic nested anywhere in a report."""
-    if is_stat(obj):
+    if isinstance(obj, Mapping) and {"median", "min", "max"} <= set(obj):
         yield path, obj
     elif isinstance(obj, Mapping):
         for key, value in obj.items():
@@ -105,3 +81,14 @@ def walk_stats(obj, path: str = ""):
     elif isinstance(obj, list):
         for index, value in enumerate(obj):
             yield from walk_stats(value, f"{path}[{index}]")
+
+
+def check_stats(report: dict) -> list[str]:
+    """Problems with the statistics of a report (non-finite values, a median outside [min, max])."""
+    problems = []
+    for path, s in walk_stats(report):
+        if not all(math.isfinite(s[k]) for k in ("median", "min", "max")):
+            problems.append(f"{path}: non-finite {s}")
+        elif not s["min"] <= s["median"] <= s["max"]:
+            problems.append(f"{path}: median outside [min, max]: {s}")
+    return problems
