@@ -51,12 +51,17 @@ def _layer_state(layer: gym.Env) -> dict:
     raise TypeError(f"cannot save the state of the env layer {type(layer).__name__}")
 
 
+def _array(value) -> np.ndarray:
+    """A saved array as numpy (a loaded state holds torch tensors)."""
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+
 def _restore_layer(layer: gym.Env, state: dict) -> None:
     if hasattr(layer, "set_state"):
         layer.set_state(state)
     elif isinstance(layer, FrameStackObservation):
-        layer.padding_value = np.array(state["padding"])
-        layer.obs_queue = deque(list(np.array(state["frames"])), maxlen=layer.stack_size)
+        layer.padding_value = _array(state["padding"]).copy()
+        layer.obs_queue = deque(list(_array(state["frames"]).copy()), maxlen=layer.stack_size)
     elif isinstance(layer, TimeLimit):
         layer._elapsed_steps = state["elapsed_steps"]
     elif isinstance(layer, OrderEnforcing):

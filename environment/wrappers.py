@@ -82,7 +82,8 @@ class MaxAndSkipEnv(gym.Wrapper):
         return {"buffer": self._obs_buffer.copy()}
 
     def set_state(self, state: dict) -> None:
-        self._obs_buffer[...] = np.asarray(state["buffer"])
+        buffer = state["buffer"]
+        self._obs_buffer[...] = buffer.numpy() if hasattr(buffer, "numpy") else buffer
 
 
 class EpisodicLifeEnv(gym.Wrapper):

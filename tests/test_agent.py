@@ -124,7 +124,8 @@ def one_line_error(capsys, argv: list[str], *fragments: str, status: int = 2) ->
         run_py.cli(argv)
     assert exit_info.value.code == status
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
+    # The progress bar (tqdm, redrawn with carriage returns) may stand before the error: it is not an error line.
+    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not re.search(r"\d+/\d+ \[", line)]
     assert len(lines) == 1 and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in lines[0], lines[0]

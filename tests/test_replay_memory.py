@@ -310,3 +310,35 @@ def test_too_large_uses_available_memory(monkeypatch):
         ReplayMemory(capacity=1000)  # ~7 MB > 1 MB
     ReplayMemory(capacity=100)  # ~0.7 MB fits
     ReplayMemory(capacity=1000, check_memory=False)
+
+
+def test_memory_mapped_memory_goes_back_to_its_checkpoint_with_the_undo_journal(tmp_path):
+    """A checkpoint of a memory-mapped memory is a flush and its metadata; after more appends that overwrite frames
+    (the ring wraps), the undo journal and the metadata give back exactly the memory of the checkpoint, and the
+    same appends then give exactly the same memory as before."""
+    frames = str(tmp_path / "frames.u8")
+    mem = ReplayMemory(capacity=50, seed=0, frames_file=frames, frame_headroom=0.1)
+    records = feed(mem, [40, 25, 60])  # 125 appends: the ring has wrapped
+    mem.flush()
+    checkpoint = mem.state_dict()
+    mem.start_journal(str(tmp_path / "undo.bin"))
+    at_checkpoint = mem._gather(valid_numbers(mem))
+    more = feed(mem, [33, 20], rng=np.random.default_rng(1))  # overwrites frames the checkpoint still needs
+    after = [mem._gather(valid_numbers(mem)), mem.state_dict()]
+    mem.close_journal()
+    del mem
+
+    reopened = ReplayMemory(capacity=50, seed=5, frames_file=frames, frame_headroom=0.1)
+    assert reopened.undo(str(tmp_path / "undo.bin")) > 0
+    reopened.load_state_dict(checkpoint)
+    for ours, theirs in zip(reopened._gather(valid_numbers(reopened)), at_checkpoint):
+        np.testing.assert_array_equal(ours, theirs)
+    check_all_sampleable(reopened, records)
+    # The same appends again: the same memory, and the same samples from the restored generator.
+    feed(reopened, [33, 20], rng=np.random.default_rng(1))
+    for ours, theirs in zip(reopened._gather(valid_numbers(reopened)), after[0]):
+        np.testing.assert_array_equal(ours, theirs)
+    state = reopened.state_dict()
+    assert all(torch.equal(state[k], after[1][k]) if isinstance(state[k], torch.Tensor) else state[k] == after[1][k]
+               for k in state)
+    assert len(more) == 53
