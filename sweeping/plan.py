@@ -1,0 +1,138 @@
+"""The grid as a list of runs, each with its deterministic folder name and the exact program options.
+
+A training run is ``run.py --model M --env_id G --seed S [--double] <grid run_options> <model_options[M]>
+<words after -->`` in the folder ``<Model>_<env id>_seed<S>`` (Model with the Double prefix); a conversion run is
+``convert.py --model <that Dqn run folder> --seed S <convert_options>`` in ``ConvSNN_<env id>_T<time>_seed<S>``.
+The options are checked here, before anything starts, with run.py's and convert.py's own parsers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import asdict, dataclass, field
+
+from plotting.common import DOUBLE
+from sweeping.options import SweepOptions, expand_games
+from utils.cli import UserError
+from utils.runs import read_status
+
+#: Options the sweep sets itself for every training / conversion run.
+RUN_SET = ("model", "env_id", "seed", "double", "method", "model_path", "output_dir", "run_name", "resume", "gpu")
+CONVERT_SET = ("model", "game", "seed", "output_dir", "run_name", "gpu")
+
+
+@dataclass
+class RunSpec:
+    name: str
+    kind: str  # train | convert
+    model: str  # Dqn, DoubleDsqn, ... or ConvSNN
+    env_id: str
+    seed: int
+    words: list[str]  # the program's options, without --output_dir / --run_name / --resume
+    after: str | None = None  # a conversion: the name of the Dqn run it converts
+    config: dict = field(default_factory=dict)  # every option's value (progress and cost estimates)
+
+    @property
+    def program(self) -> str:
+        return "run.py" if self.kind == "train" else "conversion_based_snn/convert.py"
+
+    def command(self) -> str:
+        """The equivalent command by hand (from the repository, writing into runs/)."""
+        model = ["--model", f"runs/{self.after}"] if self.after else []
+        return shlex.join(["python", self.program, *model, *self.words, "--run_name", self.name])
+
+
+def _parse(parser, words: list[str], what: str) -> dict:
+    def error(message: str):
+        raise UserError(f"{what}: {message}")
+
+    parser.error = error  # one line, naming the runs it is about
+    return vars(parser.parse_args(words))
+
+
+def _run_parser():
+    import run
+
+    return run.build_parser()
+
+
+def _convert_parser():
+    from conversion_based_snn import convert
+
+    return convert.build_parser()
+
+
+def build_plan(options: SweepOptions, run_words: list[str]) -> list[RunSpec]:
+    """Every run of the grid, training runs first (games x models x seeds), then the conversions."""
+    from agent.config import Config
+    from conversion_based_snn.convert import ConvertConfig
+
+    games = expand_games(options.games)
+    shared_words = [*options.grid_run_words, *run_words]
+    for name in _parse(_run_parser(), shared_words, "run.py options"):
+        if name in RUN_SET:
+            raise UserError(f"run.py option --{name} is set by the sweep for each run; leave it out (games, models "
+                            "and seeds: --games, --models, --seeds)")
+    specs, configs = [], {}
+    for model in options.models:
+        base, double = (model[len(DOUBLE):], True) if model.startswith(DOUBLE) else (model, False)
+        words = [*options.grid_run_words, *options.model_words.get(model, []), *run_words]
+        given = _parse(_run_parser(), words, f"run.py options of {model}")
+        if set(given) & set(RUN_SET):
+            raise UserError(f"model_options of {model}: --{sorted(set(given) & set(RUN_SET))[0]} is set by the sweep")
+        configs[model] = Config(**{**given, "model": base, "double": double}).to_dict()
+        for env_id in games:
+            for seed in options.seeds:
+                head = ["--model", base, "--env_id", env_id, "--seed", str(seed), *(["--double"] if double else [])]
+                specs.append(RunSpec(f"{model}_{env_id}_seed{seed}", "train", model, env_id, seed, [*head, *words],
+                                     config={**configs[model], "env_id": env_id, "seed": seed}))
+    specs.sort(key=lambda s: (s.seed, options.models.index(s.model), games.index(s.env_id)))
+    specs += conversions(options, games, specs, ConvertConfig)
+    return specs
+
+
+def conversions(options: SweepOptions, games: list[str], train: list[RunSpec], convert_config) -> list[RunSpec]:
+    if not options.convert:
+        return []
+    words = shlex.split(options.convert_options)
+    given = _parse(_convert_parser(), words, "--convert_options")
+    taken = sorted(set(given) & set(CONVERT_SET))
+    if taken:
+        raise UserError(f"--convert_options: --{taken[0]} is set by the sweep for each conversion; leave it out")
+    config = {**asdict(convert_config()), **given}
+    wanted = games if any(g.lower() == "all" for g in options.convert) else expand_games(options.convert)
+    outside = [g for g in wanted if g not in games]
+    if outside:
+        raise UserError(f"--convert {outside[0]}: that game is not in the grid's --games")
+    return [RunSpec(f"ConvSNN_{s.env_id}_T{config['time']}_seed{s.seed}", "convert", "ConvSNN", s.env_id, s.seed,
+                    [*words, "--seed", str(s.seed)], after=s.name, config={**config, "seed": s.seed})
+            for s in train if s.model == "Dqn" and s.env_id in wanted]
+
+
+def check_existing(specs: list[RunSpec], runs_dir: str) -> None:
+    """Refuse a grid whose options differ from those an existing run folder of the same name was made with (except
+    the options a resume may change, such as a larger --timestep_num): its results would be mixed in."""
+    from agent.config import RESUMABLE_OVERRIDES
+
+    free = {"output_dir", "run_name", "resume", "model_path", "program", "command", "n_actions", "git", "gpu",
+            *RESUMABLE_OVERRIDES}
+    for spec in specs:
+        path = os.path.join(runs_dir, spec.name, "config.json")
+        try:
+            with open(path, encoding="utf-8") as file:
+                saved = json.load(file)
+        except (OSError, ValueError):
+            continue
+        if spec.kind == "convert":
+            status = read_status(os.path.join(runs_dir, spec.name)) or {}
+            if status.get("status") != "finished":
+                continue  # an unfinished conversion is made again with the new options
+            free_here = {"model", "output_dir", "run_name", "device", "gpu", "program", "command", "epsilon"}
+        else:
+            free_here = free
+        for key, value in spec.config.items():
+            if key not in free_here and key in saved and saved[key] != value:
+                raise UserError(f"{os.path.dirname(path)} was made with --{key} {saved[key]}, the grid asks for "
+                                f"--{key} {value}: use another --sweep_dir, or delete that run folder to make it again")

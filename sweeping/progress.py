@@ -1,0 +1,149 @@
+"""Progress: what a running run is doing (read on its node from status.json, run.log and the program's own
+progress bar), the board that carries it to the driver, and the table the driver shows."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from sweeping.packing import read_json
+
+_BAR = re.compile(r"([A-Za-z][\w ]*?):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]")
+_RATE = re.compile(r"([\d.]+)\s*(?:([A-Za-z]+)/s|s/([A-Za-z]+))")
+_EVAL = re.compile(r"timestep: (\d+)\s+average_score: ([-+\w.]+)")
+
+
+def _tail(path: str, size: int = 16384) -> str:
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(0, os.path.getsize(path) - size))
+            return file.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def parse_bar(text: str) -> dict:
+    """The last state of a tqdm bar in a program's output: phase, n, total and rate (per second)."""
+    for segment in reversed(re.split(r"[\r\n]", text)):
+        match = _BAR.search(segment)
+        if not match:
+            continue
+        phase, n, total, inside = match.groups()
+        info = {"phase": phase.strip(), "n": int(n), "total": int(total)}
+        rate = _RATE.search(inside)
+        if rate:
+            value = float(rate.group(1))
+            info["rate"] = value if rate.group(2) else (1.0 / value if value else None)
+        return info
+    return {}
+
+
+def read_progress(folder: str, output_log: str) -> dict:
+    """Progress of a run folder: its status.json (status, learning step, best score), the last evaluation line of
+    its run.log and the program's progress bar in its output."""
+    info = parse_bar(_tail(output_log, 4096))
+    status = read_json(os.path.join(folder, "status.json")) or {}
+    for key in ("status", "timestep", "best_score"):
+        if status.get(key) is not None:
+            info[key] = status[key]
+    evaluations = _EVAL.findall(_tail(os.path.join(folder, "run.log")))
+    if evaluations:
+        info["eval_step"], info["last_eval"] = int(evaluations[-1][0]), evaluations[-1][1]
+    return info
+
+
+def make_board():
+    """A Ray actor (no CPU) that holds the last report of every run."""
+    import ray
+
+    @ray.remote(num_cpus=0, max_restarts=-1)
+    class Board:
+        def __init__(self):
+            self.reports: dict[str, dict] = {}
+
+        def update(self, name: str, info: dict) -> None:
+            self.reports[name] = {**self.reports.get(name, {}), **info, "seen": time.time()}
+
+        def snapshot(self) -> dict:
+            return self.reports
+
+    return Board.remote()
+
+
+# -- the table --------------------------------------------------------------------------------------------------------
+
+
+def hms(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    text = f"{rest // 3600:d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}d {text}" if days else text
+
+
+def remaining_seconds(report: dict) -> float | None:
+    if report.get("rate") and report.get("total") is not None and report.get("n") is not None:
+        return max(0, report["total"] - report["n"]) / report["rate"]
+    return None
+
+
+def grid_eta(running: list[dict], queued_seconds: list[float]) -> float | None:
+    """Seconds until the grid is done: the work left (running runs' remaining time at their current rate, queued
+    runs' expected time) spread over as many slots as run now, but never less than the longest running run."""
+    left = [remaining_seconds(r) for r in running]
+    if any(x is None for x in left) or any(x is None for x in queued_seconds):
+        return None
+    slots = max(1, len(running))
+    return max([*left, (sum(left) + sum(queued_seconds)) / slots]) if left or queued_seconds else 0.0
+
+
+def table(rows: list[dict], counts: dict, eta: float | None, limit: int = 40) -> list[str]:
+    """The lines of the progress table: a header with the counts and the ETA, then one line per running, failed
+    and recently finished run (up to ``limit`` lines)."""
+    head = "  ".join(f"{k} {v}" for k, v in counts.items()) + f"  | grid ETA ~{hms(eta)}"
+    if not rows:
+        return [head]
+    lines = [head, f"{'run':<44} {'state':<8} {'try':>3} {'node':<10} {'phase':<10} {'step':>17} {'steps/s':>8} "
+                   f"{'last eval':>10} {'best':>8} {'left':>9}"]
+    for row in rows[:limit]:
+        report = row.get("report") or {}
+        step = f"{report['n']}/{report['total']}" if report.get("n") is not None else ""
+        rate = f"{report['rate']:.2f}" if report.get("rate") else ""
+        best = report.get("best_score")
+        lines.append(f"{row['name'][:44]:<44} {row['state']:<8} {row.get('attempt', ''):>3} "
+                     f"{str(report.get('host') or '')[:10]:<10} {str(report.get('phase') or '')[:10]:<10} "
+                     f"{step:>17} {rate:>8} {str(report.get('last_eval') or ''):>10} "
+                     f"{'' if best is None else format(best, '.6g'):>8} "
+                     f"{hms(remaining_seconds(report)) if row['state'] == 'running' else '':>9}")
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more")
+    return lines
+
+
+class Screen:
+    """On a terminal: the table redrawn in place, with messages (retries, failures) printed above it. Elsewhere (a
+    log file): the messages, and the header line when the counts change or every ``quiet_s`` seconds."""
+
+    def __init__(self, stream, quiet_s: float = 60.0):
+        self.stream, self.quiet_s = stream, quiet_s
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.drawn, self.last_head, self.last_time = 0, None, 0.0
+
+    def show(self, lines: list[str], messages: list[str] = (), final: bool = False) -> None:
+        stamp = time.strftime("%H:%M:%S ")
+        if self.tty:
+            if self.drawn:
+                self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
+            self.stream.write("".join(stamp + m + "\n" for m in messages) + "\n".join(lines) + "\n")
+            self.drawn = len(lines)
+        else:
+            self.stream.write("".join(stamp + m + "\n" for m in messages))
+            counts = lines[0].split("|")[0]
+            if final:
+                self.stream.write("\n".join(lines) + "\n")
+            elif counts != self.last_head or time.time() - self.last_time >= self.quiet_s:
+                self.stream.write(stamp + lines[0] + "\n")
+                self.last_head, self.last_time = counts, time.time()
+        self.stream.flush()

@@ -1,0 +1,250 @@
+"""sweep.py on real Ray with real tiny runs of run.py and convert.py.
+
+* a local Ray (2 CPUs): 2 games x {Dqn, Dsqn} x seed 0 and the conversion of one Dqn run end with every run folder
+  and plot.py's scores table; the same run launched by hand gives the same network and evaluations;
+* a two-node cluster on this machine (ray.cluster_utils.Cluster) whose nodes write into node-local folders of their
+  own (--results return): the runs spread over both nodes and every run folder reaches the driver;
+* on that cluster, a worker killed mid-run: its run is resumed (run.py --resume) and finishes, while a run with a
+  bad option fails once and is reported; starting the finished sweep again runs nothing;
+* mistakes in the options: one line on stderr, exit status 2, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import REPO_ROOT, TINY_LEARN, run_program
+
+GAME = "BreakoutNoFrameskip-v4"
+# TINY_LEARN cut further (4 learning steps, minibatches of 8, T = 2); the sweep sets --seed itself.
+_PAIRS = {**dict(zip(TINY_LEARN[::2], TINY_LEARN[1::2])), "--timestep_num": "4", "--replay_start_size": "8",
+          "--eval_freq": "4", "--max_episode_step": "10", "--replay_memory_size": "100", "--T": "2",
+          "--minibatch_size": "8"}
+TINY = [word for key, value in _PAIRS.items() if key != "--seed" for word in (key, value)]
+CONVERT = "--episode 1 --time 4 --norm_examples 10 --max_episode_step 300 --device cpu"
+PLOT = "--bootstrap_samples 50"
+
+
+def sweep(sweep_dir, *options: str, run_words=TINY, timeout: int = 300) -> subprocess.CompletedProcess:
+    return run_program(["sweep.py", *options, "--sweep_dir", str(sweep_dir), "--plot_options", PLOT, "--",
+                        *run_words], timeout=timeout)
+
+
+def status(run_dir) -> dict:
+    with open(os.path.join(run_dir, "status.json"), encoding="utf-8") as file:
+        return json.load(file)
+
+
+def sweep_state(sweep_dir) -> dict:
+    with open(os.path.join(sweep_dir, "sweep.json"), encoding="utf-8") as file:
+        return json.load(file)["runs"]
+
+
+def evaluation_lines(run_dir) -> list[str]:
+    with open(os.path.join(run_dir, "run.log"), encoding="utf-8") as file:
+        return [line.split("| INFO | ")[1] for line in file if "\taverage_score: " in line]
+
+
+# -- a local Ray on 2 CPUs ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_grid(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("local") / "sweep"
+    process = sweep(sweep_dir, "--games", "Breakout", "Pong", "--models", "Dqn", "Dsqn", "--seeds", "0",
+                    "--convert", "Breakout", "--convert_options", CONVERT, "--num_cpus", "2",
+                    "--object_store_mb", "100")
+    return sweep_dir, process
+
+
+def test_local_grid_ends_with_every_run_and_the_scores_table(local_grid):
+    sweep_dir, process = local_grid
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    runs = sorted(os.listdir(sweep_dir / "runs"))
+    assert runs == ["ConvSNN_BreakoutNoFrameskip-v4_T4_seed0", "Dqn_BreakoutNoFrameskip-v4_seed0",
+                    "Dqn_PongNoFrameskip-v4_seed0", "Dsqn_BreakoutNoFrameskip-v4_seed0",
+                    "Dsqn_PongNoFrameskip-v4_seed0"]
+    assert all(status(sweep_dir / "runs" / name)["status"] == "finished" for name in runs)
+    scores = (sweep_dir / "figures" / "scores.md").read_text()
+    assert "Breakout" in scores and "Pong" in scores and "DSQN" in scores
+    assert "scores.md" in process.stdout and "5 of 5 runs finished" in process.stdout
+    conversion = json.loads((sweep_dir / "runs" / runs[0] / "config.json").read_text())
+    assert conversion["seed"] == 0 and conversion["model"].endswith("Dqn_BreakoutNoFrameskip-v4_seed0/best.pkl")
+
+
+def test_a_run_by_hand_gives_the_same_result_as_in_the_sweep(local_grid, tmp_path):
+    import torch
+
+    sweep_dir, _ = local_grid
+    name = "Dsqn_BreakoutNoFrameskip-v4_seed0"
+    words = sweep_state(sweep_dir)[name]["words"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    by_hand = subprocess.run([sys.executable, "run.py", *words, "--output_dir", str(tmp_path), "--run_name", name],
+                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert by_hand.returncode == 0, by_hand.stderr[-2000:]
+    mine, theirs = tmp_path / name, sweep_dir / "runs" / name
+    assert evaluation_lines(mine) == evaluation_lines(theirs) and evaluation_lines(mine)
+    a, b = (torch.load(d / "best.pkl", weights_only=True) for d in (mine, theirs))
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+# -- a two-node cluster on this machine ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from ray.cluster_utils import Cluster
+
+    base = tmp_path_factory.mktemp("nodes")
+    node = dict(num_cpus=1, object_store_memory=80 << 20)
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False,
+                                                            "env_vars": {"SWEEP_LOCAL_DIR": str(base / "A")}})
+    cluster.add_node(**node, env_vars={"SWEEP_LOCAL_DIR": str(base / "B")})
+    cluster.wait_for_nodes()
+    cluster.node_dirs = (base / "A", base / "B")
+    yield cluster
+    cluster.shutdown()
+
+
+def test_cluster_without_a_shared_folder_returns_every_run_to_the_driver(cluster, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    process = sweep(sweep_dir, "--games", "Breakout", "Pong", "--models", "Dqn", "--seeds", "0", "--convert",
+                    "Breakout", "--convert_options", CONVERT, "--address", cluster.address, "--results", "return",
+                    "--no-plot")
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    state = sweep_state(sweep_dir)
+    names = ["Dqn_BreakoutNoFrameskip-v4_seed0", "Dqn_PongNoFrameskip-v4_seed0",
+             "ConvSNN_BreakoutNoFrameskip-v4_T4_seed0"]
+    assert sorted(state) == sorted(names)
+    for name in names:
+        assert status(sweep_dir / "runs" / name)["status"] == "finished"
+        assert state[name]["state"] == "done"
+    assert (sweep_dir / "runs" / names[0] / "best.pkl").is_file()
+    assert os.listdir(sweep_dir / "runs" / names[0] / "tensorboard")
+    assert len({state[name]["node"] for name in names[:2]}) == 2, state  # the two Dqn runs ran side by side
+    written = {json.loads((sweep_dir / "runs" / name / "config.json").read_text())["output_dir"] for name in names[:2]}
+    assert {os.path.dirname(os.path.dirname(w)) for w in written} == set(map(str, cluster.node_dirs)), written
+    assert len(os.listdir(sweep_dir / "logs")) == 3  # each task's output came back with its run
+    assert not [d for d in cluster.node_dirs if d.exists() and os.listdir(d)]  # node-local copies removed
+
+
+def test_killed_worker_is_resumed_and_a_bad_option_is_reported_once(cluster, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    longer = {**dict(zip(TINY[::2], TINY[1::2])), "--timestep_num": "200", "--eval_freq": "100"}
+    grid = {"games": ["Breakout"], "models": ["Dqn", "Dsqn"], "seeds": [0], "convert": False, "plot": False,
+            "run_options": [w for pair in longer.items() for w in pair],
+            "model_options": {"Dsqn": {"replay_start_size": 4}}}  # below --minibatch_size 8: run.py refuses it
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    command = [sys.executable, "sweep.py", "--grid", str(tmp_path / "grid.yaml"), "--address", cluster.address,
+               "--sweep_dir", str(sweep_dir), "--refresh", "1"]
+    driver = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = sweep_dir / "runs" / "Dqn_BreakoutNoFrameskip-v4_seed0"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # once the first state is saved, kill the Ray worker that runs it
+        try:
+            saved = status(run_dir)
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("status") == "running" and saved.get("timestep", 0) >= 1:
+            import psutil
+
+            worker = psutil.Process(saved["pid"]).parent()
+            assert "python" in " ".join(worker.cmdline()) or worker.name().startswith("ray::")
+            os.kill(worker.pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    else:
+        driver.kill()
+        pytest.fail("the run never saved a state: " + driver.communicate()[0][-3000:])
+    output, _ = driver.communicate(timeout=240)
+    assert driver.returncode == 1, output[-3000:]
+    state = sweep_state(sweep_dir)
+    assert status(run_dir)["status"] == "finished" and status(run_dir)["timestep"] == 200, output[-3000:]
+    assert state["Dqn_BreakoutNoFrameskip-v4_seed0"]["attempts"] == 2, output[-3000:]
+    assert "resumed at learning step" in (run_dir / "run.log").read_text()
+    bad = state["Dsqn_BreakoutNoFrameskip-v4_seed0"]
+    assert bad["state"] == "failed" and bad["exit"] == 2 and bad["attempts"] == 1
+    assert "--replay_start_size" in bad["error"] and "FAILED Dsqn_BreakoutNoFrameskip-v4_seed0" in output
+    assert "interrupted Dqn_BreakoutNoFrameskip-v4_seed0" in output
+
+    before = status(run_dir)
+    again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "nothing to run" in again.stdout, again.stdout + again.stderr
+    assert status(run_dir) == before and sweep_state(sweep_dir) == state
+
+
+# -- mistakes ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_mistake_is_one_line_on_stderr_and_exit_2(tmp_path):
+    process = run_program(["sweep.py", "--games", "Breakot", "--sweep_dir", str(tmp_path / "s")])
+    assert process.returncode == 2 and process.stderr == "sweep.py: error: unknown game 'Breakot': give an ALE " \
+        "<Game>NoFrameskip-v4 id, a short name such as Breakout, or all for the paper's 17 games\n", process.stderr
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("options, words, expected", [
+    (["--models", "Dqnn"], [], "argument --models: invalid choice"),
+    (["--seeds", "-1"], [], "argument --seeds"),
+    (["--cpus_per_run", "0"], [], "argument --cpus_per_run"),
+    ([], ["--seed", "3"], "--seed is set by the sweep"),
+    ([], ["--output_dir", "x"], "--output_dir is set by the sweep"),
+    ([], ["--T", "0"], "run.py options: argument --T"),
+    ([], ["--no_such_option"], "unrecognized arguments"),
+    (["--convert_options", "--time 0"], [], "--convert_options: argument --time"),
+    (["--convert_options", "--model x"], [], "--convert_options: --model is set by the sweep"),
+    (["--convert", "Pong", "--games", "Breakout"], [], "not in the grid"),
+    (["--grid", "/nonexistent.yaml"], [], "--grid /nonexistent.yaml: No such file"),
+    (["--address", "auto", "--num_cpus", "2"], [], "--num_cpus"),
+])
+def test_mistakes_are_refused_before_anything_starts(tmp_path, capsys, options, words, expected):
+    import sweep
+    from utils.cli import run_cli
+
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(lambda: sweep.main([*options, "--sweep_dir", str(tmp_path / "s"), "--", *words]), "sweep.py")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and len(lines) == 1 and lines[0].startswith("sweep.py: error:"), lines
+    assert expected in lines[0]
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("games: [Breakout]\nbogus: 1\n", "unknown key 'bogus'"),
+    ("models: [Dqn, Foo]\n", "models: unknown 'Foo'"),
+    ("seeds: [zero]\n", "seeds: must be an integer"),
+    ("model_options: {Foo: {T: 2}}\n", "model_options must map model names"),
+    ("run_options: {T: [1, 2]}\n", "the value of T must be"),
+    ("games: [\n", "not valid YAML"),
+])
+def test_grid_file_mistakes(tmp_path, capsys, text, expected):
+    import sweep
+    from utils.cli import run_cli
+
+    (tmp_path / "grid.yaml").write_text(text)
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(lambda: sweep.main(["--grid", str(tmp_path / "grid.yaml"), "--dry_run"]), "sweep.py")
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_dry_run_prints_the_plan_and_its_cost(tmp_path):
+    process = run_program(["sweep.py", "--grid", os.path.join(REPO_ROOT, "grids", "paper.yaml"), "--sweep_dir",
+                           str(tmp_path / "s"), "--dry_run"])
+    assert process.returncode == 0, process.stderr
+    assert "start     Dsqn_VideoPinballNoFrameskip-v4_seed" in process.stdout
+    assert "convert   ConvSNN_PongNoFrameskip-v4_T500_seed0" in process.stdout
+    assert "run-hours" in process.stdout and "steps/s" in process.stdout
+    assert not (tmp_path / "s").exists()
