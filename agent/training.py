@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from environment.state import env_state, restore_env_state
 from neural_network import save_checkpoint
-from utils.cli import EXIT_SIGINT, EXIT_SIGTERM, Diverged, Stopped
+from utils.cli import EXIT_SIGINT, EXIT_SIGTERM, Diverged, Stopped, UserError
 from utils.runs import RateMeter, write_status
 
 from .config import Config, epsilon_at
@@ -283,8 +283,8 @@ class Trainer:
         write_status(self.run_dir, "running", timestep=self.p.timestep, explored=self.p.explored,
                      best_score=self.p.best_score)
 
-    def restore(self, state: dict) -> None:
-        """Load a state from :meth:`state` (replay memory frames: restored by the caller when kept)."""
+    def restore(self, state: dict, replay_kept: bool) -> None:
+        """Load a state from :meth:`state`; ``replay_kept``: the replay memory's frames are as they were saved."""
         agent = self.agent
         self.p = Progress(**state["progress"])
         agent.net.load_state_dict(state["net"])
@@ -297,10 +297,15 @@ class Trainer:
         restore_env_state(self.eval_env, state["eval_env"])
         self.obs = None if state["obs"] is None else state["obs"].numpy().copy()
         self.losses.load(state["losses"])
-        if state["replay"] is not None and self.config.save_replay:
+        if replay_kept:
             self.replay.load_state_dict(state["replay"])
         else:  # the replay memory was not kept: refill it before learning goes on (not bit-exact)
             self.refill = self.p.timestep < self.config.timestep_num or self.p.pending_eval is not None
+        if self.config.timestep_num < self.p.timestep:
+            raise UserError(f"--timestep_num {self.config.timestep_num} is below the {self.p.timestep} learning "
+                            "steps this run has already done")
+        if self.p.finished and self.config.timestep_num > self.p.timestep:
+            self.p.finished = False  # a larger budget: train on, and evaluate the new final network
         self.last_saved = self.p.timestep
 
     def resume(self) -> dict | None:
@@ -311,13 +316,17 @@ class Trainer:
         if loaded is None:
             return None
         state, manifest = loaded
-        if manifest["replay"] and self.config.save_replay:
+        replay_kept = bool(manifest["replay"] and self.config.save_replay and not self.replay.frames_file_created)
+        if replay_kept:
             journal = undo_journal(state_dir, manifest["sequence"])
             if os.path.exists(journal):
                 restored = self.replay.undo(journal)
                 logger.info("replay memory: %d frames overwritten after the saved state were put back", restored)
             self.replay.start_journal(journal)
-        self.restore(state)
+        elif manifest["replay"]:
+            logger.info("the replay memory's frames file is missing or damaged: the memory is refilled")
+        self.restore(state, replay_kept)
+        manifest["replay"] = replay_kept
         return manifest
 
     def stop_if_requested(self) -> None:

@@ -164,14 +164,14 @@ class ReplayMemory:
 
         self._num_frame_rows = _frame_rows(self.capacity, self.history_len, self.frame_headroom)
         shape = (self._num_frame_rows, *frame_shape)
+        self.frames_file_created = False
         if frames_file is None:
             self._frames = np.empty(shape, dtype=np.uint8)
         else:  # a memory-mapped file: a checkpoint only flushes it (see the module docstring, Persistence)
             expected = int(np.prod(shape, dtype=np.int64))
-            if os.path.exists(frames_file) and os.path.getsize(frames_file) != expected:
-                raise ValueError(f"{frames_file} holds {os.path.getsize(frames_file)} bytes, not the {expected} of "
-                                 f"a replay memory of {self.capacity} transitions")
-            if not os.path.exists(frames_file):  # reserve the disk space now: a full disk later would kill the run
+            # A file of another size cannot hold this memory's frames (damaged, or another capacity): start afresh.
+            self.frames_file_created = not (os.path.exists(frames_file) and os.path.getsize(frames_file) == expected)
+            if self.frames_file_created:  # reserve the disk space now: a full disk later would kill the run
                 try:
                     with open(frames_file, "wb") as file:
                         os.posix_fallocate(file.fileno(), 0, expected)

@@ -132,6 +132,14 @@ def test_without_the_replay_memory_a_resumed_run_refills_it_and_says_so(tmp_path
     assert "refilled" in capsys.readouterr().out
     log = open(os.path.join(run_dir, "run.log"), encoding="utf-8").read()
     assert "refilling it with 16 random steps" in log and "Learning is done" in log
+    # A finished run trains on with a larger budget, and its new final network is evaluated; a smaller one is refused.
+    run_py.cli(["--resume", run_dir, "--timestep_num", "35"])
+    assert sorted(evaluation_lines(run_dir)) == [0, 30, 35]
+    from test_agent import one_line_error
+
+    capsys.readouterr()
+    one_line_error(capsys, ["--resume", run_dir, "--timestep_num", "20"], "below the 35 learning steps")
+    one_line_error(capsys, ["--resume", run_dir, "--model", "Dsqn"], "--model cannot change")
 
 
 def test_a_damaged_or_altered_state_is_refused_with_one_line(uninterrupted, tmp_path, capsys):
