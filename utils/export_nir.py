@@ -1,0 +1,221 @@
+"""Export a spiking Q-network to NIR, the Neuromorphic Intermediate Representation (docs/NIR.md).
+
+    python utils/export_nir.py --model runs/Dsqn_BreakoutNoFrameskip-v4_seed0_2026-11-29_10-00-00 --out agent.nir
+    python utils/export_nir.py --model runs/ConvSNN_BreakoutNoFrameskip-v4_T500_2026-11-30_09-00-00 --out snn.nir
+
+--model is a Dsqn, DsqnIF or DsqnSpike checkpoint saved by run.py (best.pkl) or its run folder, or a converted
+network saved by convert.py (snn.pt) or its run folder. The graph is written atomically to --out (HDF5, nir.write).
+Then, unless --check_frames 0, the file is read back with nir.read, simulated step by step in PyTorch
+(neural_network/nir_reader.py) beside the network on random frame stacks, and the agreement is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from utils.cli import (
+    ArgumentParser,
+    UserError,
+    add_options,
+    finite_float,
+    greater_than_one,
+    non_negative_int,
+    option,
+    positive_float,
+    positive_int,
+    run_cli,
+)
+
+PROG = "export_nir.py"
+SPIKING_HYPERPARAMETERS = ("tau", "v_threshold", "v_reset")
+
+
+@dataclass
+class ExportConfig:
+    model: str | None = option(None, "a Dsqn, DsqnIF or DsqnSpike checkpoint saved by run.py or its run folder, or "
+                                     "snn.pt saved by convert.py or its run folder")
+    out: str | None = option(None, "the NIR file to write, e.g. agent.nir")
+    T: int | None = option(None, "simulation steps per action: the read-out integrates over T steps (default: the "
+                                 "checkpoint's T, or the conversion run's --time, else 500)", parse=positive_int)
+    dt: float = option(1e-4, "seconds of NIR time per simulation step (NIR time constants are tau x dt)",
+                       parse=positive_float)
+    threshold: str = option("float32", "float32: write the largest float32 below v_th, so that NIR's v > v_th is our "
+                                       "V >= v_th exactly; nominal: write v_th", choices=("float32", "nominal"))
+    schedule: str | None = option(None, "converted network only: delayed (one step per connection) or same_step "
+                                        "(default: the one it was converted with)", choices=("delayed", "same_step"))
+    tau: float | None = option(None, "Dsqn/DsqnSpike: LIF time constant (default: the run's config.json, else 2)",
+                               parse=greater_than_one)
+    v_threshold: float | None = option(None, "spiking checkpoints: firing threshold (default: the run's, else 1)",
+                                       parse=positive_float)
+    v_reset: float | None = option(None, "spiking checkpoints: reset potential, -1 for a soft reset (default: the "
+                                         "run's, else 0)", parse=finite_float)
+    check_frames: int = option(2, "random frame stacks for the check after writing (0: no check)",
+                               parse=non_negative_int)
+
+
+@dataclass
+class Exported:
+    graph: object  # nir.NIRGraph
+    network: object  # the QNetwork or SpikingNetwork it came from
+    schedule: str | None
+    note: str
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], argument_default=argparse.SUPPRESS)
+    add_options(parser, ExportConfig)
+    return parser
+
+
+def run_config(folder: str, program: str) -> dict:
+    """The config.json that ``program`` (run.py or convert.py) wrote into ``folder``, or {}."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
+            saved = json.load(file)
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) and saved.get("program") == program else {}
+
+
+def _weights_only(path: str):
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resolve_model(path: str) -> tuple[str, bool]:
+    """The model file and whether it is a converted network (snn.pt) rather than a run.py checkpoint."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        for name in ("snn.pt", "best.pkl"):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name), name == "snn.pt"
+        raise UserError(f"{path} is a folder with neither best.pkl (a run.py run) nor snn.pt (a convert.py run)")
+    if not os.path.isfile(path):
+        raise UserError(f"model file not found: {path}")
+    try:
+        record = _weights_only(path)
+    except Exception:  # noqa: BLE001 - any failure to unpickle an untrusted file is the same answer
+        raise UserError(f"{path} is not readable as a weights-only torch file: it is damaged, not a model saved by "
+                        "run.py or convert.py, or holds objects other than tensors (refused for safety)") from None
+    return path, isinstance(record, dict) and "state_dict" in record and "node_type" in record
+
+
+def export_checkpoint(config: ExportConfig, path: str) -> Exported:
+    from neural_network import QNetwork, build_network, load_checkpoint, read_checkpoint
+    from neural_network.nir_export import qnetwork_to_nir
+
+    if config.schedule is not None:
+        raise UserError("--schedule applies to a network converted by convert.py only")
+    state, info = read_checkpoint(path)
+    if info.model == "Dqn":
+        raise UserError(f"{path} holds a Dqn network, which has no spiking neurons to export; convert it with "
+                        "conversion_based_snn/convert.py and export that run's snn.pt")
+    trained = run_config(os.path.dirname(path), "run.py")
+    defaults = inspect.signature(QNetwork.__init__).parameters
+    hyper = {name: getattr(config, name) if getattr(config, name) is not None
+             else trained.get(name, defaults[name].default) for name in SPIKING_HYPERPARAMETERS}
+    T = config.T or info.T or defaults["T"].default
+    net = build_network(info.model, info.n_actions, history_len=int(state["conv1.weight"].shape[1]), T=T, **hyper)
+    load_checkpoint(net, path)
+    net.eval().requires_grad_(False)
+    graph = qnetwork_to_nir(net, dt=config.dt, threshold_rule=config.threshold, source=path)
+    hyper_text = ", ".join(f"{name} {value}" for name, value in hyper.items())
+    origin = "the run's config.json" if trained else "run.py's defaults"
+    return Exported(graph, net, None, f"{info.model}, T={T}, {hyper_text} (options given, else {origin})")
+
+
+def export_converted(config: ExportConfig, path: str) -> Exported:
+    import torch
+
+    from conversion_based_snn.convert import ConvertConfig
+    from conversion_based_snn.snn.simulate import SpikingNetwork
+    from neural_network.nir_export import spiking_network_to_nir
+
+    given = [f"--{name}" for name in SPIKING_HYPERPARAMETERS if getattr(config, name) is not None]
+    if given:
+        raise UserError(f"{', '.join(given)} apply to run.py checkpoints; a converted network keeps its own neurons")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            snn = SpikingNetwork.load(path)
+    except Exception as error:  # noqa: BLE001 - any failure to read an untrusted file is the same answer
+        raise UserError(f"{path} is not a converted network saved by convert.py (snn.pt): it is damaged or "
+                        f"incomplete ({type(error).__name__})") from None
+    if not all(torch.isfinite(p).all() for p in snn.parameters()):
+        raise UserError(f"{path} holds non-finite weights (NaN or infinity) and is refused")
+    T = config.T or run_config(os.path.dirname(path), "convert.py").get("time") or ConvertConfig().time
+    graph = spiking_network_to_nir(snn, T, schedule=config.schedule, dt=config.dt, threshold_rule=config.threshold,
+                                   source=path)
+    schedule = config.schedule or snn.schedule
+    return Exported(graph, snn, schedule, f"converted network ({snn.node_type}, {schedule} schedule), T={T}")
+
+
+def check(exported: Exported, out: str, n: int) -> str:
+    """Read ``out`` back, simulate it beside the network on ``n`` random frame stacks; one line of findings."""
+    import nir
+    import torch
+
+    from neural_network.nir_reader import compare
+
+    graph = nir.read(out)
+    generator = torch.Generator().manual_seed(0)
+    channels = int(graph.nodes["input"].input_type["input"][0])
+    frames = torch.randint(0, 256, (n, channels, 84, 84), generator=generator, dtype=torch.uint8)
+    agreement = compare(exported.network, graph, frames, schedule=exported.schedule)
+    differ = {layer: count for layer, count in agreement.layers.items() if count}
+    spikes = ", ".join(f"{layer} {count}" for layer, count in agreement.spikes.items())
+    verdict = ("identical spike trains in every layer" if not differ else "spike trains differ in " + ", ".join(
+        f"{layer} ({count} of {agreement.spikes[layer]} spikes)" for layer, count in differ.items()))
+    return (f"check: {out} read back and simulated on {n} random frame stacks beside the network: {verdict} "
+            f"(network spikes: {spikes}); greedy actions equal in {agreement.actions_equal}/{agreement.samples}; "
+            f"largest |Q difference| {agreement.max_q_difference:.3g}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = ExportConfig(**vars(build_parser().parse_args(argv)))
+    if not config.model:
+        raise UserError("no model given; pass --model PATH to a spiking checkpoint or run folder, or an snn.pt")
+    if not config.out:
+        raise UserError("no output file given; pass --out FILE, e.g. --out agent.nir")
+    out = os.path.abspath(os.path.expanduser(config.out))
+    if os.path.isdir(out):
+        raise UserError(f"--out {out} is a folder; give a file name such as agent.nir")
+    path, converted = resolve_model(config.model)
+    exported = (export_converted if converted else export_checkpoint)(config, path)
+
+    from neural_network.nir_export import graph_bytes
+    from utils.runs import atomic_write, shown
+
+    data = graph_bytes(exported.graph)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    atomic_write(out, lambda file: file.write(data))
+    metadata = exported.graph.metadata
+    print(f"wrote {shown(out)} ({len(data) / 1e6:.1f} MB): {exported.note}; {len(exported.graph.nodes)} nodes, "
+          f"dt {metadata['dt']:g} s, NIR v_threshold {metadata['nir_v_threshold']} ({config.threshold} rule)",
+          flush=True)
+    print(f"  neurons: {metadata['neurons']}; Q: {metadata['readout']}", flush=True)
+    if config.check_frames:
+        print(check(exported, out, config.check_frames), flush=True)
+
+
+def cli(argv: list[str] | None = None) -> None:
+    from neural_network import CheckpointError
+
+    run_cli(lambda: main(argv), PROG, user_errors=(CheckpointError,))
+
+
+if __name__ == "__main__":
+    cli()
