@@ -1,5 +1,5 @@
-"""Reading a NIR graph back into PyTorch: a small step-by-step simulator, and a check of an export against the
-network it came from (docs/NIR.md).
+"""Reading a NIR graph back into PyTorch: a small step-by-step simulator (or the same nodes wired by nirtorch), and
+a check of an export against the network it came from (docs/NIR.md).
 
 Semantics, one step = ``dt`` seconds of NIR time, forward Euler, the input of step t acting in step t::
 
@@ -24,9 +24,12 @@ import nir
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 SPIKING = (nir.IF, nir.LIF, nir.Threshold)
 VOLTAGE = (nir.I, nir.LI, nir.IF, nir.LIF)
+NODE_TYPES = (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.Scale, nir.Threshold,
+              nir.Delay, *VOLTAGE)
 
 
 def _tensor(values, dtype: torch.dtype) -> torch.Tensor:
@@ -109,6 +112,14 @@ def _stateless(node: nir.NIRNode, dtype: torch.dtype):
     raise ValueError(f"the NIR simulator has no {type(node).__name__} node")
 
 
+def _simulator_node(node: nir.NIRNode, dt: float, dtype: torch.dtype):
+    if isinstance(node, VOLTAGE):
+        return _Voltage(node, dt, dtype)
+    if isinstance(node, nir.Delay):
+        return _Delay(node, dt)
+    return _Stateless(_stateless(node, dtype))
+
+
 def _schedule(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[tuple[str, bool]]]]:
     """A step's evaluation order and, per node, its sources in edge order with a flag: True for an edge that closes
     a cycle (it reads the previous step)."""
@@ -157,14 +168,7 @@ class GraphSimulator:
         self.metadata = dict(self.graph.metadata or {})
         dt = float(self.metadata["dt"]) if dt is None else float(dt)
         self.order, self.sources = _schedule(self.graph)
-        self.nodes = {}
-        for name, node in self.graph.nodes.items():
-            if isinstance(node, VOLTAGE):
-                self.nodes[name] = _Voltage(node, dt, dtype)
-            elif isinstance(node, nir.Delay):
-                self.nodes[name] = _Delay(node, dt)
-            else:
-                self.nodes[name] = _Stateless(_stateless(node, dtype))
+        self.nodes = {name: _simulator_node(node, dt, dtype) for name, node in self.graph.nodes.items()}
         self.dtype = dtype
 
     @torch.no_grad()
@@ -194,6 +198,35 @@ class GraphSimulator:
         spikes = {name: torch.stack(seq).bool() for name, seq in record.items() if name not in outputs}
         voltages = {name: states[name] for name, node in graph.items() if isinstance(node, VOLTAGE)}
         return GraphRun(outputs, spikes, voltages)
+
+
+class _StatefulModule(nn.Module):
+    def __init__(self, node):
+        super().__init__()
+        self.node = node
+
+    def forward(self, x: torch.Tensor, state=None):
+        return self.node.step(x, state)
+
+
+class _StatelessModule(_StatefulModule):
+    def forward(self, x: torch.Tensor):
+        return self.node.step(x, None)[0]
+
+
+def nirtorch_module(graph: nir.NIRGraph, dt: float | None = None, dtype: torch.dtype = torch.float32):
+    """The graph as a PyTorch module built by nirtorch.nir_to_torch, which wires the nodes (input sums, evaluation
+    order, a cycle's edge reading the previous step) while the nodes keep this module's semantics. One call is one
+    step: ``out, state = module(x, state)``, from state None. nirtorch takes graphs with a single Output node."""
+    import nirtorch
+
+    dt = float(graph.metadata["dt"]) if dt is None else float(dt)
+
+    def to_module(node: nir.NIRNode) -> nn.Module:
+        step = _simulator_node(node, dt, dtype)
+        return (_StatelessModule if isinstance(step, _Stateless) else _StatefulModule)(step)
+
+    return nirtorch.nir_to_torch(graph, dict.fromkeys(NODE_TYPES, to_module))
 
 
 # -- checking an export against its network ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import torch
 from conversion_based_snn.snn.simulate import SpikingNetwork
 from neural_network import build_network, save_checkpoint
 from neural_network.nir_export import graph_bytes, qnetwork_to_nir, spiking_network_to_nir
-from neural_network.nir_reader import GraphSimulator, compare
+from neural_network.nir_reader import GraphSimulator, compare, network_run, nirtorch_module
 from utils import export_nir
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,6 +125,24 @@ def test_the_mapping_of_a_hard_reset_lif_and_of_a_soft_reset():
     assert isinstance(soft.nodes["fc1_v"], nir.I) and isinstance(soft.nodes["fc1_spikes"], nir.Threshold)
     assert float(soft.nodes["fc1_reset"].scale[0]) == -1.0 and ("fc1_reset", "fc1_v") in soft.edges
     assert float(soft.nodes["fc1_spikes"].threshold[0]) == 1.0
+
+
+@pytest.mark.parametrize("model, v_reset", [("Dsqn", None), ("DsqnSpike", 0.0)])
+def test_nirtorch_wires_the_graph_the_same_way(model, v_reset, tmp_path):
+    """nirtorch's own reading of the graph (its recurrent edges read the previous step) gives the same spikes and Q;
+    the soft reset's cycles and the spiking output are the cases where the wiring matters."""
+    net = firing(build_network(model, 4, T=T, v_reset=v_reset))
+    graph = read_back(qnetwork_to_nir(net), tmp_path)
+    module = nirtorch_module(graph)
+    layer, spike_node = ("fc1", "fc1_spikes") if v_reset is None else ("fc2", "fc2_lif")
+    spikes = []  # a stateful node returns (output, state)
+    module.get_submodule(spike_node).register_forward_hook(
+        lambda m, i, out: spikes.append(out[0] if isinstance(out, tuple) else out))
+    state = None
+    for _ in range(T):
+        q, state = module(FRAMES.float() / 255.0, state)
+    trains, q_net = network_run(net, FRAMES, T)
+    assert trains[layer].any() and torch.equal(torch.stack(spikes).bool(), trains[layer]) and torch.equal(q, q_net)
 
 
 # -- the converted network --------------------------------------------------------------------------------------------
