@@ -7,8 +7,8 @@ the converted network of ``conversion_based_snn`` (:func:`spiking_network_to_nir
     -> neurons [-> delay] -> flatten -> fc1 -> neurons [-> delay] -> fc2 [-> neurons] -> read-out integrator -> output
 
 with one time step of NIR = ``dt`` seconds of NIR time. Every neuron layer is written in NIR's continuous-time
-equations so that their forward-Euler discretisation at ``dt`` (the convention of SpikingJelly's own NIR exchange,
-snnTorch and Norse) is our update, term for term:
+equations so that their forward-Euler discretisation at ``dt`` (the convention of SpikingJelly's and snnTorch's own
+NIR exporters) is our update, term for term:
 
 * SpikingJelly LIF, decay_input=True, hard reset:  nir.LIF(tau = tau * dt, r = 1, v_leak = v_reset, v_reset)
 * SpikingJelly IF, hard reset:                     nir.IF(r = 1 / dt, v_reset)

@@ -260,6 +260,7 @@ def test_the_command_exports_a_conversion_run(models, tmp_path, capsys):
     (["--model", "{m}/Dsqn_run", "--out", "{o}", "--schedule", "delayed"], "--schedule"),
     (["--model", "{m}/ConvSNN_run", "--out", "{o}", "--tau", "3"], "--tau"),
     (["--model", "{m}/Dsqn_run", "--out", "{m}"], "is a folder"),
+    (["--model", "{m}/Dsqn_run", "--out", "{m}/dqn.pkl/x.nir"], "is a file"),
     (["--model", "{m}/Dsqn_run", "--out", "{o}", "--T", "0"], "--T"),
     (["--model", "{m}/Dsqn_run", "--out", "{o}", "--threshold", "round"], "--threshold"),
 ])

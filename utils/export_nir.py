@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     out = os.path.abspath(os.path.expanduser(config.out))
     if os.path.isdir(out):
         raise UserError(f"--out {out} is a folder; give a file name such as agent.nir")
+    if os.path.exists(os.path.dirname(out)) and not os.path.isdir(os.path.dirname(out)):
+        raise UserError(f"--out {out}: {os.path.dirname(out)} is a file, not a folder")
     path, converted = resolve_model(config.model)
     exported = (export_converted if converted else export_checkpoint)(config, path)
 
