@@ -249,9 +249,9 @@ def play(config, given: dict) -> None:
     from environment import action_count, check_env_id, make_env
     from neural_network import SpikeMonitor, build_network, is_spiking, load_checkpoint, read_checkpoint
     from utils.energy import format_energy
-    from utils.runs import create_run_dir, shown, timestamp, write_json, write_status
+    from utils.runs import create_run_dir, shown, timestamp, trained_checkpoint, write_json, write_status
 
-    model_path, trained = resolve_model_path(config.model_path)
+    model_path, trained = trained_checkpoint(config.model_path)
     _, info = read_checkpoint(model_path)
     for name in ("env_id", "double"):  # from the trained run's folder unless given
         if name not in given and name in trained:
@@ -315,23 +315,6 @@ def play(config, given: dict) -> None:
     elif spiking:
         logger.info("no operation counts or energy estimate: they need the spike counts of --use_spike_monitor")
     print(f"run folder: {shown(run_dir)}")
-
-
-def resolve_model_path(path: str) -> tuple[str, dict]:
-    """A checkpoint path, or a run folder's best.pkl; with the configuration of the run that trained it, if known."""
-    path = os.path.abspath(os.path.expanduser(path))
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, "best.pkl")
-    trained = {}
-    try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
-            saved = json.load(file)
-        if isinstance(saved, dict) and saved.get("program") == "run.py":
-            trained = saved
-    except (OSError, ValueError):
-        pass
-    return path, trained
 
 
 def play_energy(net, summary: dict, spiking: bool) -> dict | None:

@@ -29,7 +29,6 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
@@ -47,6 +46,7 @@ from utils.cli import (  # noqa: E402
     run_cli,
     seed_int,
 )
+from utils.runs import trained_checkpoint  # noqa: E402
 
 PROG = "convert.py"
 EPSILON = 0.05
@@ -95,27 +95,13 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def trained_model(path: str | None) -> tuple[str, dict]:
-    """The checkpoint to convert (a run folder means its best.pkl) and the trained run's configuration."""
-    if not path:
-        raise UserError("no model given; pass --model PATH to a Dqn checkpoint or run folder saved by run.py")
-    path = os.path.abspath(os.path.expanduser(path))
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    trained = {}
-    try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
-            trained = json.load(file)
-    except (OSError, ValueError):
-        pass
-    return (os.path.join(path, "best.pkl") if os.path.isdir(path) else path), (
-        trained if isinstance(trained, dict) and trained.get("program") == "run.py" else {})
-
-
 def main(argv: list[str] | None = None) -> None:
     apply_gpu_option(argv)
     given = vars(build_parser().parse_args(argv))
     config = ConvertConfig(**given)
-    model_path, trained = trained_model(config.model)
+    if not config.model:
+        raise UserError("no model given; pass --model PATH to a Dqn checkpoint or run folder saved by run.py")
+    model_path, trained = trained_checkpoint(config.model)
     if "game" not in given and "env_id" in trained:
         config.game = trained["env_id"]
     config.output_dir = check_output_dir(config.output_dir or os.path.join(REPO_ROOT, "runs"))

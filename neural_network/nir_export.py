@@ -236,7 +236,7 @@ def spiking_network_to_nir(snn, T: int, *, schedule: str | None = None, dt: floa
     final voltage of node fc2_lif, which NIR has no node for (docs/NIR.md)."""
     if T < 1:
         raise ValueError(f"T must be at least 1, got {T}")
-    delay = snn._delay(schedule)
+    delay = snn.delay_steps(schedule)
     builder = GraphBuilder(dt, threshold_rule)
     cell = converted_neuron(snn.node_type, snn.decay)
     spikes, shapes = _trunk(builder, snn.weight_layers, [cell] * len(LAYER_NAMES), delay)

@@ -53,6 +53,18 @@ class TrainedRun:
         return os.path.join(self.run_dir, "tensorboard")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of many small tensor operations: on a machine whose cores are shared, one torch thread is much
+    faster than two (the suite's other modules keep torch's default)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """``trained_run(model)`` trains ``model`` on Breakout with the tiny budget once per session (run.py's main,

@@ -47,13 +47,7 @@ NODE_TYPES = ("SubtractiveResetIFNodes", "LIFNodes")
 # -- helpers ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine's cores are shared: many small ops are much faster on one thread than on two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smooth_frames(n: int, seed: int) -> torch.Tensor:

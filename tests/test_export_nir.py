@@ -43,13 +43,7 @@ def sample_frames() -> torch.Tensor:
 FRAMES = sample_frames()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine's cores are shared: many small ops are much faster on one thread than on two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def on_grid(tensor: torch.Tensor) -> torch.Tensor:

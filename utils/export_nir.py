@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import os
 import sys
 import warnings
@@ -23,7 +22,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from utils.cli import (
+from utils.cli import (  # noqa: E402 - after the repository root is on the path
     ArgumentParser,
     UserError,
     add_options,
@@ -35,6 +34,7 @@ from utils.cli import (
     positive_int,
     run_cli,
 )
+from utils.runs import read_run_config  # noqa: E402
 
 PROG = "export_nir.py"
 SPIKING_HYPERPARAMETERS = ("tau", "v_threshold", "v_reset")
@@ -77,16 +77,6 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run_config(folder: str, program: str) -> dict:
-    """The config.json that ``program`` (run.py or convert.py) wrote into ``folder``, or {}."""
-    try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
-            saved = json.load(file)
-    except (OSError, ValueError):
-        return {}
-    return saved if isinstance(saved, dict) and saved.get("program") == program else {}
-
-
 def _weights_only(path: str):
     import torch
 
@@ -123,7 +113,7 @@ def export_checkpoint(config: ExportConfig, path: str) -> Exported:
     if info.model == "Dqn":
         raise UserError(f"{path} holds a Dqn network, which has no spiking neurons to export; convert it with "
                         "conversion_based_snn/convert.py and export that run's snn.pt")
-    trained = run_config(os.path.dirname(path), "run.py")
+    trained = read_run_config(os.path.dirname(path), "run.py")
     defaults = inspect.signature(QNetwork.__init__).parameters
     hyper = {name: getattr(config, name) if getattr(config, name) is not None
              else trained.get(name, defaults[name].default) for name in SPIKING_HYPERPARAMETERS}
@@ -156,7 +146,7 @@ def export_converted(config: ExportConfig, path: str) -> Exported:
                         f"incomplete ({type(error).__name__})") from None
     if not all(torch.isfinite(p).all() for p in snn.parameters()):
         raise UserError(f"{path} holds non-finite weights (NaN or infinity) and is refused")
-    T = config.T or run_config(os.path.dirname(path), "convert.py").get("time") or ConvertConfig().time
+    T = config.T or read_run_config(os.path.dirname(path), "convert.py").get("time") or ConvertConfig().time
     graph = spiking_network_to_nir(snn, T, schedule=config.schedule, dt=config.dt, threshold_rule=config.threshold,
                                    source=path)
     schedule = config.schedule or snn.schedule

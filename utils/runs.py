@@ -99,6 +99,24 @@ def write_status(run_dir: str, status: str, **fields) -> None:
     })
 
 
+def read_run_config(folder: str, program: str) -> dict:
+    """The config.json that ``program`` (run.py or convert.py) wrote into the run folder ``folder``, or {}."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
+            saved = json.load(file)
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) and saved.get("program") == program else {}
+
+
+def trained_checkpoint(path: str) -> tuple[str, dict]:
+    """A checkpoint path as given, or a run.py run folder's best.pkl; with the configuration of the run that trained
+    it ({} if unknown)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    return (os.path.join(path, "best.pkl") if os.path.isdir(path) else path), read_run_config(folder, "run.py")
+
+
 def read_status(run_dir: str) -> dict | None:
     try:
         with open(os.path.join(run_dir, "status.json"), encoding="utf-8") as file:

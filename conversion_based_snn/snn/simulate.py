@@ -136,7 +136,7 @@ class SpikingNetwork(nn.Module):
         self.tau = float(tau)
         self.lambdas = dict(lambdas) if lambdas is not None else None
         self.schedule = schedule
-        self._delay(None)  # refuses an unknown schedule
+        self.delay_steps(None)  # refuses an unknown schedule
 
     @classmethod
     def from_ann(
@@ -200,7 +200,7 @@ class SpikingNetwork(nn.Module):
         """LIF neurons reset to 0 after a spike; IF neurons subtract the threshold."""
         return self.node_type == "LIFNodes"
 
-    def _delay(self, schedule: str | None) -> int:
+    def delay_steps(self, schedule: str | None = None) -> int:
         """Steps of delay per connection of ``schedule`` (None: this network's own schedule)."""
         schedule = self.schedule if schedule is None else schedule
         if schedule not in SCHEDULES:
@@ -253,7 +253,7 @@ class SpikingNetwork(nn.Module):
         """Layer-by-layer simulation of T steps for a batch of raw frame stacks ``x`` (0..255, [B, 4, 84, 84]);
         ``schedule`` overrides the network's own for this call."""
         check_T(T)
-        delay = self._delay(schedule)
+        delay = self.delay_steps(schedule)
         analog = self._analog_input(x)
         driven = self._current(0, analog)  # conv1 on the frame: computed once, the frame is the same at every step
         before = self._current(0, torch.zeros_like(analog))  # conv1's bias alone, while the frame is on its way
@@ -280,7 +280,7 @@ class SpikingNetwork(nn.Module):
         """Reference simulation: for each step t, for each layer, its current from its source's output (at step
         t - 1 for the delayed schedule, at step t for the same-step one), then its neuron update."""
         check_T(T)
-        delay = self._delay(schedule)
+        delay = self.delay_steps(schedule)
         decay, hard_reset = self.decay, self.hard_reset
         analog = self._analog_input(x)
         shapes = self.neuron_shapes(tuple(x.shape[1:]))
