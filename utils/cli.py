@@ -109,10 +109,13 @@ def greater_than_one(text: str) -> float:
 # -- options as dataclass fields --------------------------------------------------------------------------------------
 
 
-def option(default, help: str, *, parse: Callable | None = None, choices=None, metavar: str | None = None) -> Field:
+def option(default, help: str, *, parse: Callable | None = None, choices=None, metavar: str | None = None,
+           nargs: str | None = None) -> Field:
     """A dataclass field that is also a command-line option ``--<name>``. ``parse`` turns the typed text into a
-    value (default: the type of ``default``); a bool field is an on/off flag (``--x`` / ``--no-x``)."""
-    return field(default=default, metadata={"help": help, "parse": parse, "choices": choices, "metavar": metavar})
+    value (default: the type of ``default``); a bool field is an on/off flag (``--x`` / ``--no-x``); ``nargs``
+    ("+" or "*") makes it a list option (``--x 1 2 3``, each value parsed by ``parse``)."""
+    return field(default=default, metadata={"help": help, "parse": parse, "choices": choices, "metavar": metavar,
+                                            "nargs": nargs})
 
 
 def add_options(parser: argparse.ArgumentParser, cls, only: Callable[[str], bool] = lambda name: True) -> None:
@@ -127,7 +130,7 @@ def add_options(parser: argparse.ArgumentParser, cls, only: Callable[[str], bool
             continue
         parse = meta["parse"] or (type(default) if default is not None else str)
         parser.add_argument(f"--{f.name}", type=parse, choices=meta["choices"], metavar=meta["metavar"],
-                            help=meta["help"] + shown)
+                            nargs=meta.get("nargs"), help=meta["help"] + shown)
 
 
 def given_options(namespace: argparse.Namespace) -> dict:
