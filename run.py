@@ -4,10 +4,12 @@
     python run.py --resume runs/Dsqn_BreakoutNoFrameskip-v4_seed0_2026-11-29_10-00-00
     python run.py --method=play --model_path=runs/Dsqn_BreakoutNoFrameskip-v4_seed0_2026-11-29_10-00-00 \\
         --use_spike_monitor --use_video_recorder
+    python run.py --method=robustness --model_path=runs/<run> --robustness=sticky_actions --levels 0 0.25 0.5
 
 Every run writes into its own folder under runs/ (docs/RELIABILITY.md): config.json (every option and the git
 commit), run.log, tensorboard/, status.json; learn: best.pkl (the best network, a plain state dict) and state/ (the
-full training state for --resume); play: summary.json and, with --use_video_recorder, videos/.
+full training state for --resume); play: summary.json and, with --use_video_recorder, videos/; robustness:
+robustness.csv and levels/ (one play summary per level; docs/ROBUSTNESS.md).
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     check_config(config, given)
     if config.method == "learn":
         learn(config, run_dir)
+    elif config.method == "robustness":
+        robustness(config, given)
     else:
         play(config, given)
 
@@ -106,11 +110,14 @@ def resumed_config(given: dict):
 
 def check_config(config, given: dict) -> None:
     """Refuse option combinations that cannot work, before any file is written."""
+    from agent.robustness import check_options
     from environment import check_env_id
 
-    if config.method == "play":
+    check_options(config, given)  # the perturbation options (agent/robustness.py)
+    if config.method in ("play", "robustness"):
         if not config.model_path:
-            raise UserError("--method play needs --model_path: a checkpoint (.pkl) or a run folder saved by run.py")
+            raise UserError(f"--method {config.method} needs --model_path: a checkpoint (.pkl) or a run folder "
+                            "saved by run.py")
     else:
         check_env_id(config.env_id)
         if config.model_path is not None:
@@ -137,7 +144,7 @@ def check_config(config, given: dict) -> None:
 
 def run_name(config, time_str: str) -> str:
     model = ("Double" if config.double else "") + config.model
-    kind = f"seed{config.seed}" if config.method == "learn" else "play"
+    kind = {"learn": f"seed{config.seed}", "robustness": f"robustness-{config.robustness}"}.get(config.method, "play")
     return config.run_name or f"{model}_{config.env_id}_{kind}_{time_str}"
 
 
@@ -240,16 +247,13 @@ def prepare_device(config):
 # -- play -------------------------------------------------------------------------------------------------------------
 
 
-def play(config, given: dict) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
-    from agent import Agent, random_streams, summarize_play
-    from agent.evaluation import run_episode
-    from environment import action_count, check_env_id, make_env
-    from neural_network import SpikeMonitor, build_network, is_spiking, load_checkpoint, read_checkpoint
-    from utils.energy import format_energy
-    from utils.runs import create_run_dir, shown, timestamp, trained_checkpoint, write_json, write_status
+def load_played_network(config, given: dict):
+    """The network --model_path names, built and loaded; the game, model and T taken from its run unless given
+    (and the game's mode and difficulty checked). Returns (checkpoint path, network, device, spiking)."""
+    from agent.robustness import check_game_settings
+    from environment import action_count, check_env_id
+    from neural_network import build_network, is_spiking, load_checkpoint, read_checkpoint
+    from utils.runs import trained_checkpoint
 
     model_path, trained = trained_checkpoint(config.model_path)
     _, info = read_checkpoint(model_path)
@@ -257,6 +261,7 @@ def play(config, given: dict) -> None:
         if name not in given and name in trained:
             setattr(config, name, trained[name])
     check_env_id(config.env_id)
+    check_game_settings(config.env_id, config.game_mode, config.game_difficulty)
     if "model" in given and info.model != config.model:
         raise UserError(f"{config.model_path} holds a {info.model} network, not {config.model}; "
                         f"pass --model={info.model} or leave --model out")
@@ -268,12 +273,30 @@ def play(config, given: dict) -> None:
     seed_everything(config.seed)
     net = build_network(config.model, action_count(config.env_id), **config.network_kwargs())
     load_checkpoint(net, model_path)  # refuses a checkpoint of another game (its action count) before any write
+    return model_path, net, device, spiking
+
+
+def play(config, given: dict) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from agent import Agent, random_streams, summarize_play
+    from agent.evaluation import run_episode
+    from agent.robustness import env_options, observation_attack, perturbation_settings
+    from environment import make_env
+    from neural_network import SpikeMonitor
+    from utils.energy import format_energy
+    from utils.runs import create_run_dir, shown, timestamp, write_json, write_status
+
+    model_path, net, device, spiking = load_played_network(config, given)
     run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
     eval_env = make_env(config.env_id, training=False, max_episode_step=config.max_episode_step,
                         history_len=config.history_len, seed=config.seed,
-                        video_dir=os.path.join(run_dir, "videos") if config.use_video_recorder else None)
+                        video_dir=os.path.join(run_dir, "videos") if config.use_video_recorder else None,
+                        **env_options(config))
     _, logger = start_run(config, run_dir, net.n_actions)
     agent = Agent(config, net, device, rngs=random_streams(config.seed))
+    attack = observation_attack(config, agent)  # --fgsm_epsilon (agent/robustness.py)
     monitor = SpikeMonitor(net) if config.use_spike_monitor and spiking else None
     if config.use_spike_monitor and not spiking:
         logger.info("--use_spike_monitor has no effect on %s: it has no spiking neurons", config.model)
@@ -283,7 +306,7 @@ def play(config, given: dict) -> None:
     agent.net.eval()
     try:
         for episode in (bar := tqdm(range(config.eval_episode_num), desc="play", unit="game", dynamic_ncols=True)):
-            result = run_episode(agent, eval_env, config.eval_epsilon, agent.rngs["evaluate"], monitor)
+            result = run_episode(agent, eval_env, config.eval_epsilon, agent.rngs["evaluate"], monitor, perturb=attack)
             results.append(result)
             for tag, value in (("score", result.score), ("max_q", result.max_q), ("max_q_std", result.max_q_std)):
                 writer.add_scalar(f"play/{tag}", value, episode)
@@ -294,7 +317,8 @@ def play(config, given: dict) -> None:
         writer.close()
         eval_env.close()
     summary = summarize_play(results)
-    summary.update(model=config.model, env_id=config.env_id, model_path=model_path, T=config.T)
+    summary.update(model=config.model, env_id=config.env_id, model_path=model_path, T=config.T,
+                   perturbation=perturbation_settings(config))
     energy = play_energy(agent.net, summary, spiking)
     if energy is not None:
         summary["energy"] = energy
@@ -315,6 +339,26 @@ def play(config, given: dict) -> None:
     elif spiking:
         logger.info("no operation counts or energy estimate: they need the spike counts of --use_spike_monitor")
     print(f"run folder: {shown(run_dir)}")
+
+
+def robustness(config, given: dict) -> None:
+    """--method robustness: the checkpoint played at every level of one perturbation (agent/robustness.py)."""
+    from agent.robustness import ROBUSTNESS_CSV, run_sweep, sweep_levels
+    from utils.runs import create_run_dir, shown, timestamp, write_status
+
+    model_path, net, device, _ = load_played_network(config, given)
+    levels = sweep_levels(config)
+    config.levels = levels
+    run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
+    _, logger = start_run(config, run_dir, net.n_actions)
+    logger.info("Robustness of %s to %s at levels %s", model_path, config.robustness, levels)
+    try:
+        run_sweep(config, net, device, run_dir, logger, levels, model_path)
+    except BaseException as error:
+        write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}")
+        raise
+    write_status(run_dir, "finished")
+    print(f"{ROBUSTNESS_CSV}: {shown(os.path.join(run_dir, ROBUSTNESS_CSV))}\nrun folder: {shown(run_dir)}")
 
 
 def play_energy(net, summary: dict, spiking: bool) -> dict | None:

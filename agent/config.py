@@ -21,6 +21,8 @@ from utils.cli import (
     seed_int,
 )
 
+from .robustness import PERTURBATIONS, non_negative_float, pixel_budget
+
 #: Options that may differ when a run is continued with --resume (they do not change what is being learned,
 #: or, like the learning rate and the budget, are the point of continuing differently).
 RESUMABLE_OVERRIDES = frozenset({
@@ -34,7 +36,9 @@ class Config:
     # -- what to run ------------------------------------------------------------------------------------------------
     model: str = option("Dsqn", "the network", choices=MODELS)
     env_id: str = option("BreakoutNoFrameskip-v4", "an Atari <Game>NoFrameskip-v4 id")
-    method: str = option("learn", "learn: train a network; play: evaluate a saved one", choices=("learn", "play"))
+    method: str = option("learn", "learn: train a network; play: evaluate a saved one; robustness: play a saved one "
+                                  "at each level of a perturbation (docs/ROBUSTNESS.md)",
+                         choices=("learn", "play", "robustness"))
     seed: int = option(0, "seed of the networks' initialisation, the envs and every random stream", parse=seed_int)
     double: bool = option(False, "Double DQN target: the online network picks a' = argmax Q(s'), the target "
                                  "network values it")
@@ -42,6 +46,24 @@ class Config:
     use_video_recorder: bool = option(False, "play: write an mp4 of every episode into the run folder's videos/")
     use_spike_monitor: bool = option(False, "play: record firing rates, spikes and synaptic operations per greedy "
                                             "action of a spiking network")
+    # -- perturbed play: generalisation and robustness (play, robustness; docs/ROBUSTNESS.md) ------------------------
+    sticky_actions: float = option(0.0, "play: the ALE's repeat_action_probability: at each emulator frame "
+                                        "the previous action is kept with this probability (Machado et al. 2018: "
+                                        "0.25; the paper: 0)", parse=probability)
+    game_mode: int | None = option(None, "play: an ALE mode of the game, one of its available modes "
+                                         "(default: the game's default)", parse=non_negative_int)
+    game_difficulty: int | None = option(None, "play: an ALE difficulty of the game, one of its available "
+                                               "difficulties (default: the game's default)",
+                                         parse=non_negative_int)
+    obs_noise: float = option(0.0, "play: std of Gaussian noise added to every 84x84 frame, in pixel levels "
+                                   "(0-255); rounded and clipped back to uint8", parse=non_negative_float)
+    fgsm_epsilon: int = option(0, "play: FGSM budget in pixel levels (a whole number): the network sees x - "
+                                  "epsilon * sign(grad_x Q(x, a*)), a* its greedy action, clipped to 0-255",
+                               parse=pixel_budget)
+    robustness: str | None = option(None, "--method robustness: the perturbation to sweep", choices=PERTURBATIONS)
+    levels: list[float] | None = option(None, "--method robustness: its levels (default: per perturbation, "
+                                              "docs/ROBUSTNESS.md)", parse=non_negative_float, nargs="+",
+                                        metavar="LEVEL")
     # -- where, and on what ---------------------------------------------------------------------------------------------
     output_dir: str = option("runs", "the folder that receives the run folder (relative: to the repository)")
     run_name: str | None = option(None, "the run folder's name (default: <model>_<game>_seed<seed>_<time>, "

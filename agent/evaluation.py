@@ -84,16 +84,18 @@ class NonFiniteQ(Exception):
 
 
 def run_episode(agent, env, epsilon: float, rng: np.random.Generator, monitor=None,
-                check: Callable[[], None] | None = None) -> EpisodeResult:
+                check: Callable[[], None] | None = None,
+                perturb: Callable[[np.ndarray], np.ndarray] | None = None) -> EpisodeResult:
     """One full game on an evaluation env. ``monitor``: a SpikeMonitor on ``agent.net`` (spiking networks);
-    ``check``: called before every step (the training loop stops an evaluation there when asked to)."""
+    ``check``: called before every step (the training loop stops an evaluation there when asked to); ``perturb``:
+    what the agent is given instead of each frame stack (agent/robustness.py: FGSM)."""
     stats = SpikeStats(T=agent.net.T) if monitor is not None else None
     frame_stack, _ = env.reset()
     score, max_q, max_q_std, steps, done = 0.0, -math.inf, math.nan, 0, False
     while not done:
         if check is not None:
             check()
-        action, q = agent.act(frame_stack, epsilon, rng)
+        action, q = agent.act(frame_stack if perturb is None else perturb(frame_stack), epsilon, rng)
         if q is not None:
             if not bool(torch.isfinite(q).all()):
                 raise NonFiniteQ(f"non-finite Q-values {q.tolist()}")

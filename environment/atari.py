@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import ale_py
 import gymnasium as gym
-from gymnasium.wrappers import FrameStackObservation, RecordVideo, TimeLimit
+import numpy as np
+from gymnasium.wrappers import FrameStackObservation, RecordVideo, TimeLimit, TransformObservation
 
 from .wrappers import (
     ClipRewardEnv,
@@ -88,6 +91,10 @@ def make_env(
     video_dir: str | None = None,
     episodic_life: bool | None = None,
     clip_rewards: bool | None = None,
+    sticky_actions: float = 0.0,
+    game_mode: int | None = None,
+    game_difficulty: int | None = None,
+    frame_transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> gym.Env:
     """Build the DeepMind-preprocessed Atari env (baselines ``make_atari`` + ``wrap_deepmind``).
 
@@ -119,6 +126,12 @@ def make_env(
     video_dir: evaluation env only (``ValueError`` otherwise). Wraps the raw env (innermost, all
     frames at 60 fps) in RecordVideo recording every episode (= every game) as an mp4 into
     ``video_dir``; a video is written on the next ``reset()`` or on ``close()``.
+
+    Perturbed play (agent/robustness.py, docs/ROBUSTNESS.md): ``sticky_actions`` is the raw env's
+    ``repeat_action_probability`` (the ALE keeps its previous action at each emulator frame with this probability;
+    0 = the paper's setting); ``game_mode`` / ``game_difficulty`` select another ALE mode / difficulty (None: the
+    game's default; an unavailable one is a RuntimeError of the ALE); ``frame_transform`` maps every 84x84 uint8
+    frame before it enters the frame stack (e.g. noise) and must return one of the same shape and dtype.
     """
     check_env_id(env_id)
     if max_episode_step < 1 or history_len < 1:
@@ -130,6 +143,9 @@ def make_env(
         env_id,
         max_episode_steps=None,
         max_num_frames_per_episode=0,
+        repeat_action_probability=sticky_actions,
+        mode=game_mode,
+        difficulty=game_difficulty,
         render_mode="rgb_array" if video_dir is not None else None,
     )
     if seed is not None:
@@ -149,6 +165,8 @@ def make_env(
     if "FIRE" in env.unwrapped.get_action_meanings():
         env = FireResetEnv(env)
     env = WarpFrame(env)
+    if frame_transform is not None:
+        env = TransformObservation(env, frame_transform, env.observation_space)
     if clip_rewards:
         env = ClipRewardEnv(env)
     env = FrameStackObservation(env, history_len, padding_type="reset")
