@@ -7,7 +7,7 @@ import os
 import tempfile
 
 import plotting
-from plotting import aggregation, figures, statistics, tables
+from plotting import aggregation, figures, robustness, statistics, tables
 from plotting.common import (
     BASELINES,
     CONVERSION,
@@ -205,16 +205,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     learn, play = find_runs(runs_dirs, log_dirs, conversion_log_dirs, conversion_result_dirs, notes,
                             args.max_points, progress=not args.no_progress, keep=keep)
+    robust = robustness.find_runs(runs_dirs, notes, keep)  # run.py --method robustness (plotting/robustness.py)
     all_groups = aggregation.make_groups(learn, play)  # the bases stay even when --models leaves them out
     groups = {k: g for k, g in all_groups.items() if k[0] in models}
     games, skipped = _select_games(args, groups, all_groups, notes)
-    if not games:
+    if not games and not robust:
         raise UserError("no run data for the selected games and models in " + ", ".join(
             folder for folders in inputs.values() for folder in folders))
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as error:
         raise UserError(f"--output_dir: cannot create {out_dir}: {error.strerror}") from None
+    if not games:  # robustness runs only
+        robust_rows, written = _write_robustness(robust, models, args, out_dir, notes)
+        return {"rows": [], "written": written, "skipped": skipped, "robustness_rows": robust_rows}
 
     rows = aggregation.score_rows(all_groups, games, models, refs, args.human_set, notes)
     summary = aggregation.hns_summary(rows, models)
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
                                              args.human_set, learn)
     per_seed = [r for r in per_seed_all if r["model"] in models]
     stats, profiles = statistics.compute(per_seed_all, models, args.bootstrap_samples, args.bootstrap_seed)
-    written: list[str] = []
+    robust_rows, written = _write_robustness(robust, models, args, out_dir, notes)
     try:
         energy_rows = _write_outputs(args, games, groups, all_groups, models, refs, rows, summary, per_seed, stats,
                                      profiles, notes, inputs, out_dir, written)
@@ -232,4 +236,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserError(f"--output_dir: cannot write{where}: {error.strerror or error}") from None
     print(f"{len(rows)} score rows for {len(games)} game(s); wrote {len(written)} files to {out_dir}")
     return {"rows": rows, "summary": summary, "energy_rows": energy_rows, "written": written, "skipped": skipped,
-            "per_seed": per_seed, "statistics": stats}
+            "per_seed": per_seed, "statistics": stats, "robustness_rows": robust_rows}
+
+
+def _write_robustness(robust, models, args, out_dir, notes) -> tuple[list[dict], list[str]]:
+    """robustness_<study>_<game> figures, robustness.md and robustness.csv (plotting/robustness.py)."""
+    try:
+        rows, written = robustness.write_outputs(robust, models, args.format, out_dir, notes)
+    except OSError as error:
+        raise UserError(f"--output_dir: cannot write {error.filename2 or error.filename or ''}: "
+                        f"{error.strerror or error}") from None
+    if rows:
+        print(f"{len(rows)} robustness rows; wrote {len(written)} files to {out_dir}")
+    return rows, written

@@ -154,7 +154,15 @@ def _run_py_folder(folder, name, config, notes, keep) -> LearnRun | PlayRun | No
             return None
         return LearnRun(name, *identity, event_dir, config, checkpoint_key=("run", name))
     if method == "play":
+        from plotting.robustness import perturbed_settings
+
+        if perturbed_settings(config):
+            notes.add(f"{name}: a play under perturbation {perturbed_settings(config)}, left out of the scores (see "
+                      "robustness runs: docs/ROBUSTNESS.md)")
+            return None
         return _play_run(name, *identity, os.path.join(folder, "summary.json"), config.get("model_path"), notes)
+    if method == "robustness":
+        return None  # read by plotting/robustness.py
     notes.add(f"{name}: unknown method {method!r} in its config.json, skipped")
     return None
 
