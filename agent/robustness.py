@@ -39,14 +39,6 @@ PERTURBATIONS = ("sticky_actions", "obs_noise", "fgsm", "game_mode", "game_diffi
 #: The play option each perturbation sets.
 OPTIONS = {"sticky_actions": "sticky_actions", "obs_noise": "obs_noise", "fgsm": "fgsm_epsilon",
            "game_mode": "game_mode", "game_difficulty": "game_difficulty"}
-#: What a level of each perturbation is, with its unit (axis labels, tables).
-LEVEL_LABELS = {
-    "sticky_actions": "sticky-action probability (ALE repeat_action_probability)",
-    "obs_noise": "Gaussian frame noise sigma (pixel levels, 0-255)",
-    "fgsm": "FGSM budget epsilon (pixel levels, 0-255)",
-    "game_mode": "ALE game mode",
-    "game_difficulty": "ALE game difficulty",
-}
 #: --levels when it is not given (game_mode / game_difficulty: all the game's modes / difficulties).
 DEFAULT_LEVELS = {"sticky_actions": (0.0, 0.25, 0.5, 0.75), "obs_noise": (0.0, 4.0, 8.0, 16.0, 32.0),
                   "fgsm": (0.0, 1.0, 2.0, 4.0, 8.0)}
