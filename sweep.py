@@ -21,7 +21,7 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from utils.cli import UserError, run_cli  # noqa: E402
+from utils.cli import UserError, run_cli
 
 PROG = "sweep.py"
 

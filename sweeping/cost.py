@@ -171,8 +171,8 @@ def estimate(plan: list[tuple], options) -> list[str]:
     hours = {m: sum(v) / 3600 for m, v in by_model.items()}
     total = sum(hours.values())
     share, unit = (options.gpus_per_run, "GPU-hours") if gpu else (options.cpus_per_run, "CPU-core-hours")
-    lines = ["estimated cost of the runs still to do (one run at the benchmark's rate; evaluations at "
-             f"{EVAL_GAME_STEPS} agent steps per game):"]
+    lines = [("estimated cost of the runs still to do (one run at the benchmark's rate; evaluations at "
+              f"{EVAL_GAME_STEPS} agent steps per game):")]
     lines += [f"  {m:<16} {len(by_model[m]):>4} runs  {hours[m] / len(by_model[m]):>11.1f} h each  {hours[m]:>12.1f} h"
               for m in by_model]
     lines.append(f"  total {total:,.1f} run-hours = {total * share:,.1f} {unit} ({share:g} per run)")

@@ -11,6 +11,7 @@ Outcome of a task -> what the driver does:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -52,19 +53,21 @@ class Driver:
         import ray
 
         self.ray, self.owns_ray = ray, not ray.is_initialized()
-        if self.owns_ray:
+        if self.owns_ray:  # the workers import sweeping/ from this repository (the same path on every node)
+            job = ray.job_config.JobConfig(code_search_path=[REPO_ROOT])
             if self.options.address:
-                ray.init(address=self.options.address, log_to_driver=False)
+                ray.init(address=self.options.address, log_to_driver=False, job_config=job)
             else:
-                ray.init(num_cpus=self.options.num_cpus, include_dashboard=False, log_to_driver=False,
+                ray.init(num_cpus=self.options.num_cpus, include_dashboard=False, log_to_driver=False, job_config=job,
                          object_store_memory=self.options.object_store_mb and self.options.object_store_mb << 20)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         # --results return: every task gets the driver's copy of its run folder; auto: only once a task found
         # that its node does not see the sweep folder (it then asks for it, see worker.execute)
         self.ship = self.options.results == "return"
         self.board = progress.make_board()
+        memory = {"memory": int(self.options.memory_per_run * 2**30)} if self.options.memory_per_run else {}
         self.task = ray.remote(execute).options(num_cpus=self.options.cpus_per_run,
-                                                num_gpus=self.options.gpus_per_run, max_retries=0)
+                                                num_gpus=self.options.gpus_per_run, max_retries=0, **memory)
         self.say(f"Ray: {len(nodes)} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs, "
                  f"{ray.cluster_resources().get('GPU', 0):g} GPUs; each run holds {self.options.cpus_per_run:g} "
                  f"CPU(s) and {self.options.gpus_per_run:g} GPU(s)")
@@ -91,10 +94,8 @@ class Driver:
 
     # -- outcomes ---------------------------------------------------------------------------------------------------
 
-    def handle(self, name: str, result: dict) -> None:
-        if result.get("need_pack"):  # its node does not see the sweep folder: send the driver's copy along
-            self.ship = True
-            return self.submit(name, again=True)
+    def receive(self, name: str, result: dict) -> None:
+        """Take in what a task sent back from a node-local folder: its run folder and its output."""
         if result.get("pack") is not None:
             packing.unpack(result.pop("pack"), os.path.join(self.runs_dir, name))
         if result.get("log") is not None:  # the output of an attempt made in a node-local folder
@@ -102,6 +103,12 @@ class Driver:
             with open(os.path.join(self.sweep_dir, "logs", f"{name}.attempt{self.view[name]['attempt']}.log"),
                       "wb") as log:
                 log.write(result.pop("log"))
+
+    def handle(self, name: str, result: dict) -> None:
+        if result.get("need_pack"):  # its node does not see the sweep folder: send the driver's copy along
+            self.ship = True
+            return self.submit(name, again=True)
+        self.receive(name, result)
         if "lost" in result:
             return self.interrupted(name, result["lost"])
         where = {"node": result.get("node"), "host": result.get("host"), "exit": result["rc"],
@@ -186,15 +193,22 @@ class Driver:
         return EXIT_FAILED if failed else 0
 
     def stop(self, status: int) -> int:
+        if self.ray is None:
+            return status
         self.say("stopping: every running run saves its state (the same command continues the sweep)")
         for ref in self.refs:
             self.ray.cancel(ref)
         try:
-            self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=120)
+            ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=120)
+            for ref in ready:  # the runs saved their state; from node-local folders it comes back here
+                with contextlib.suppress(self.ray.exceptions.RayError):
+                    self.receive(self.refs[ref], self.ray.get(ref))
         except (KeyboardInterrupt, Stop):
             pass
         for name in self.refs.values():
             self.state.record(name, state="stopped")
+        print(f"stopped: {len(self.refs)} run(s) were running or queued; the same command continues the sweep",
+              file=self.out)
         if self.owns_ray:
             self.ray.shutdown()
         return status
@@ -277,7 +291,7 @@ class Driver:
         try:
             games = sorted({short_game(spec.env_id) for spec in self.specs.values()})
             plot_main(["--runs_dir", self.runs_dir, "--output_dir", figures, "--no_progress", "--games", *games,
-                       *shlex.split(self.options.plot_options)])
+                       *shlex.split(self.options.plot_options or "")])
         except (UserError, SystemExit) as error:
             print(f"plot.py did not run: {error}", file=self.out)
             return

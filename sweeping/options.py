@@ -52,7 +52,7 @@ class SweepOptions:
     seeds: tuple = option((0, 1, 2), "seeds", parse=seed_int, metavar="SEED")
     convert: tuple = option(("all",), "convert.py run for each finished Dqn run: all games, or only these games; "
                                       "--no-convert: none", metavar="GAME")
-    convert_options: str = option("", "convert.py options for every conversion run, e.g. \"--time 500\"")
+    convert_options: str | None = option(None, "convert.py options for every conversion run, e.g. \"--time 500\"")
     grid: str | None = option(None, "read the grid (any of these option names) from a YAML file, e.g. "
                                     "grids/paper.yaml")
     sweep_dir: str | None = option(None, "the sweep's folder: runs/ (one folder per run), its state and figures/ "
@@ -65,6 +65,9 @@ class SweepOptions:
     cpus_per_run: float = option(1.0, "CPUs each run holds (also its OMP_NUM_THREADS)", parse=positive_float)
     gpus_per_run: float = option(0.0, "GPUs each run holds; a fraction such as 0.25 lets runs share one GPU",
                                  parse=non_negative_float)
+    memory_per_run: float | None = option(None, "GB of memory each run reserves in Ray's scheduling, e.g. 9 for the "
+                                                "7.2 GB replay memory of 1M transitions (default: none declared)",
+                                          parse=positive_float)
     results: str = option("auto", "auto: a task that sees the sweep folder (its token file) writes there, "
                                   "anywhere else it writes a node-local copy that is sent back to the driver; "
                                   "shared / return: always the one or the other",
@@ -81,7 +84,7 @@ class SweepOptions:
                                          "the newest fitting one in docs/benchmarks/)")
     refresh: float = option(5.0, "seconds between refreshes of the progress table", parse=positive_float)
     plot: bool = option(True, "run plot.py on the sweep's runs/ at the end")
-    plot_options: str = option("", "extra plot.py options, e.g. \"--format pdf\"")
+    plot_options: str | None = option(None, "extra plot.py options, e.g. \"--format pdf\"")
 
 
 LIST_FIELDS = {f.name for f in fields(SweepOptions) if isinstance(f.default, tuple)}
@@ -124,9 +127,10 @@ def parse_command_line(argv: list[str]) -> tuple[SweepOptions, list[str], str | 
         grid, name = read_grid(given["grid"])
     values = {**DEFAULTS, **{k: v for k, v in grid.items() if k in DEFAULTS}, **given}
     values = {k: tuple(v) if k in LIST_FIELDS else v for k, v in values.items()}
-    if values["address"] and values["num_cpus"]:
-        raise UserError("--num_cpus sizes the local Ray instance; with --address the cluster's nodes declare "
-                        "their CPUs (ray start --num-cpus)")
+    for local in ("num_cpus", "object_store_mb"):
+        if values["address"] and values[local]:
+            raise UserError(f"--{local} sizes the local Ray instance; with --address the cluster's nodes declare "
+                            "their own (ray start --num-cpus, --object-store-memory)")
     options = SweepOptions(**values)
     options.grid_run_words = grid.get("run_options", [])  # type: ignore[attr-defined]
     options.model_words = grid.get("model_options", {})  # type: ignore[attr-defined]
@@ -200,8 +204,8 @@ def read_grid(path: str) -> tuple[dict, str]:
             bad = [v for v in out[key] if meta["choices"] and v not in meta["choices"]]
             if bad:
                 raise UserError(f"{path}: {key}: unknown {bad[0]!r}; choose from {', '.join(meta['choices'])}")
-        elif key == "convert_options":
-            out[key] = shlex.join(option_words(value, f"{path}: convert_options"))
+        elif key in ("convert_options", "plot_options"):
+            out[key] = shlex.join(option_words(value, f"{path}: {key}"))
         elif isinstance(DEFAULTS[key], bool):
             if not isinstance(value, bool):
                 raise UserError(f"{path}: {key} must be true or false")

@@ -67,7 +67,6 @@ def _convert_parser():
 def build_plan(options: SweepOptions, run_words: list[str]) -> list[RunSpec]:
     """Every run of the grid, training runs first (games x models x seeds), then the conversions."""
     from agent.config import Config
-    from conversion_based_snn.convert import ConvertConfig
 
     games = expand_games(options.games)
     shared_words = [*options.grid_run_words, *run_words]
@@ -81,7 +80,7 @@ def build_plan(options: SweepOptions, run_words: list[str]) -> list[RunSpec]:
         words = [*options.grid_run_words, *options.model_words.get(model, []), *run_words]
         given = _parse(_run_parser(), words, f"run.py options of {model}")
         if set(given) & set(RUN_SET):
-            raise UserError(f"model_options of {model}: --{sorted(set(given) & set(RUN_SET))[0]} is set by the sweep")
+            raise UserError(f"model_options of {model}: --{min(set(given) & set(RUN_SET))} is set by the sweep")
         configs[model] = Config(**{**given, "model": base, "double": double}).to_dict()
         for env_id in games:
             for seed in options.seeds:
@@ -89,19 +88,21 @@ def build_plan(options: SweepOptions, run_words: list[str]) -> list[RunSpec]:
                 specs.append(RunSpec(f"{model}_{env_id}_seed{seed}", "train", model, env_id, seed, [*head, *words],
                                      config={**configs[model], "env_id": env_id, "seed": seed}))
     specs.sort(key=lambda s: (s.seed, options.models.index(s.model), games.index(s.env_id)))
-    specs += conversions(options, games, specs, ConvertConfig)
+    specs += conversions(options, games, specs)
     return specs
 
 
-def conversions(options: SweepOptions, games: list[str], train: list[RunSpec], convert_config) -> list[RunSpec]:
+def conversions(options: SweepOptions, games: list[str], train: list[RunSpec]) -> list[RunSpec]:
     if not options.convert:
         return []
-    words = shlex.split(options.convert_options)
+    from conversion_based_snn.convert import ConvertConfig
+
+    words = shlex.split(options.convert_options or "")
     given = _parse(_convert_parser(), words, "--convert_options")
     taken = sorted(set(given) & set(CONVERT_SET))
     if taken:
         raise UserError(f"--convert_options: --{taken[0]} is set by the sweep for each conversion; leave it out")
-    config = {**asdict(convert_config()), **given}
+    config = {**asdict(ConvertConfig()), **given}
     wanted = games if any(g.lower() == "all" for g in options.convert) else expand_games(options.convert)
     outside = [g for g in wanted if g not in games]
     if outside:

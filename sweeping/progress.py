@@ -3,6 +3,7 @@ progress bar), the board that carries it to the driver, and the table the driver
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -75,7 +76,7 @@ def make_board():
 
 
 def hms(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds == float("inf"):
+    if seconds is None or not math.isfinite(seconds):
         return "?"
     seconds = int(seconds)
     days, rest = divmod(seconds, 86400)
@@ -100,13 +101,13 @@ def grid_eta(running: list[dict], queued_seconds: list[float]) -> float | None:
 
 
 def table(rows: list[dict], counts: dict, eta: float | None, limit: int = 40) -> list[str]:
-    """The lines of the progress table: a header with the counts and the ETA, then one line per running, failed
-    and recently finished run (up to ``limit`` lines)."""
+    """The lines of the progress table: a header with the counts and the ETA, then one line per running or failed
+    run (up to ``limit`` lines)."""
     head = "  ".join(f"{k} {v}" for k, v in counts.items()) + f"  | grid ETA ~{hms(eta)}"
     if not rows:
         return [head]
-    lines = [head, f"{'run':<44} {'state':<8} {'try':>3} {'node':<10} {'phase':<10} {'step':>17} {'steps/s':>8} "
-                   f"{'last eval':>10} {'best':>8} {'left':>9}"]
+    lines = [head, (f"{'run':<44} {'state':<8} {'try':>3} {'node':<10} {'phase':<10} {'step':>17} {'steps/s':>8} "
+                    f"{'last eval':>10} {'best':>8} {'left':>9}")]
     for row in rows[:limit]:
         report = row.get("report") or {}
         step = f"{report['n']}/{report['total']}" if report.get("n") is not None else ""
@@ -114,7 +115,7 @@ def table(rows: list[dict], counts: dict, eta: float | None, limit: int = 40) ->
         best = report.get("best_score")
         lines.append(f"{row['name'][:44]:<44} {row['state']:<8} {row.get('attempt', ''):>3} "
                      f"{str(report.get('host') or '')[:10]:<10} {str(report.get('phase') or '')[:10]:<10} "
-                     f"{step:>17} {rate:>8} {str(report.get('last_eval') or ''):>10} "
+                     f"{step:>17} {rate:>8} {report.get('last_eval') or ''!s:>10} "
                      f"{'' if best is None else format(best, '.6g'):>8} "
                      f"{hms(remaining_seconds(report)) if row['state'] == 'running' else '':>9}")
     if len(rows) > limit:
@@ -134,6 +135,10 @@ class Screen:
     def show(self, lines: list[str], messages: list[str] = (), final: bool = False) -> None:
         stamp = time.strftime("%H:%M:%S ")
         if self.tty:
+            import shutil
+
+            width = shutil.get_terminal_size().columns - 1  # a wrapped line would spoil the redraw
+            lines = [line[:width] for line in lines]
             if self.drawn:
                 self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
             self.stream.write("".join(stamp + m + "\n" for m in messages) + "\n".join(lines) + "\n")

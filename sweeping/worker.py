@@ -7,7 +7,8 @@
   waits until a previous attempt's process (which may outlive a killed worker for a moment) has saved and exited.
 * A run folder that has a config.json is continued with ``run.py --resume`` (the same options: run.py refuses any
   that cannot change); a conversion, which cannot be resumed, starts again in a clean folder.
-* The subprocess gets SIGTERM when the worker dies (Linux PR_SET_PDEATHSIG): run.py then saves its state and stops.
+* The subprocess gets SIGTERM when the worker dies (Linux PR_SET_PDEATHSIG, see LAUNCHER): run.py then saves its
+  state and stops.
 * Progress (phase, step, steps/s, last evaluation score) goes to the driver's progress board every few seconds.
 
 This module is sent to the workers by value (cloudpickle), so a node needs the repository and its virtualenv at
@@ -50,11 +51,21 @@ def sees_sweep_dir(sweep_dir: str, token: str) -> bool:
         return False
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+#: Run in front of the program (then replaced by it, same process): unblock every signal (a Ray worker blocks SIGINT,
+#: and a blocked mask is inherited), restore the default SIGINT/SIGTERM actions, and ask Linux for SIGTERM when the
+#: worker dies (PR_SET_PDEATHSIG = 1), so the run saves and stops instead of running on without its task. This is a
+#: separate exec rather than a preexec_fn, which is unsafe in a process with threads (a Ray worker has several).
+LAUNCHER = ("import ctypes, os, signal, sys\n"
+            "signal.pthread_sigmask(signal.SIG_SETMASK, [])\n"
+            "for signum in (signal.SIGINT, signal.SIGTERM):\n"
+            "    signal.signal(signum, signal.SIG_DFL)\n"
+            "try:\n"
+            "    ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
+            "except (OSError, AttributeError):\n"
+            "    pass\n"
+            "if os.getppid() != int(sys.argv[1]):\n"
+            "    sys.exit(143)  # the worker is already gone\n"
+            "os.execv(sys.argv[2], sys.argv[2:])\n")
 
 
 def _error_line(log_path: str) -> str | None:
@@ -176,9 +187,9 @@ def _run(job: dict, runs_dir: str, folder: str, root: str, report, lock_fd: int)
     with open(log_path, "wb") as log:
         log.write((" ".join(command) + "\n").encode())
         log.flush()
-        process = subprocess.Popen(command, cwd=os.environ.get("SWEEP_REPO") or job["repo_root"],
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   preexec_fn=_die_with_parent, pass_fds=(lock_fd,))
+        process = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(os.getpid()), *command],
+                                   cwd=os.environ.get("SWEEP_REPO") or job["repo_root"], stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(lock_fd,))
     report(phase="starting", pid=process.pid, started=time.time())
     last = 0.0
     try:
@@ -187,11 +198,13 @@ def _run(job: dict, runs_dir: str, folder: str, root: str, report, lock_fd: int)
             if time.time() - last >= REPORT_S:
                 last = time.time()
                 report(**read_progress(folder, log_path), pid=process.pid)
-    except KeyboardInterrupt:  # ray.cancel: let the run save its state and stop
-        process.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
+    except BaseException:  # noqa: BLE001 - ray.cancel (TaskCancelledError / KeyboardInterrupt): the run saves and stops, and
+        process.send_signal(signal.SIGINT)  # the task returns normally, so that a node-local copy is sent back
+        with contextlib.suppress(BaseException):
             process.wait(timeout=300)
-        raise
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     return process.returncode
 
 
