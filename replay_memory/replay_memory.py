@@ -1,89 +1,71 @@
 """Circular uint8 experience replay memory for DQN that stores every frame once.
 
-The environment hands the agent frame stacks of shape ``(history_len, H, W)``
-(oldest frame first).  Consecutive stacks of one episode overlap in
-``history_len - 1`` frames, so storing whole stacks (as the original code did)
-costs ``history_len`` times more memory than necessary.  This memory stores each
-distinct frame once and rebuilds the stacks when sampling.
+The environment hands the agent frame stacks of shape ``(history_len, H, W)`` (oldest frame first).  Consecutive
+stacks of one episode overlap in ``history_len - 1`` frames, so storing whole stacks (as the original code did) costs
+``history_len`` times more memory than necessary.  This memory stores each distinct frame once and rebuilds the stacks
+when sampling.
 
 Layout
 ------
 Two rings, both allocated up front:
 
 * **Frame ring** ``_frames``: ``uint8[F, H, W]`` with
-  ``F = capacity + ceil(frame_headroom * capacity) + history_len + 1``.
-  Every stored frame gets an absolute (ever-increasing) number ``a`` and lives
-  in row ``a % F``.
-* **Transition ring** of ``capacity`` slots.  Transition number ``t`` lives in
-  slot ``t % capacity`` and holds ``state_abs`` (absolute number of the last
-  frame of its state stack), ``ep_start`` (absolute number of the first stored
-  frame of its episode), ``action`` (int32), ``reward`` (float32) and ``done``
-  (bool).  The last frame of the next state is always frame ``state_abs + 1``.
+  ``F = capacity + ceil(frame_headroom * capacity) + history_len + 1``. Every stored frame gets an absolute
+  (ever-increasing) number ``a`` and lives in row ``a % F``.
+* **Transition ring** of ``capacity`` slots.  Transition number ``t`` lives in slot ``t % capacity`` and holds
+  ``state_abs`` (absolute number of the last frame of its state stack), ``ep_start`` (absolute number of the first
+  stored frame of its episode), ``action`` (int32), ``reward`` (float32) and ``done`` (bool).  The last frame of the
+  next state is always frame ``state_abs + 1``.
 
-Rebuilding: the stack ending at frame ``a`` of an episode starting at ``e`` is
-the frames ``max(a - history_len + 1 + k, e)`` for ``k = 0 .. history_len-1``,
-i.e. the episode's first stored frame is repeated for the positions before the
-episode began -- exactly the baselines ``FrameStack`` reset semantics
-``[f0, f0, f0, f0], [f0, f0, f0, f1], ...``.  Frames of a previous episode are
-therefore never used.  A sample gathers these indices for the whole batch at
-once (one fancy-indexing gather for states, one for next states).
+Rebuilding: the stack ending at frame ``a`` of an episode starting at ``e`` is the frames
+``max(a - history_len + 1 + k, e)`` for ``k = 0 .. history_len-1``, i.e. the episode's first stored frame is repeated for the positions before the
+episode began -- exactly the baselines ``FrameStack`` reset semantics ``[f0, f0, f0, f0], [f0, f0, f0, f1], ...``.
+Frames of a previous episode are therefore never used.  A sample gathers these indices for the whole batch at once
+(one fancy-indexing gather for states, one for next states).
 
 Appending
 ---------
-``append(frame_stack, action, reward, done, next_frame_stack)`` decides whether
-the transition begins a new episode segment.  It does if it is the first append
-ever, if the previous append had ``done=True``, or (when ``check_continuity``,
-the default) if ``frame_stack`` differs from the previous transition's next
-state as rebuilt from the ring (one gather of ``history_len`` frames and one
-comparison, about 10-20 microseconds per append on one CPU core; pass
-``check_continuity=False`` to rely on ``done`` alone, about 4 microseconds).  Then:
+``append(frame_stack, action, reward, done, next_frame_stack)`` decides whether the transition begins a new episode
+segment.  It does if it is the first append ever, if the previous append had ``done=True``, or (when
+``check_continuity``, the default) if ``frame_stack`` differs from the previous transition's next state as rebuilt
+from the ring (one gather of ``history_len`` frames and one comparison, about 10-20 microseconds per append on one CPU
+core; pass ``check_continuity=False`` to rely on ``done`` alone, about 4 microseconds).  Then:
 
-* new episode: the leading run of identical frames of ``frame_stack`` is stored
-  once (``[f0, f0, f0, f0]`` -> 1 frame; a non-repeated stack ``[a, b, c, d]``
-  -> 4 frames; ``[a, a, b, c]`` -> 3 frames), then ``next_frame_stack[-1]``.
+* new episode: the leading run of identical frames of ``frame_stack`` is stored once (``[f0, f0, f0, f0]`` -> 1 frame;
+  a non-repeated stack ``[a, b, c, d]`` -> 4 frames; ``[a, a, b, c]`` -> 3 frames), then ``next_frame_stack[-1]``.
   Rebuilding with the repeat rule above is exact in all three cases.
 * continuing episode: only ``next_frame_stack[-1]`` is copied (one frame).
 
-The terminal transition's next frame is stored too, so the sampled
-``next_states`` always equal what the environment returned (DQN masks them
-with ``dones`` anyway).  It is assumed, as for any frame-stacking wrapper, that
+The terminal transition's next frame is stored too, so the sampled ``next_states`` always equal what the environment
+returned (DQN masks them with ``dones`` anyway).  It is assumed, as for any frame-stacking wrapper, that
 ``next_frame_stack[:-1] == frame_stack[1:]``; this is not checked.
 
 Wrap-around and validity
 ------------------------
-An episode of ``L`` transitions needs ``L + 1`` frames (``L + history_len`` if it
-starts with a non-repeated stack), so the frame ring holds more rows than the
-transition ring: ``frame_headroom`` (default 2 %) leaves room for one extra frame
-per episode as long as the episodes in the memory average at least
-``1 / frame_headroom`` = 50 transitions.  When the frame ring nevertheless
-overwrites a frame that an old transition still needs, that transition is
-*dropped* (never sampled).  Because the oldest frame a transition needs grows
-monotonically with the transition number, the sampleable transitions are always
-one contiguous run ``[_first_valid, _num_appended)`` of transition numbers, so
-``len()`` is its length (``<= capacity``; equal to ``capacity`` once full in the
-usual case) and uniform sampling is a single ``integers`` draw.
+An episode of ``L`` transitions needs ``L + 1`` frames (``L + history_len`` if it starts with a non-repeated stack),
+so the frame ring holds more rows than the transition ring: ``frame_headroom`` (default 2 %) leaves room for one extra
+frame per episode as long as the episodes in the memory average at least ``1 / frame_headroom`` = 50 transitions.
+When the frame ring nevertheless overwrites a frame that an old transition still needs, that transition is *dropped*
+(never sampled).  Because the oldest frame a transition needs grows monotonically with the transition number, the
+sampleable transitions are always one contiguous run ``[_first_valid, _num_appended)`` of transition numbers, so
+``len()`` is its length (``<= capacity``; equal to ``capacity`` once full in the usual case) and uniform sampling is a
+single ``integers`` draw.
 
 Memory per transition
 ---------------------
-``(F / capacity) * H * W`` bytes of frames plus 25 bytes of metadata
-(8 + 8 + 4 + 4 + 1): for 84x84 frames and the default 2 % headroom about
-7,225 bytes, i.e. about 7.2 GB for 1,000,000 transitions (whole 4-frame stacks
-for state and next state would need 56,448 bytes, 28,224 with only states).
-``numpy.empty`` is used, so the operating system commits the frame memory page
-by page as the ring fills.
+``(F / capacity) * H * W`` bytes of frames plus 25 bytes of metadata (8 + 8 + 4 + 4 + 1): for 84x84 frames and the
+default 2 % headroom about 7,225 bytes, i.e. about 7.2 GB for 1,000,000 transitions (whole 4-frame stacks for state
+and next state would need 56,448 bytes, 28,224 with only states). ``numpy.empty`` is used, so the operating system
+commits the frame memory page by page as the ring fills.
 
 Persistence
 -----------
-With ``frames_file`` the frame ring is a memory-mapped file, so a checkpoint of
-the memory is :meth:`flush` plus :meth:`state_dict` (the 25 bytes per
-transition of metadata, the counters and the sampling generator), not a copy of
-gigabytes of frames. To go back to the last checkpoint after the process died,
-the frames overwritten since then are needed: after each checkpoint
-:meth:`start_journal` opens an undo journal that receives every frame just
-before it is overwritten (only once the ring has wrapped), and :meth:`undo`
-writes them back, newest first. Frames written after the checkpoint into rows
-that held nothing yet need no undo: the transitions of the checkpoint never
-refer to them.
+With ``frames_file`` the frame ring is a memory-mapped file, so a checkpoint of the memory is :meth:`flush` plus
+:meth:`state_dict` (the 25 bytes per transition of metadata, the counters and the sampling generator), not a copy of
+gigabytes of frames. To go back to the last checkpoint after the process died, the frames overwritten since then are
+needed: after each checkpoint :meth:`start_journal` opens an undo journal that receives every frame just before it is
+overwritten (only once the ring has wrapped), and :meth:`undo` writes them back, newest first. Frames written after
+the checkpoint into rows that held nothing yet need no undo: the transitions of the checkpoint never refer to them.
 """
 
 from __future__ import annotations

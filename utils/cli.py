@@ -57,53 +57,25 @@ def _number(text: str, kind: type):
         raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, got {text}") from None
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def checked(kind: type, accept: Callable, requirement: str) -> Callable[[str], int | float]:
+    """A value parser: ``kind(text)`` if ``accept`` takes it, else an argparse error saying ``must be <requirement>``."""
+
+    def parse(text: str):
+        value = _number(text, kind)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or a positive integer, got {text}")
-    return value
-
-
-def seed_int(text: str) -> int:
-    value = _number(text, int)
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**32 - 1, got {text}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    value = _number(text, float)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = finite_float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    value = finite_float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
-    return value
-
-
-def greater_than_one(text: str) -> float:
-    value = finite_float(text)
-    if not value > 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number greater than 1, got {text}")
-    return value
+positive_int = checked(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = checked(int, lambda v: v >= 0, "zero or a positive integer")
+seed_int = checked(int, lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1")
+finite_float = checked(float, math.isfinite, "a finite number")
+positive_float = checked(float, lambda v: math.isfinite(v) and v > 0, "a positive (finite) number")
+probability = checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+greater_than_one = checked(float, lambda v: math.isfinite(v) and v > 1.0, "a (finite) number greater than 1")
 
 
 # -- options as dataclass fields --------------------------------------------------------------------------------------
