@@ -108,7 +108,7 @@ def conversions(options: SweepOptions, games: list[str], train: list[RunSpec]) -
     if outside:
         raise UserError(f"--convert {outside[0]}: that game is not in the grid's --games")
     return [RunSpec(f"ConvSNN_{s.env_id}_T{config['time']}_seed{s.seed}", "convert", "ConvSNN", s.env_id, s.seed,
-                    [*words, "--seed", str(s.seed)], after=s.name, config={**config, "seed": s.seed})
+                    [*words, "--seed", str(s.seed)], after=s.name, config={**config, "seed": s.seed, "game": s.env_id})
             for s in train if s.model == "Dqn" and s.env_id in wanted]
 
 

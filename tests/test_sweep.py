@@ -255,6 +255,31 @@ def test_dry_run_prints_the_plan_and_its_cost(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_run_folders_made_with_other_options_are_refused(tmp_path, capsys):
+    from sweeping.options import parse_command_line
+    from sweeping.plan import build_plan
+    from utils.cli import run_cli
+    from utils.runs import write_json, write_status
+
+    def grid(episodes: str, T: str, steps: str) -> list[str]:
+        return ["--games", "Pong", "--models", "Dqn", "--seeds", "0", "--sweep_dir", str(tmp_path), "--dry_run",
+                "--convert_options", f"--time 4 --episode {episodes}", "--", "--T", T, "--timestep_num", steps]
+
+    for spec in build_plan(*parse_command_line(grid("1", "4", "100"))[:2]):  # folders as if that grid made them
+        os.makedirs(tmp_path / "runs" / spec.name)
+        write_json(str(tmp_path / "runs" / spec.name / "config.json"), {**spec.config, "program": spec.program})
+        write_status(str(tmp_path / "runs" / spec.name), "finished", timestep=spec.config.get("timestep_num"))
+    out = io.StringIO()
+    assert sweep.main(grid("1", "4", "100"), out=out) == 0 and "2 finished" in out.getvalue(), out.getvalue()
+    out = io.StringIO()  # a larger budget continues the finished run (run.py --resume --timestep_num 200)
+    assert sweep.main(grid("1", "4", "200"), out=out) == 0 and "1 to resume, 1 finished" in out.getvalue()
+    for argv, expected in ((grid("1", "8", "100"), "was made with --T 4, the grid asks for --T 8"),
+                           (grid("2", "4", "100"), "was made with --episode 1, the grid asks for --episode 2")):
+        with pytest.raises(SystemExit) as stopped:
+            run_cli(lambda argv=argv: sweep.main(argv), "sweep.py")
+        assert stopped.value.code == 2 and expected in capsys.readouterr().err
+
+
 def test_cost_estimate_reads_a_report_tolerantly(tmp_path):
     from sweeping import cost
 
