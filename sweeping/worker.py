@@ -33,7 +33,7 @@ from sweeping import packing
 from sweeping.progress import read_progress
 
 TOKEN_FILE = ".sweep-token"
-POLL_S = 1.0
+POLL_S = 0.5
 REPORT_S = 3.0
 LOG_RETURNED = 256 * 1024  # the end of a node-local attempt's output that is sent back to the driver
 
