@@ -115,18 +115,10 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     import numpy as np
     import torch
 
-    from conversion_based_snn.snn import (
-        SpikingNetwork,
-        collect_normalisation_states,
-        compute_lambdas,
-        evaluate,
-        make_game_env,
-        summarise,
-    )
     from environment import action_count, check_env_id
     from neural_network import build_network, load_checkpoint, read_checkpoint, resolve_device
     from utils.logging_setup import setup_file_logger, write_run_config
-    from utils.runs import create_run_dir, timestamp, write_json, write_status
+    from utils.runs import create_run_dir, timestamp, write_status
 
     check_env_id(config.game)
     _, info = read_checkpoint(model_path)
@@ -147,6 +139,27 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     write_run_config(os.path.join(run_dir, "config.json"), record)
     write_status(run_dir, "running")
     logger.info("convert.py started: %s", record)
+    try:
+        summary = normalise_and_play(config, ann, model_path, device, rng, run_dir, record, logger)
+    except BaseException as error:
+        write_status(run_dir, "stopped" if isinstance(error, KeyboardInterrupt) else "failed",
+                     error=f"{type(error).__name__}: {error}")
+        raise
+    write_status(run_dir, "finished")
+    print_summary(summary, run_dir)
+
+
+def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, record: dict, logger) -> dict:
+    """Steps 1-4 of the module docstring; writes snn.pt, result.csv and summary.json into ``run_dir``."""
+    from conversion_based_snn.snn import (
+        SpikingNetwork,
+        collect_normalisation_states,
+        compute_lambdas,
+        evaluate,
+        make_game_env,
+        summarise,
+    )
+    from utils.runs import write_json
 
     # 1. normalisation data
     started = time.perf_counter()
@@ -200,10 +213,9 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     )
     summary["energy"] = conversion_energy(snn, summary)
     write_json(os.path.join(run_dir, "summary.json"), summary)
-    write_status(run_dir, "finished")
     logger.info("summary: %s", {k: summary[k] for k in ("score_mean", "score_std", "mix_mean", "spike_mean",
                                                            "average_firing_rate", "spikes_per_greedy_action")})
-    print_summary(summary, run_dir)
+    return summary
 
 
 def conversion_energy(snn, summary: dict) -> dict | None:
