@@ -178,9 +178,16 @@ def compile_network(net: QNetwork, device: torch.device | str) -> QNetwork:
     On CUDA the "reduce-overhead" mode also captures CUDA graphs. The first call of each input shape (batch 1
     for acting, the minibatch for updates) pays the compile time; see the README's Performance section for
     when that is paid back.
+
+    Only the body (``_forward_ann`` / ``_forward_snn``) is compiled: the reset of the neurons before it
+    (SpikingJelly's ``functional.reset_net``) stays eager, because it records every network it resets in a
+    module-level cache whose size Dynamo would guard on, so that each spiking network reset for the first time
+    anywhere in the process (a target network, an evaluation copy) would recompile the forward, and past
+    Dynamo's recompile limit it would silently run eager.
     """
     mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
-    net.compile(mode=mode, dynamic=False)
+    name = "_forward_snn" if net.spiking else "_forward_ann"
+    setattr(net, name, torch.compile(getattr(net, name), mode=mode, dynamic=False))
     return net
 
 
