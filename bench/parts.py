@@ -109,28 +109,34 @@ def bench_replay(capacity: int, repeats: int, min_time: float, batch_size: int =
 def bench_conversion(T: int, repeats: int, agreement_T: list[int], frames: int, device: str, seed: int = 0,
                      checkpoint: str | None = None) -> dict:
     """The converted Dqn: ms per action of the layer-by-layer and the step-by-step simulation at T steps, and
-    conversion_based_snn.snn.greedy_agreement against T for both schedules on real Breakout frames."""
+    conversion_based_snn.snn.greedy_agreement against T for both schedules on real Breakout frames (other frames
+    than the 64 that normalise it)."""
     from conversion_based_snn.snn import SpikingNetwork, compute_lambdas, greedy_agreement
     from neural_network import build_network, load_checkpoint
 
     torch.manual_seed(seed)
-    ann = build_network("Dqn", N_ACTIONS)
+    ann = build_network("Dqn", N_ACTIONS).eval().requires_grad_(False)
+    states = breakout_batch(64 + frames, seed).states
+    network = checkpoint
     if checkpoint:
         load_checkpoint(ann, checkpoint)
-    ann = ann.eval().requires_grad_(False).to(device)
-    states = breakout_batch(max(frames, 64), seed).states
+    else:  # untrained, its greedy action is the same on every frame: center each action's Q over the frames
+        ann.fc2.bias.sub_(ann(states[:64]).mean(0))
+        network = f"Dqn initialised with seed {seed} (untrained; fc2's bias centers each action's Q on the frames)"
+    ann = ann.to(device)
     lambdas = compute_lambdas(ann, list(states[:64].numpy()), 99.9, batch=64)
     snn = SpikingNetwork.from_ann(ann, lambdas).to(device)
-    x = states[:1].to(device)
+    x, test = states[:1].to(device), states[64:].to(device)
     samples = interleave({"layer_by_layer": lambda: snn.simulate(x, T),
                           "step_by_step": lambda: snn.simulate_stepwise(x, T)}, repeats, min_time=0.0)
     return {
-        "network": checkpoint or f"Dqn initialised with seed {seed} (untrained)", "node_type": snn.node_type, "T": T,
+        "network": network, "node_type": snn.node_type, "T": T,
         "ms_per_action": {name: stat(values, "ms", 1e3) for name, values in samples.items()},
         "speedup": {"what": "step-by-step / layer-by-layer time",
                     "value": ratio_stat(samples["step_by_step"], samples["layer_by_layer"])},
         "agreement_frames": frames,
-        "agreement": greedy_agreement(snn, ann, states[:frames], agreement_T),
+        "ann_greedy_actions": torch.bincount(ann(test).argmax(1), minlength=N_ACTIONS).tolist(),
+        "agreement": greedy_agreement(snn, ann, test, agreement_T),
     }
 
 

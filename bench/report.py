@@ -118,7 +118,8 @@ def render_conversion(part):
                                                      for k, v in part["ms_per_action"].items()])
     lines += [f"Ratio {part['speedup']['what']}: {fx(part['speedup']['value'])}", "",
               (f"Greedy agreement with the ANN (conversion_based_snn.snn.greedy_agreement) on "
-               f"{part['agreement_frames']} Breakout frame stacks, by T:"), ""]
+               f"{part['agreement_frames']} Breakout frame stacks (the ANN's greedy actions on them, by action: "
+               f"{part['ann_greedy_actions']}), by T:"), ""]
     schedules = list(part["agreement"])
     Ts = list(part["agreement"][schedules[0]])
     return lines + table(["T", *schedules], [[T, *(percent(part["agreement"][s][T]) for s in schedules)] for T in Ts])
