@@ -82,7 +82,8 @@ def render_networks(part):
     lines = [f"Device {part['device']}; neuron kernels: {', '.join(part['backends'])}"
              + (f" (not usable here: {', '.join(part['skipped_backends'])})" if part["skipped_backends"] else "")
              + f". Speed-up: against {part['base']}, per-round ratio of times. `act`: Agent.act at epsilon 0 (batch 1); "
-             "`update`: Agent.update on 32 Breakout transitions. First calls (compile, capture) are timed apart; "
+             "`update`: Agent.update on 32 Breakout transitions. First calls (compile with an empty Inductor cache, "
+             "capture) are timed apart; "
              "break-even: updates after which the first call has paid for itself. ΔQ: the largest |Q| difference "
              "to the base on the same frame before any update.", ""]
     rows = [[r["variant"], fs(r["act_ms"]), fx(r.get("act_speedup")), fs(r["update_ms"]), fx(r.get("update_speedup")),

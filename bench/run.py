@@ -159,6 +159,21 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--output {args.output} is a file; give a folder")
     if args.threads:
         torch.set_num_threads(args.threads)
+    import shutil
+    import tempfile
+
+    cold_cache = None
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # compiles are timed cold, as on a new machine
+        cold_cache = os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_inductor_")
+    try:
+        measure(args, s, device, output, sys.argv[1:] if argv is None else argv)
+    finally:
+        if cold_cache:
+            shutil.rmtree(cold_cache, ignore_errors=True)
+
+
+def measure(args, s: dict, device: str, output: str, argv: list[str]) -> None:
+    """Run the parts and write the report (exit 1 if a part failed)."""
     if device == "cpu":
         from utils.malloc import tune_glibc_malloc
 
@@ -175,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
 
     info = machine_info(device)
     stem = report_stem(info) + (f"_{args.tag}" if args.tag else "")
-    report = {"command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    report = {"command": "python bench/run.py " + " ".join(argv),
               "started": datetime.now().isoformat(timespec="seconds"), "machine": info,
               "settings": {**s, "device": device, "seed": args.seed, "tiny": args.tiny}, "parts": {}}
     progress(f"machine {stem}; parts {', '.join(s['parts'])}")
