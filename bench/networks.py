@@ -6,9 +6,10 @@ on the online and target networks before the Agent is made (run.py --compile), `
 forward, device -> host, argmax); ``update`` is Agent.update on a fixed minibatch of real Breakout transitions
 (host -> device copies, target forward, online forward + backward, Adam step; sampling is timed in ``replay``).
 
-The neuron kernel of a variant is selected (neural_network.select_backend) before each of its samples, so that
-all variants are timed interleaved in one process. A variant's first act and first update are timed apart: for
-``compiled`` that is the compile, for ``graphs`` the warm-up and capture.
+All variants run in one process: those on the default kernel are timed interleaved with it selected once; on
+CUDA the kernels are compared in a second interleaved group, each selected (neural_network.select_backend)
+before each of its samples. A variant's first act and first update are timed apart: for ``compiled`` that is
+the compile, for ``graphs`` the warm-up and capture.
 """
 
 from __future__ import annotations
@@ -134,39 +135,49 @@ def bench_networks(variants: list[Variant], device: str, repeats: int, min_time:
             cases.pop(v, None)
             progress(f"networks: {v.key} FAILED: {errors[v.key]}")
 
-    by_key = {v.key: v for v in cases}
+    # Two groups, each timed interleaved: every variant on the default kernel (selected once: a compiled network
+    # may guard on SpikingJelly's choice), and on CUDA the kernels against each other (eager float32, each selected
+    # before each of its samples).
+    default = backends[0]
+    groups = {"modes": [v for v in cases if v.backend in ("n/a", default)]}
+    if len(backends) > 1:
+        groups["kernels"] = [v for v in cases if v.model == "Dsqn" and v.mode == "eager" and not v.bf16]
+    samples: dict[str, dict] = {"modes": {}, "kernels": {}}
+    backend_of = {v.key: v.backend for v in cases}
 
     def select(key: str) -> None:
-        if by_key[key].backend != "n/a":
-            select_backend(by_key[key].backend, device)
+        select_backend(backend_of[key], device)
 
-    samples = {}
-    for what in ("act", "update"):
-        timed = interleave({v.key: getattr(case, what) for v, case in cases.items()}, repeats, min_time, select)
-        samples.update({(key, what): values for key, values in timed.items()})
-        progress(f"networks: {what} timed")
+    for group, members in groups.items():
+        select_backend(default, device)
+        for what in ("act", "update"):
+            timed = interleave({v.key: getattr(cases[v], what) for v in members}, repeats, min_time,
+                               select if group == "kernels" else None)
+            samples[group].update({(key, what): values for key, values in timed.items()})
+            progress(f"networks: {group}: {what} timed")
     rows = []
     for v in cases:
         r, base = results[v], results.get(v.base)
+        timed = samples["modes"] if v.backend in ("n/a", default) else samples["kernels"]
         row = {"variant": v.key, "case": v.case, "model": v.model, "T": v.T, "backend": v.backend, "mode": v.mode,
                "bf16": v.bf16, **{k: r[k] for k in ("first_act_s", "first_update_s", "first_loss")}}
         for what in ("act", "update"):
-            row[f"{what}_ms"] = stat(samples[(v.key, what)], "ms", 1e3)
+            row[f"{what}_ms"] = stat(timed[(v.key, what)], "ms", 1e3)
             if v.base in cases and v.base != v:
-                row[f"{what}_speedup"] = ratio_stat(samples[(v.base.key, what)], samples[(v.key, what)])
+                row[f"{what}_speedup"] = ratio_stat(timed[(v.base.key, what)], timed[(v.key, what)])
         if base is not None and v.base != v:
             row["q_max_abs_diff_vs_base"] = float((r["q"] - base["q"]).abs().max())
             row["first_loss_diff_vs_base"] = abs(r["first_loss"] - base["first_loss"])
             if v.mode != "eager":
-                row["break_even_updates"] = break_even(r["first_update_s"], samples[(v.base.key, "update")],
-                                                       samples[(v.key, "update")])
+                row["break_even_updates"] = break_even(r["first_update_s"], timed[(v.base.key, "update")],
+                                                       timed[(v.key, "update")])
         rows.append(row)
-    dqn = Variant("Dqn", None, default_backend=backends[0])
+    dqn, modes = Variant("Dqn", None, default_backend=default), samples["modes"]
     ratios = [{"what": f"{v.case} / Dqn {what} time (eager float32, {v.backend})",
-               "value": ratio_stat(samples[(v.key, what)], samples[(dqn.key, what)])}
+               "value": ratio_stat(modes[(v.key, what)], modes[(dqn.key, what)])}
               for v in cases if v.model == "Dsqn" and v == v.base and dqn in cases for what in ("act", "update")]
     return {"device": device, "backends": backends, "skipped_backends": skipped, "rows": rows, "ratios": ratios,
-            "errors": errors, "base": "eager float32 on the default kernel (" + backends[0] + ")"}
+            "errors": errors, "base": f"eager float32 on the default kernel ({default})"}
 
 
 def break_even(first_s: float, base: list[float], faster: list[float]) -> float | None:

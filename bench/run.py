@@ -58,7 +58,7 @@ OPTIONS = {
     "bf16_T": ("8,64", "Dsqn T values of the bf16 agreement"),
     "bf16_frames": (64, "Breakout frames of the bf16 agreement"),
 }
-TINY = {"repeats": 2, "long_repeats": 2, "min_time": 0.002, "T": "2", "modes": "eager", "compile_cases": "none",
+TINY = {"repeats": 2, "long_repeats": 1, "min_time": 0.002, "T": "2", "modes": "eager", "compile_cases": "none",
         "replay_capacity": 600, "e2e_T": 2, "e2e_dqn_steps": 10, "e2e_dsqn_steps": 10, "e2e_replay_start": 40,
         "e2e_replay_capacity": 200, "conversion_T": 20, "agreement_T": "2,10", "agreement_frames": 4, "bf16_T": "2",
         "bf16_frames": 4}
