@@ -32,13 +32,17 @@ def table(header: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
 
 
+def threads(machine: dict) -> str:
+    return f"{machine['torch_threads']} torch thread" + ("s" if machine["torch_threads"] != 1 else "")
+
+
 def percent(x: float) -> str:
     return f"{100 * x:.0f} %"
 
 
 def render(report: dict) -> str:
     m, parts = report["machine"], report["parts"]
-    lines = [f"# Benchmark: {m['cpu']}, {m['torch_threads']} torch threads, {m['gpu'] or 'no GPU'}", "",
+    lines = [f"# Benchmark: {m['cpu']}, {threads(m)}, {m['gpu'] or 'no GPU'}", "",
              (f"Written by `{report['command'].strip()}` on {report['started']}; the run took "
               f"{report['total_s'] / 60:.1f} min. Load average (1, 5, 15 min) at the start "
               f"{m['load_average_at_start']}, at the end {m['load_average_at_end']}: other work shares this machine's "
@@ -148,7 +152,7 @@ RENDERERS = {"env": render_env, "replay": render_replay, "networks": render_netw
 def readme_table(report: dict, path: str) -> str:
     """The README's "## Performance" table: the key figures of a report (every one read from its JSON)."""
     p, m = report["parts"], report["machine"]
-    rows = [["machine", (f"{m['cpu']}, {m['torch_threads']} torch threads, {m['gpu'] or 'no GPU'}, torch "
+    rows = [["machine", (f"{m['cpu']}, {threads(m)}, {m['gpu'] or 'no GPU'}, torch "
                          f"{m['torch']}, SpikingJelly {m['spikingjelly']} ([report]({path[:-5]}.md))")]]
     if "games" in p.get("env", {}):
         rows.append(["training env (random actions)", ", ".join(f"{g} {fmt(v['steps_per_s']['median'])} agent steps/s"

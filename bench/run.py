@@ -1,7 +1,7 @@
 """Benchmark the training loop's stages, the CUDA and bf16 paths and the conversion baseline on this machine.
 
-    python bench/run.py                          # everything: about 10 minutes on 2 CPU cores
-    python bench/run.py --device cuda --original ~/Deep-Spiking-Q-Networks --original_wheels ~/wheels
+    python bench/run.py                          # everything: about 15 minutes on 2 CPU cores
+    python bench/run.py --device cuda --budget_s 330 --original ORIGINAL --original_wheels WHEELS_ORIGINAL
     python bench/run.py --tiny --output /tmp/bench   # seconds; what the test suite runs
 
 Writes <output>/<machine>.md and <machine>.json, <machine> naming the CPU, the torch threads, the GPU (or "cpu")
