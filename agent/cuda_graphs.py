@@ -40,7 +40,7 @@ class PinnedStaging:
     """Copies a sequence of CPU tensors into fixed device buffers through pinned host buffers without blocking.
 
     ``slots`` pinned buffer sets are used in turn; one is rewritten only once its previous copy has finished (an
-    event), so the host never waits on the copy it has just issued. On the CPU (``pin=False``) it is a plain copy.
+    event), so the host never waits on the copy it has just issued. On the CPU (nothing to pin) it is a plain copy.
     """
 
     def __init__(self, like: Sequence[torch.Tensor], device: torch.device | str, slots: int = 2):
