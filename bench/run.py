@@ -72,7 +72,7 @@ def build_parser() -> ArgumentParser:
         kind = type(default if not isinstance(default, dict) else default["cpu"])
         if kind is bool:
             p.add_argument(f"--{name}", action="store_true", default=None, help=f"{text} (default on)")
-            p.add_argument(f"--no-{name}", dest=name, action="store_false")
+            p.add_argument(f"--no-{name}", dest=name, action="store_false", help="the opposite")
         else:
             p.add_argument(f"--{name}", type=PARSERS.get(kind, str), help=f"{text} (default {shown})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available")
