@@ -133,18 +133,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps < 6 or (args.steps - 2) % 4:
         raise UserError(f"--steps must be 2 + a positive multiple of 4 (e.g. 402), got {args.steps}")
     workdir = args.workdir or tempfile.mkdtemp(prefix="dsqn_original_")
-    original = Original(args.checkout, workdir, args.python, args.device, args.wheels, args.torch, args.cupy)
-    if args.dry_run:
-        print(f"copy {', '.join(ORIGINAL_PACKAGES)} of {original.checkout} into {original.code}")
-        for command in original.setup_commands():
-            print(" ".join(command))
-        if args.device == "cuda":
-            print(f"(only if the interpreter has no CuPy) {' '.join(original.pip(args.cupy))}")
-        print(" ".join(original.driver_command(args.T, args.steps, args.replay_start, args.repeats)))
-        if not args.workdir:
-            os.rmdir(workdir)
-        return
     try:
+        original = Original(args.checkout, workdir, args.python, args.device, args.wheels, args.torch, args.cupy)
+        if args.dry_run:
+            print(f"copy {', '.join(ORIGINAL_PACKAGES)} of {original.checkout} into {original.code}")
+            for command in original.setup_commands():
+                print(" ".join(command))
+            if args.device == "cuda":
+                print(f"(only if the interpreter has no CuPy) {' '.join(original.pip(args.cupy))}")
+            print(" ".join(original.driver_command(args.T, args.steps, args.replay_start, args.repeats)))
+            return
         original.prepare(log=lambda line: print(line, file=sys.stderr, flush=True))
         result = original.run(args.T, args.steps, args.replay_start, args.repeats)
     finally:
