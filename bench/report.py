@@ -85,7 +85,8 @@ def render_replay(part):
 def render_networks(part):
     lines = [f"Device {part['device']}; neuron kernels: {', '.join(part['backends'])}"
              + (f" (not usable here: {', '.join(part['skipped_backends'])})" if part["skipped_backends"] else "")
-             + f". Speed-up: against {part['base']}, per-round ratio of times. `act`: Agent.act at epsilon 0 (batch 1); "
+             + f". Speed-up: against {part['base']}, per-round ratio of times. "
+             "`act`: Agent.act at epsilon 0 (batch 1); "
              "`update`: Agent.update on 32 Breakout transitions. First calls (compile with an empty Inductor cache, "
              "capture) are timed apart; "
              "break-even: updates after which the first call has paid for itself. ΔQ: the largest |Q| difference "
@@ -136,8 +137,9 @@ def render_bf16(part):
               "and the share of neurons with the same spike count."), ""]
     rows = []
     for T, r in part["T"].items():
-        layers = "; ".join(f"{n} {fmt(v['spikes_fp32'])} → {fmt(v['spikes_bf16'])} ({percent(v['same_count_fraction'])})"
-                           for n, v in r["layers"].items())
+        layers = "; ".join(
+            f"{n} {fmt(v['spikes_fp32'])} → {fmt(v['spikes_bf16'])} ({percent(v['same_count_fraction'])})"
+            for n, v in r["layers"].items())
         rows.append([T, percent(r["greedy_agreement"]), f"{fmt(r['q_max_abs_diff'])} of {fmt(r['q_max_abs'])}", layers])
     return lines + table(["T", "same greedy action", "max |ΔQ| (of max |Q|)", "spikes fp32 → bf16 (same count)"], rows)
 
@@ -183,8 +185,33 @@ def readme_table(report: dict, path: str) -> str:
                          f"{T}: " + " / ".join(percent(c["agreement"][s][T]) for s in c["agreement"])
                          for T in c["agreement"]["delayed"]) + " (" + " / ".join(c["agreement"]) + ")"])
     if "T" in p.get("bf16", {}):
+        def spike_ratio(r):
+            layers = r["layers"].values()
+            return sum(v["spikes_bf16"] for v in layers) / max(1.0, sum(v["spikes_fp32"] for v in layers))
+
         rows.append(["--bf16 against float32 (Dsqn)", "; ".join(
-            f"T={T}: same greedy action {percent(r['greedy_agreement'])}, spikes "
-            f"{percent(sum(v['spikes_bf16'] for v in r['layers'].values()) / max(1.0, sum(v['spikes_fp32'] for v in r['layers'].values())))}"
-            " of float32's" for T, r in p["bf16"]["T"].items())])
+            f"T={T}: same greedy action {percent(r['greedy_agreement'])}, spikes {percent(spike_ratio(r))} of "
+            "float32's" for T, r in p["bf16"]["T"].items())])
     return "\n".join(table(["stage", "figure (median)"], rows)).rstrip()
+
+
+def rates(report: dict) -> dict:
+    """The rates a cost estimate needs, from a report of bench/run.py (absent where the report lacks them):
+    ``learning`` {case: steps/s} (cases as "Dqn", "Dsqn_T64", "Dsqn_T64 bf16"), ``act_ms`` {case: eager float32 act
+    time on the default kernel}, ``env_ms`` (a Breakout training-env step), ``conversion`` (ms per action, its T),
+    ``device`` and ``threads``."""
+    parts, machine = report.get("parts", {}), report.get("machine", {})
+    out: dict = {"device": machine.get("device", "cpu"), "threads": machine.get("torch_threads"),
+                 "learning": {case: run["steps_per_s"]["median"]
+                              for case, run in parts.get("end_to_end", {}).get("runs", {}).items()
+                              if isinstance(run, dict) and "steps_per_s" in run},
+                 "act_ms": {row["case"]: row["act_ms"]["median"] for row in parts.get("networks", {}).get("rows", [])
+                            if row.get("mode") == "eager" and not row.get("bf16") and "act_ms" in row}}
+    breakout = parts.get("env", {}).get("games", {}).get("Breakout")
+    if breakout:
+        out["env_ms"] = breakout["us_per_step"]["median"] / 1000.0
+    conversion = parts.get("conversion", {})
+    if "ms_per_action" in conversion:
+        out["conversion"] = (conversion["ms_per_action"]["layer_by_layer"]["median"], conversion["T"])
+    return out
+

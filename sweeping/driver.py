@@ -43,9 +43,7 @@ class Driver:
         self.durations: dict[str, list[float]] = defaultdict(list)
         self.screen = progress.Screen(out)
         rates = cost.Rates(*cost.choose_report(options.benchmark, options.gpus_per_run > 0))
-        threads = max(1, int(options.cpus_per_run))
-        self.estimate = {spec.name: cost.run_seconds(spec, rates, threads, done)
-                         for spec, _, done in plan}
+        self.estimate = {spec.name: cost.run_seconds(spec, rates, done) for spec, _, done in plan}
 
     # -- Ray --------------------------------------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ def evaluation_lines(run_dir) -> list[str]:
         return [line.split("| INFO | ")[1] for line in file if "\taverage_score: " in line]
 
 
-# -- a local Ray on 2 CPUs ----------------------------------------------------------------------------------------------
+# -- a local Ray on 2 CPUs --------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_a_run_by_hand_gives_the_same_result_as_in_the_sweep(local_grid, tmp_pat
             assert a[key] == b[key], key
 
 
-# -- a two-node cluster on this machine ----------------------------------------------------------------------------------
+# -- a two-node cluster on this machine -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ def test_dry_run_prints_the_plan_and_its_cost(tmp_path):
     assert "153 runs: 102 to start, 51 conversions to run" in text
     assert "start     Dsqn_VideoPinballNoFrameskip-v4_seed2" in text
     assert "convert   ConvSNN_PongNoFrameskip-v4_T500_seed0 after Dqn_PongNoFrameskip-v4_seed0" in text
-    assert "run-hours" in text and "learning Dsqn T=64" in text and "amd-epyc" in text
+    assert "run-hours" in text and "learning Dsqn T=64" in text and "docs/benchmarks/" in text
     assert not (tmp_path / "s").exists()
 
 
@@ -280,14 +280,31 @@ def test_run_folders_made_with_other_options_are_refused(tmp_path, capsys):
         assert stopped.value.code == 2 and expected in capsys.readouterr().err
 
 
-def test_cost_estimate_reads_a_report_tolerantly(tmp_path):
+def test_cost_estimate_reads_the_benchmark_report(tmp_path):
+    from types import SimpleNamespace
+
     from sweeping import cost
 
-    moved = {"results": [{"case": "Dqn", "threads": 2, "steps_per_s": {"median": 500.0}},
-                         {"case": "Dsqn_T8", "steps_per_s": 40.0}], "machine": {"device": "cuda"}}
-    (tmp_path / "gpu.json").write_text(json.dumps(moved))
+    def figure(value):
+        return {"median": value}
+
+    report = {"machine": {"device": "cuda", "torch_threads": 2}, "parts": {
+        "end_to_end": {"runs": {"Dqn": {"steps_per_s": figure(500.0)}, "Dsqn_T8": {"steps_per_s": figure(40.0)}}},
+        "networks": {"rows": [{"case": "Dqn", "mode": "eager", "bf16": False, "act_ms": figure(1.0)},
+                              {"case": "Dsqn_T8", "mode": "eager", "bf16": False, "act_ms": figure(4.0)}]},
+        "env": {"games": {"Breakout": {"us_per_step": figure(500.0)}}}}}
+    (tmp_path / "gpu.json").write_text(json.dumps(report))
     rates = cost.Rates(*cost.choose_report(str(tmp_path / "gpu.json"), gpu=True))
-    assert rates.train_seconds_per_step("Dqn", 64, 2) == pytest.approx(1 / 500)
-    assert rates.train_seconds_per_step("Dsqn", 16, 2) == pytest.approx(2 / 40)  # T=8's rate, linear in T
-    assert rates.env_ms() == cost.FALLBACK["env_ms"]  # not in that report: the labelled default
-    assert any("built-in defaults" in line for line in rates.used) and any("gpu.json" in line for line in rates.used)
+    assert rates.train_seconds_per_step("Dqn", 64) == pytest.approx(1 / 500)
+    assert rates.train_seconds_per_step("Dsqn", 16) == pytest.approx(2 / 40)  # T=8's rate, linear in T
+    assert rates.act_ms("DsqnIF", 8) == 4.0 and rates.env_ms() == 0.5
+    assert any("(used for DsqnIF)" in line for line in rates.used)
+    assert rates.conversion_ms(500) is None  # not in that report: unknown, never guessed
+    spec = SimpleNamespace(kind="train", model="Dqn", config={"timestep_num": 1000, "eval_freq": 500,
+                                                              "eval_episode_num": 1, "eval_epsilon": 0.0,
+                                                              "replay_start_size": 0, "model": "Dqn", "T": 0})
+    # 1000 steps at 500 steps/s, 3 evaluations of 1000 steps of (0.5 ms env + 1 ms act)
+    assert cost.run_seconds(spec, rates) == pytest.approx(2.0 + 3 * 1000 * 1.5 / 1000)
+    lines = cost.estimate([(spec, "start", 0)], SimpleNamespace(gpus_per_run=0.5, cpus_per_run=1,
+                                                                benchmark=str(tmp_path / "gpu.json")))
+    assert any("gpu.json" in line for line in lines) and any("GPU-hours" in line for line in lines)
