@@ -23,15 +23,7 @@ import sys
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, REPO_ROOT)
 
-from utils.cli import (  # noqa: E402
-    ArgumentParser,
-    UserError,
-    add_options,
-    apply_gpu_option,
-    check_output_dir,
-    given_options,
-    run_cli,
-)
+from utils.cli import ArgumentParser, UserError, add_options, apply_gpu_option, check_output_dir, given_options, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +59,15 @@ def main(argv: list[str] | None = None) -> None:
         config, run_dir = Config(**given), None
         config.output_dir = check_output_dir(given.get("output_dir", os.path.join(REPO_ROOT, "runs")))
     check_config(config, given)
+    try:
+        run_method(config, run_dir, given)
+    finally:
+        from utils.logging_setup import close_file_logger
+
+        close_file_logger()
+
+
+def run_method(config, run_dir: str | None, given: dict) -> None:
     if config.method == "learn":
         learn(config, run_dir)
     elif config.method == "robustness":

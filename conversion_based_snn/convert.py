@@ -28,13 +28,13 @@ REPO_ROOT = os.path.dirname(HERE)
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import argparse  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
+import argparse
+import math
+import time
+from dataclasses import asdict, dataclass
 
-from conversion_based_snn.snn.simulate import NODE_TYPES, SCHEDULES  # noqa: E402
-from utils.cli import (  # noqa: E402
+from conversion_based_snn.snn.simulate import NODE_TYPES, SCHEDULES
+from utils.cli import (
     ArgumentParser,
     UserError,
     add_options,
@@ -46,7 +46,7 @@ from utils.cli import (  # noqa: E402
     run_cli,
     seed_int,
 )
-from utils.runs import trained_checkpoint  # noqa: E402
+from utils.runs import trained_checkpoint
 
 PROG = "convert.py"
 EPSILON = 0.05
@@ -117,7 +117,7 @@ def convert(config: ConvertConfig, model_path: str) -> None:
 
     from environment import action_count, check_env_id
     from neural_network import build_network, load_checkpoint, read_checkpoint, resolve_device
-    from utils.logging_setup import setup_file_logger, write_run_config
+    from utils.logging_setup import close_file_logger, setup_file_logger, write_run_config
     from utils.runs import create_run_dir, timestamp, write_status
 
     check_env_id(config.game)
@@ -145,6 +145,8 @@ def convert(config: ConvertConfig, model_path: str) -> None:
         write_status(run_dir, "stopped" if isinstance(error, KeyboardInterrupt) else "failed",
                      error=f"{type(error).__name__}: {error}")
         raise
+    finally:
+        close_file_logger()
     write_status(run_dir, "finished")
     print_summary(summary, run_dir)
 

@@ -26,6 +26,15 @@ def setup_file_logger(log_path: str) -> logging.Logger:
     return logging.getLogger(LOGGER_NAME)
 
 
+def close_file_logger() -> None:
+    """Detach and close the project logger's file handler: a later run in the same process must not write into
+    this run's log."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
 def git_commit() -> str:
     """The commit of the checkout this code runs from, with '-dirty' if it has uncommitted changes."""
     try:
