@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny real training runs of run.py, made once per test session and reused."""
+"""Shared fixtures: tiny real training runs of run.py, made once per test session and reused.
+
+Every test, and every program a test starts, computes with one torch (OpenMP) thread: the tests' tensors are small,
+and on a 2-core machine two threads contending with another process for the cores are many times slower than one.
+It also makes the results of a test's in-process runs and of the programs it starts comparable bit for bit.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported; inherited by every program a test starts
+
 import pytest
+import torch
+
+torch.set_num_threads(1)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GAME = "BreakoutNoFrameskip-v4"
@@ -51,18 +61,6 @@ class TrainedRun:
     @property
     def tensorboard_dir(self) -> str:
         return os.path.join(self.run_dir, "tensorboard")
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """For modules of many small tensor operations: on a machine whose cores are shared, one torch thread is much
-    faster than two (the suite's other modules keep torch's default)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

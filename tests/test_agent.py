@@ -10,9 +10,9 @@ import re
 
 import pytest
 import torch
+from conftest import GAME, TINY_LEARN, read_scalars, run_program
 
 import run as run_py
-from conftest import GAME, TINY_LEARN, read_scalars, run_program
 from neural_network import MODELS, build_network, save_checkpoint
 
 

@@ -69,17 +69,7 @@ def test_tiny_run_measures_every_part(tiny):
     assert readme_table(report, "docs/benchmarks/x.json").startswith("| stage |")
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_bf16_agreement_on_small_sizes(one_thread):
+def test_bf16_agreement_on_small_sizes():
     """The benchmark's bf16 part: its scaled Dsqn fires in every layer, and bf16 stays near float32."""
     from bench.parts import bf16_agreement
 

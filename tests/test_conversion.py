@@ -47,7 +47,6 @@ NODE_TYPES = ("SubtractiveResetIFNodes", "LIFNodes")
 # -- helpers ----------------------------------------------------------------------------------------------------------
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smooth_frames(n: int, seed: int) -> torch.Tensor:

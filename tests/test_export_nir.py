@@ -43,7 +43,6 @@ def sample_frames() -> torch.Tensor:
 FRAMES = sample_frames()
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def on_grid(tensor: torch.Tensor) -> torch.Tensor:

@@ -8,12 +8,12 @@ synthetic (tests/synthetic.py: RememberTheSideEnv) and the learning rate is rais
 import numpy as np
 import pytest
 import torch
+from synthetic import RememberTheSideEnv
 from torch.utils.tensorboard import SummaryWriter
 
 from agent import Agent, Config, Trainer, evaluate
 from neural_network import build_network
 from replay_memory import ReplayMemory
-from synthetic import RememberTheSideEnv
 
 
 def greedy_score(agent: Agent, episodes: int = 60) -> float:
@@ -23,7 +23,7 @@ def greedy_score(agent: Agent, episodes: int = 60) -> float:
 
 def train(model: str, steps: int, tmp_path, discount_factor: float = 0.99) -> tuple[float, float]:
     config = Config(model=model, timestep_num=steps, replay_start_size=64, eval_freq=10**9, eval_episode_num=1,
-                    minibatch_size=32, replay_memory_size=2000, update_freq=1, target_net_update_freq=50,
+                    minibatch_size=16, replay_memory_size=2000, update_freq=1, target_net_update_freq=50,
                     learning_rate=1e-3, final_epsilon_frame=steps // 2, T=4, seed=0, log_freq=10**9,
                     discount_factor=discount_factor)
     torch.manual_seed(0)
@@ -35,7 +35,7 @@ def train(model: str, steps: int, tmp_path, discount_factor: float = 0.99) -> tu
     return before, greedy_score(agent)
 
 
-@pytest.mark.parametrize(("model", "steps"), [("Dqn", 150), ("Dsqn", 120)])
+@pytest.mark.parametrize(("model", "steps"), [("Dqn", 100), ("Dsqn", 100)])
 def test_agent_learns_a_choice_whose_reward_comes_later(model, steps, tmp_path):
     before, after = train(model, steps, tmp_path)
     # Untrained, the choice is blind (about half right); trained, the network has carried the delayed reward
@@ -46,5 +46,5 @@ def test_agent_learns_a_choice_whose_reward_comes_later(model, steps, tmp_path):
 
 def test_without_the_bootstrap_term_the_choice_stays_blind(tmp_path):
     # gamma = 0 cuts the only path by which the reward reaches the decision: the same budget learns nothing.
-    _, after = train("Dqn", 150, tmp_path, discount_factor=0.0)
+    _, after = train("Dqn", 100, tmp_path, discount_factor=0.0)
     assert after < 0.8

@@ -7,11 +7,11 @@ import pickle
 import pytest
 import torch
 
-from neural_network import SpikeMonitor
 from neural_network import (
     MODELS,
     BackendError,
     CheckpointError,
+    SpikeMonitor,
     build_network,
     load_checkpoint,
     read_checkpoint,
@@ -63,7 +63,8 @@ def test_dsqn_spike_outputs_are_firing_rates(frames):
 
 
 def lif_reference(x: list[float], tau: float, v_th: float, v_reset: float | None) -> tuple[list[float], list[float]]:
-    """The LIF equations of docs/METHOD.md by hand: H = V + (X - (V - V_reset)) / tau; S = H >= V_th; reset hard or soft."""
+    """The LIF equations of docs/METHOD.md by hand: H = V + (X - (V - V_reset)) / tau; S = H >= V_th; hard or soft
+    reset."""
     v, spikes, voltages = (0.0 if v_reset is None else v_reset), [], []
     for xt in x:
         h = v + (xt - (v - (0.0 if v_reset is None else v_reset))) / tau

@@ -11,7 +11,7 @@ from glob import glob
 
 import numpy as np
 import pytest
-from conftest import GAME, read_scalars, run_program
+from conftest import read_scalars, run_program
 
 from plotting import cli, statistics
 from plotting.aggregation import binned_curve, mean_curve
@@ -218,8 +218,9 @@ def test_handmade_table_groups_seeds_and_normalises(handmade, tmp_path, capsys):
 def test_runs_layout_double_models_seeds_and_statistics(handmade, runs, tmp_path):
     out = tmp_path / "figs"
     # a folder named twice, and a run folder named on its own, are read once; no older-layout folder is read
-    result = cli.main(["--runs_dir", str(runs), str(runs), str(runs / "Dqn_Breakout_s0"), "--log_dir", str(handmade / "empty"), "--output_dir",
-                       str(out), "--no_progress", "--games", "Breakout", "Pong", "--bootstrap_samples", "200"])
+    result = cli.main(["--runs_dir", str(runs), str(runs), str(runs / "Dqn_Breakout_s0"), "--log_dir",
+                       str(handmade / "empty"), "--output_dir", str(out), "--no_progress", "--games", "Breakout",
+                       "Pong", "--bootstrap_samples", "200"])
     rows = read_rows(out)
     check_handmade_rows(rows)
     double = rows[("Breakout", "DoubleDqn")]
@@ -422,9 +423,11 @@ def test_damaged_inputs_are_skipped_with_a_note(handmade, tmp_path):
                      "unknown_model: not a run.py run configuration", "double_as_text: not a run.py run configuration",
                      "unknown program 'train.sh'", "nan_scores/summary.json: damaged play summary",
                      "text_scores/summary.json: damaged play summary", "list_summary/summary.json: damaged play",
-                     "garbage_events: no finite evaluate/average_score", "none_csv/result.csv: not a readable convert.py",
+                     "garbage_events: no finite evaluate/average_score",
+                     "none_csv/result.csv: not a readable convert.py",
                      "damaged_summary/summary.json: damaged convert.py summary",
-                     "no_game: convert.py configuration without a game", "percentile_99.csv: not a readable convert.py result CSV"]:
+                     "no_game: convert.py configuration without a game",
+                     "percentile_99.csv: not a readable convert.py result CSV"]:
         assert fragment in md, fragment
 
 
@@ -491,7 +494,8 @@ def test_bad_options_and_outputs_are_one_line_and_exit_2(runs, tmp_path, monkeyp
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("plot.py: error:") and fragment in lines[0], stderr
     assert "Traceback" not in stderr and not (tmp_path / "out").exists()
-    assert (tmp_path / "a_file").read_text() == "keep me" and (tmp_path / "read_only" / "scores.md").read_text() == "old"
+    assert (tmp_path / "a_file").read_text() == "keep me"
+    assert (tmp_path / "read_only" / "scores.md").read_text() == "old"
     assert (tmp_path / "taken" / "scores.md").read_text() == "old" and (tmp_path / "taken" / "scores.csv").is_dir()
     assert not [name for name in os.listdir(tmp_path / "taken") if name.endswith(".tmp")]
 

@@ -226,7 +226,7 @@ def test_other_history_len_and_frame_shape():
     mem = ReplayMemory(capacity=20, history_len=2, frame_shape=(3, 5), seed=0)
     rng = np.random.default_rng(0)
     records = []
-    for ep in range(12):
+    for _ in range(12):
         frames = [rng.integers(0, 256, size=(3, 5), dtype=np.uint8) for _ in range(4)]
         seq = [frames[0]] + frames
         for k in range(3):

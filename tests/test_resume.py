@@ -18,11 +18,11 @@ import time
 
 import pytest
 import torch
+from conftest import GAME, REPO_ROOT, read_scalars
 
 import run as run_py
 import utils.runs
 from agent.persistence import load_state
-from conftest import GAME, REPO_ROOT, read_scalars
 
 # Small minibatches let the replay memory be tiny (48 transitions), so that it wraps around early and resuming needs
 # its undo journal.

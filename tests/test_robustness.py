@@ -35,7 +35,6 @@ from plotting import cli as plot_cli
 from utils.cli import UserError
 
 NOOP = 0
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: small tensor operations on shared cores
 
 
 # -- what the ALE sees ------------------------------------------------------------------------------------------------
@@ -133,7 +132,7 @@ def _side_frames(n_actions=2) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def trained_nets(one_torch_thread):
+def trained_nets():
     """A Dqn and a Dsqn (T = 4) regressed for 20 Adam steps onto Q = 1 for the block's side, 0 for the other."""
     frames, nets = _side_frames(), {}
     for model, kwargs in (("Dqn", {}), ("Dsqn", {"T": 4, "v_threshold": 0.5})):

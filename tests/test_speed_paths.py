@@ -48,16 +48,7 @@ def test_staged_minibatches_equal_plain_sampling():
             assert ours.dtype == theirs.dtype and torch.equal(ours, theirs)
 
 
-@pytest.fixture
-def one_thread():
-    """Small networks run faster on one thread, and much faster on a machine whose other core is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_bf16_changes_only_spiking_networks_and_stays_close_to_float32(one_thread):
+def test_bf16_changes_only_spiking_networks_and_stays_close_to_float32():
     frame = filled_memory().sample(1).states[0].numpy()
     batch = filled_memory().sample(8)
     for model in ("Dqn", "Dsqn"):

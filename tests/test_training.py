@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from synthetic import RememberTheSideEnv
 from torch.utils.tensorboard import SummaryWriter
 
 import agent.training as training
@@ -24,7 +25,6 @@ from agent import Agent, Config, EpisodeResult, Trainer, epsilon_at, evaluate, r
 from environment import make_env
 from neural_network import build_network
 from replay_memory import Batch, ReplayMemory
-from synthetic import RememberTheSideEnv
 
 GAME = "BreakoutNoFrameskip-v4"
 
