@@ -74,7 +74,7 @@ def print_plan(plan: list[tuple], options, sweep_dir: str, out, detailed: bool) 
     if not detailed:
         return
     shown_models = set()
-    for spec, action, done in plan:
+    for spec, _, _ in plan:
         if spec.model not in shown_models:
             shown_models.add(spec.model)
             words = " ".join(spec.words).replace(spec.env_id, "<game>").replace(f"--seed {spec.seed}", "--seed <seed>")

@@ -10,16 +10,8 @@ from dataclasses import asdict, dataclass, fields
 
 from neural_network.backend import BACKENDS
 from neural_network.networks import MODELS, SURROGATES
-from utils.cli import (
-    finite_float,
-    greater_than_one,
-    non_negative_int,
-    option,
-    positive_float,
-    positive_int,
-    probability,
-    seed_int,
-)
+from utils import cli
+from utils.cli import option
 
 from .robustness import PERTURBATIONS, non_negative_float, pixel_budget
 
@@ -39,7 +31,7 @@ class Config:
     method: str = option("learn", "learn: train a network; play: evaluate a saved one; robustness: play a saved one "
                                   "at each level of a perturbation (docs/ROBUSTNESS.md)",
                          choices=("learn", "play", "robustness"))
-    seed: int = option(0, "seed of the networks' initialisation, the envs and every random stream", parse=seed_int)
+    seed: int = option(0, "seed of the networks' initialisation, the envs and every random stream", parse=cli.seed_int)
     double: bool = option(False, "Double DQN target: the online network picks a' = argmax Q(s'), the target "
                                  "network values it")
     model_path: str | None = option(None, "play: a checkpoint (.pkl) saved by run.py, or a run folder (its best.pkl)")
@@ -48,13 +40,13 @@ class Config:
                                             "action of a spiking network")
     # -- perturbed play: generalisation and robustness (play, robustness; docs/ROBUSTNESS.md) ------------------------
     sticky_actions: float = option(0.0, "play: the ALE's repeat_action_probability: at each emulator frame "
-                                        "the previous action is kept with this probability (Machado et al. 2018: "
-                                        "0.25; the paper: 0)", parse=probability)
+                                        "the previous action is kept with this cli.probability (Machado et al. 2018: "
+                                        "0.25; the paper: 0)", parse=cli.probability)
     game_mode: int | None = option(None, "play: an ALE mode of the game, one of its available modes "
-                                         "(default: the game's default)", parse=non_negative_int)
+                                         "(default: the game's default)", parse=cli.non_negative_int)
     game_difficulty: int | None = option(None, "play: an ALE difficulty of the game, one of its available "
                                                "difficulties (default: the game's default)",
-                                         parse=non_negative_int)
+                                         parse=cli.non_negative_int)
     obs_noise: float = option(0.0, "play: std of Gaussian noise added to every 84x84 frame, in pixel levels "
                                    "(0-255); rounded and clipped back to uint8", parse=non_negative_float)
     fgsm_epsilon: int = option(0, "play: FGSM budget in pixel levels (a whole number): the network sees x - "
@@ -64,7 +56,7 @@ class Config:
     levels: list[float] | None = option(None, "--method robustness: its levels (default: per perturbation, "
                                               "docs/ROBUSTNESS.md)", parse=non_negative_float, nargs="+",
                                         metavar="LEVEL")
-    # -- where, and on what ---------------------------------------------------------------------------------------------
+    # -- where, and on what -------------------------------------------------------------------------------------------
     output_dir: str = option("runs", "the folder that receives the run folder (relative: to the repository)")
     run_name: str | None = option(None, "the run folder's name (default: <model>_<game>_seed<seed>_<time>, "
                                         "or ..._play_<time>); an existing name is never reused")
@@ -81,45 +73,46 @@ class Config:
                                "the device, the CPU included); off: float32 throughout")
     # -- saving and logging -----------------------------------------------------------------------------------------
     checkpoint_freq: int | None = option(None, "save the full training state every this many learning steps "
-                                               "(default: at every evaluation)", parse=positive_int)
+                                               "(default: at every evaluation)", parse=cli.positive_int)
     save_replay: bool = option(False, "keep the replay memory as a memory-mapped file in the run folder, so that "
                                       "--resume continues bit for bit")
     log_freq: int = option(1000, "write the training loss (mean since the last write), epsilon and steps/s to "
-                                 "TensorBoard every this many learning steps", parse=positive_int)
+                                 "TensorBoard every this many learning steps", parse=cli.positive_int)
     # -- the DQN training loop --------------------------------------------------------------------------------------
     timestep_num: int = option(50_000_000, "agent steps of learning after the exploration phase (each step = "
-                                           "action_repeat frames)", parse=non_negative_int)
+                                           "action_repeat frames)", parse=cli.non_negative_int)
     eval_freq: int = option(250_000, "evaluate every this many learning steps, step 0 and the last step included",
-                            parse=positive_int)
-    eval_episode_num: int = option(30, "episodes per evaluation, and per play run", parse=positive_int)
+                            parse=cli.positive_int)
+    eval_episode_num: int = option(30, "episodes per evaluation, and per play run", parse=cli.positive_int)
     eval_epsilon: float = option(0.05, "epsilon of the epsilon-greedy policy during evaluation and play",
-                                 parse=probability)
-    max_episode_step: int = option(18_000, "time limit of a game in agent steps", parse=positive_int)
-    minibatch_size: int = option(32, "transitions per update", parse=positive_int)
+                                 parse=cli.probability)
+    max_episode_step: int = option(18_000, "time limit of a game in agent steps", parse=cli.positive_int)
+    minibatch_size: int = option(32, "transitions per update", parse=cli.positive_int)
     replay_memory_size: int = option(1_000_000, "capacity of the replay memory in transitions (about 7 KB each)",
-                                     parse=positive_int)
-    history_len: int = option(4, "frames per state (the frame stack)", parse=positive_int)
+                                     parse=cli.positive_int)
+    history_len: int = option(4, "frames per state (the frame stack)", parse=cli.positive_int)
     target_net_update_freq: int = option(10_000, "copy the online network to the target network every this many "
-                                                 "learning steps", parse=positive_int)
-    discount_factor: float = option(0.99, "discount gamma of the Q-learning target", parse=probability)
+                                                 "learning steps", parse=cli.positive_int)
+    discount_factor: float = option(0.99, "discount gamma of the Q-learning target", parse=cli.probability)
     action_repeat: int = option(4, "frames per agent step (max-and-skip); the ALE pipeline is built for 4",
-                                parse=positive_int)
-    update_freq: int = option(4, "one update every this many learning steps", parse=positive_int)
-    learning_rate: float = option(1e-4, "Adam learning rate", parse=positive_float)
-    init_epsilon: float = option(1.0, "epsilon at learning step 0", parse=probability)
-    final_epsilon: float = option(0.1, "epsilon after final_epsilon_frame learning steps", parse=probability)
+                                parse=cli.positive_int)
+    update_freq: int = option(4, "one update every this many learning steps", parse=cli.positive_int)
+    learning_rate: float = option(1e-4, "Adam learning rate", parse=cli.positive_float)
+    init_epsilon: float = option(1.0, "epsilon at learning step 0", parse=cli.probability)
+    final_epsilon: float = option(0.1, "epsilon after final_epsilon_frame learning steps", parse=cli.probability)
     final_epsilon_frame: int = option(1_000_000, "learning steps over which epsilon falls linearly",
-                                      parse=non_negative_int)
+                                      parse=cli.non_negative_int)
     replay_start_size: int = option(50_000, "random-action exploration steps that fill the replay memory before "
-                                            "learning", parse=non_negative_int)
+                                            "learning", parse=cli.non_negative_int)
     # -- spiking networks -------------------------------------------------------------------------------------------
     T: int = option(64, "simulation time steps of the spiking networks (play: the checkpoint's T unless given)",
-                    parse=positive_int)
-    tau: float = option(2.0, "membrane time constant of the LIF neurons (> 1)", parse=greater_than_one)
-    v_threshold: float = option(1.0, "firing threshold", parse=positive_float)
-    v_reset: float = option(0.0, "reset potential; -1 means soft reset (subtract the threshold)", parse=finite_float)
+                    parse=cli.positive_int)
+    tau: float = option(2.0, "membrane time constant of the LIF neurons (> 1)", parse=cli.greater_than_one)
+    v_threshold: float = option(1.0, "firing threshold", parse=cli.positive_float)
+    v_reset: float = option(0.0, "reset potential; -1 means soft reset (subtract the threshold)",
+                            parse=cli.finite_float)
     surrogate_func: str = option("ATan", "surrogate gradient of the spike function", choices=SURROGATES)
-    alpha: float = option(2.0, "sharpness of the surrogate gradient", parse=positive_float)
+    alpha: float = option(2.0, "sharpness of the surrogate gradient", parse=cli.positive_float)
 
     def network_kwargs(self) -> dict:
         """The keyword arguments of :func:`neural_network.build_network` (v_reset -1 means soft reset)."""
@@ -141,7 +134,7 @@ class Config:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Config":
+    def from_dict(cls, values: dict) -> Config:
         """A Config from a saved configuration (keys that are not options, such as the git commit, are ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in names})

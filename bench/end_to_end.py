@@ -115,7 +115,8 @@ def bench_end_to_end(runs: list[Run], steps: dict[str, int], repeats: int, repla
                 errors[name] = f"{type(error).__name__}: {error}"
                 progress(f"end_to_end {name} FAILED: {errors[name]}")
     timed = {name: values for name, values in samples.items() if name not in errors}
-    out = {"game": GAMES["Breakout"], "epsilon": EPSILON, "replay_start_size": replay_start, "replay_capacity": capacity,
+    out = {"game": GAMES["Breakout"], "epsilon": EPSILON, "replay_start_size": replay_start,
+           "replay_capacity": capacity,
            "learning_steps": steps, "errors": errors,
            "runs": {name: {"steps_per_s": rate_stat(v, "steps/s"), "ms_per_step": stat(v, "ms", 1e3),
                            "paper_run_days": PAPER_STEPS * statistics.median(v) / 86400}

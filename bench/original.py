@@ -8,10 +8,11 @@ Nothing of the original enters this repository: --checkout is a checkout made el
 wheels made with `pip download` (bench/README.md), for a machine without network access. The virtualenv sees
 the packages of the interpreter it is made from (its sys.path, PYTHONPATH included) after its own, through a .pth
 file: a GPU image's torch and CuPy are used as they are, also where that interpreter is itself a virtualenv. It
-is made without pip (the interpreter's pip installs into it), and gets the original's SpikingJelly release, 0.0.0.0.8 (the original calls MultiStepLIFNode(tau, v_threshold,
-v_reset, ...) positionally; from 0.0.0.0.10 on a decay_input argument comes second and that call fails), plus
-what the driver needs. The original hard-codes the CuPy neuron backend, which needs a CUDA device and CuPy; on
-the CPU the driver substitutes SpikingJelly's torch backend (the same arithmetic) and says so.
+is made without pip (the interpreter's pip installs into it), and gets the original's SpikingJelly release,
+0.0.0.0.8 (the original calls MultiStepLIFNode(tau, v_threshold, v_reset, ...) positionally; from 0.0.0.0.10
+on a decay_input argument comes second and that call fails), plus what the driver needs. The original hard-codes
+the CuPy neuron backend, which needs a CUDA device and CuPy; on the CPU the driver substitutes SpikingJelly's torch
+backend (the same arithmetic) and says so.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class SpikeMonitor:
             handle.remove()
         self._handles = []
 
-    def __enter__(self) -> "SpikeMonitor":
+    def __enter__(self) -> SpikeMonitor:
         return self
 
     def __exit__(self, *exc) -> None:

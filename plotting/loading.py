@@ -211,7 +211,8 @@ def run_folders(runs_dirs: list[str], notes: Notes) -> list[str]:
         except OSError as error:
             notes.add(f"{root}: cannot be read ({error.strerror}), skipped")
             continue
-        found = [os.path.join(root, e) for e in entries if not e.startswith(".") and os.path.isdir(os.path.join(root, e))]
+        found = [os.path.join(root, e) for e in entries
+                 if not e.startswith(".") and os.path.isdir(os.path.join(root, e))]
         if not found:
             notes.add(f"{root}: no run folders")
         folders += found

@@ -18,8 +18,9 @@ Two rings, both allocated up front:
   next state is always frame ``state_abs + 1``.
 
 Rebuilding: the stack ending at frame ``a`` of an episode starting at ``e`` is the frames
-``max(a - history_len + 1 + k, e)`` for ``k = 0 .. history_len-1``, i.e. the episode's first stored frame is repeated for the positions before the
-episode began -- exactly the baselines ``FrameStack`` reset semantics ``[f0, f0, f0, f0], [f0, f0, f0, f1], ...``.
+``max(a - history_len + 1 + k, e)`` for ``k = 0 .. history_len-1``, i.e. the episode's first stored frame is repeated
+for the positions before the episode began -- exactly the baselines ``FrameStack`` reset semantics
+``[f0, f0, f0, f0], [f0, f0, f0, f1], ...``.
 Frames of a previous episode are therefore never used.  A sample gathers these indices for the whole batch at once
 (one fancy-indexing gather for states, one for next states).
 

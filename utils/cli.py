@@ -58,7 +58,7 @@ def _number(text: str, kind: type):
 
 
 def checked(kind: type, accept: Callable, requirement: str) -> Callable[[str], int | float]:
-    """A value parser: ``kind(text)`` if ``accept`` takes it, else an argparse error saying ``must be <requirement>``."""
+    """A value parser: ``kind(text)`` if ``accept`` takes it, else an argparse error: ``must be <requirement>``."""
 
     def parse(text: str):
         value = _number(text, kind)

@@ -22,19 +22,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from utils.cli import (  # noqa: E402 - after the repository root is on the path
-    ArgumentParser,
-    UserError,
-    add_options,
-    finite_float,
-    greater_than_one,
-    non_negative_int,
-    option,
-    positive_float,
-    positive_int,
-    run_cli,
-)
-from utils.runs import read_run_config  # noqa: E402
+from utils import cli
+from utils.cli import ArgumentParser, UserError, add_options, option, run_cli
+from utils.runs import read_run_config
 
 PROG = "export_nir.py"
 SPIKING_HYPERPARAMETERS = ("tau", "v_threshold", "v_reset")
@@ -46,21 +36,21 @@ class ExportConfig:
                                      "snn.pt saved by convert.py or its run folder")
     out: str | None = option(None, "the NIR file to write, e.g. agent.nir")
     T: int | None = option(None, "simulation steps per action: the read-out integrates over T steps (default: the "
-                                 "checkpoint's T, or the conversion run's --time, else 500)", parse=positive_int)
+                                 "checkpoint's T, or the conversion run's --time, else 500)", parse=cli.positive_int)
     dt: float = option(1e-4, "seconds of NIR time per simulation step (NIR time constants are tau x dt)",
-                       parse=positive_float)
+                       parse=cli.positive_float)
     threshold: str = option("float32", "float32: write the largest float32 below v_th, so that NIR's v > v_th is our "
                                        "V >= v_th exactly; nominal: write v_th", choices=("float32", "nominal"))
     schedule: str | None = option(None, "converted network only: delayed (one step per connection) or same_step "
                                         "(default: the one it was converted with)", choices=("delayed", "same_step"))
     tau: float | None = option(None, "Dsqn/DsqnSpike: LIF time constant (default: the run's config.json, else 2)",
-                               parse=greater_than_one)
+                               parse=cli.greater_than_one)
     v_threshold: float | None = option(None, "spiking checkpoints: firing threshold (default: the run's, else 1)",
-                                       parse=positive_float)
+                                       parse=cli.positive_float)
     v_reset: float | None = option(None, "spiking checkpoints: reset potential, -1 for a soft reset (default: the "
-                                         "run's, else 0)", parse=finite_float)
+                                         "run's, else 0)", parse=cli.finite_float)
     check_frames: int = option(2, "random frame stacks for the check after writing (0: no check)",
-                               parse=non_negative_int)
+                               parse=cli.non_negative_int)
 
 
 @dataclass

@@ -45,7 +45,7 @@ def pre_activations(ann: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]
     """The pre-activation outputs of conv1, conv2, conv3, fc1 and fc2 of a Dqn for raw frame stacks ``x``."""
     h = x.to(device=ann.conv1.weight.device, dtype=ann.conv1.weight.dtype) / 255.0
     outputs = []
-    for index, name in enumerate(LAYER_NAMES):
+    for name in LAYER_NAMES:
         layer = getattr(ann, name)
         if isinstance(layer, torch.nn.Linear) and h.dim() > 2:
             h = h.flatten(1)
