@@ -175,3 +175,16 @@ def test_two_runs_started_at_once_get_their_own_folders(tmp_path):
         assert {"best.pkl", "config.json", "run.log", "tensorboard"} <= files
         assert json.load(open(tmp_path / folder / "config.json"))["run_name"] == folder
         assert open(tmp_path / folder / "run.log").read().count("Learning is done") == 1
+
+
+def test_cuda_visible_devices_is_left_alone_unless_gpu_is_given(monkeypatch, capsys):
+    from conversion_based_snn import convert
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # as a scheduler (SLURM, Ray) would have set it
+    one_line_error(capsys, ["--env_id", "FooNoFrameskip-v4"], "FooNoFrameskip-v4")
+    with pytest.raises(SystemExit):
+        convert.cli(["--game", "FooNoFrameskip-v4", "--model", "x.pkl"])
+    assert "unknown env id" in capsys.readouterr().err
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    one_line_error(capsys, ["--env_id", "FooNoFrameskip-v4", "--gpu", "1"], "FooNoFrameskip-v4")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
