@@ -15,6 +15,7 @@ robustness.csv and levels/ (one play summary per level; docs/ROBUSTNESS.md).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -136,6 +137,8 @@ def check_config(config, given: dict) -> None:
     if config.compile and config.cuda_graphs:
         raise UserError("--cuda_graphs captures the eager networks; it cannot be combined with --compile (whose CUDA "
                         "mode captures graphs of its own): choose one")
+    if config.use_video_recorder and importlib.util.find_spec("moviepy") is None:
+        raise UserError("--use_video_recorder needs moviepy: pip install -e \".[video]\"")
     if config.action_repeat != 4:
         raise UserError("--action_repeat other than 4 is not supported by the ALE pipeline of this repo")
     if config.run_name is not None and (os.sep in config.run_name or config.run_name in ("", ".", "..")

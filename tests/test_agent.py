@@ -177,6 +177,15 @@ def test_two_runs_started_at_once_get_their_own_folders(tmp_path):
         assert open(tmp_path / folder / "run.log").read().count("Learning is done") == 1
 
 
+def test_video_without_moviepy_is_one_line(monkeypatch, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "moviepy" else
+                        real_find_spec(name, *a))
+    one_line_error(capsys, ["--method", "play", "--model_path", "x.pkl", "--use_video_recorder"], "pip install")
+
+
 def test_cuda_visible_devices_is_left_alone_unless_gpu_is_given(monkeypatch, capsys):
     from conversion_based_snn import convert
 
