@@ -24,7 +24,16 @@ import sys
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, REPO_ROOT)
 
-from utils.cli import ArgumentParser, UserError, add_options, apply_gpu_option, check_output_dir, given_options, run_cli
+from utils.cli import (
+    ArgumentParser,
+    UserError,
+    add_options,
+    apply_gpu_option,
+    check_output_dir,
+    check_run_name,
+    given_options,
+    run_cli,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,9 +150,7 @@ def check_config(config, given: dict) -> None:
         raise UserError("--use_video_recorder needs moviepy: pip install -e \".[video]\"")
     if config.action_repeat != 4:
         raise UserError("--action_repeat other than 4 is not supported by the ALE pipeline of this repo")
-    if config.run_name is not None and (os.sep in config.run_name or config.run_name in ("", ".", "..")
-                                        or config.run_name.startswith(".")):
-        raise UserError(f"--run_name {config.run_name!r} must be a plain folder name")
+    check_run_name(config.run_name)
 
 
 def run_name(config, time_str: str) -> str:

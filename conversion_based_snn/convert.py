@@ -34,18 +34,8 @@ import time
 from dataclasses import asdict, dataclass
 
 from conversion_based_snn.snn.simulate import NODE_TYPES, SCHEDULES
-from utils.cli import (
-    ArgumentParser,
-    UserError,
-    add_options,
-    apply_gpu_option,
-    check_output_dir,
-    option,
-    positive_float,
-    positive_int,
-    run_cli,
-    seed_int,
-)
+from utils import cli
+from utils.cli import ArgumentParser, UserError, add_options, apply_gpu_option, check_output_dir, check_run_name, option
 from utils.runs import trained_checkpoint
 
 PROG = "convert.py"
@@ -68,19 +58,19 @@ class ConvertConfig:
                                                  "folder)")
     model: str | None = option(None, "a Dqn checkpoint saved by run.py, or its run folder (its best.pkl); relative "
                                      "to the current directory")
-    episode: int = option(30, "full games to play", parse=positive_int)
-    time: int = option(500, "simulation steps T per action", parse=positive_int)
-    seed: int = option(0, "random seed", parse=seed_int)
+    episode: int = option(30, "full games to play", parse=cli.positive_int)
+    time: int = option(500, "simulation steps T per action", parse=cli.positive_int)
+    seed: int = option(0, "random seed", parse=cli.seed_int)
     percentile: float = option(99.9, "percentile p in (0, 100] for the normalisation", parse=percentile_type)
     node_type: str = option("SubtractiveResetIFNodes", "IF neurons with reset by subtraction, or LIF with a hard "
                                                        "reset to 0", choices=NODE_TYPES)
-    tau: float = option(2.0, "LIF time constant: leak factor exp(-1/tau) per step", parse=positive_float)
+    tau: float = option(2.0, "LIF time constant: leak factor exp(-1/tau) per step", parse=cli.positive_float)
     schedule: str = option("delayed", "delayed: a layer's input at step t comes from the spikes of the layer below "
                                       "at step t-1; same_step: at step t", choices=SCHEDULES)
     norm_examples: int = option(15000, "collect the last lives of games until at least this many states",
-                                parse=positive_int)
-    batch: int = option(256, "batch size of the normalisation passes", parse=positive_int)
-    max_episode_step: int = option(18000, "agent steps after which a game is truncated", parse=positive_int)
+                                parse=cli.positive_int)
+    batch: int = option(256, "batch size of the normalisation passes", parse=cli.positive_int)
+    max_episode_step: int = option(18000, "agent steps after which a game is truncated", parse=cli.positive_int)
     device: str = option("auto", "auto: cuda if available, else cpu", choices=("auto", "cuda", "cpu"))
     gpu: str | None = option(None, "set CUDA_VISIBLE_DEVICES to this (default: leave it as the scheduler set it)")
     output_dir: str | None = option(None, "the folder that receives the run folder (default: runs/ in the "
@@ -105,9 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     if "game" not in given and "env_id" in trained:
         config.game = trained["env_id"]
     config.output_dir = check_output_dir(config.output_dir or os.path.join(REPO_ROOT, "runs"))
-    if config.run_name is not None and (os.sep in config.run_name or config.run_name.startswith(".")
-                                        or not config.run_name):
-        raise UserError(f"--run_name {config.run_name!r} must be a plain folder name")
+    check_run_name(config.run_name)
     convert(config, model_path)
 
 
@@ -260,7 +248,7 @@ def cli(argv: list[str] | None = None) -> None:
     from environment import UnknownEnvError
     from neural_network import BackendError, CheckpointError
 
-    run_cli(lambda: main(argv), PROG, user_errors=(CheckpointError, UnknownEnvError, NormalisationError,
+    cli.run_cli(lambda: main(argv), PROG, user_errors=(CheckpointError, UnknownEnvError, NormalisationError,
                                                    BackendError))
 
 

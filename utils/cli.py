@@ -131,6 +131,12 @@ def check_output_dir(path: str, option_name: str = "--output_dir") -> str:
     return path
 
 
+def check_run_name(name: str | None) -> None:
+    """``--run_name`` must name one plain folder (no path, not hidden, not empty)."""
+    if name is not None and (os.sep in name or name.startswith(".") or not name.strip()):
+        raise UserError(f"--run_name {name!r} must be a plain folder name")
+
+
 def _os_error_line(error: OSError) -> str:
     where = f" ({error.filename})" if error.filename else ""
     return f"{os.strerror(error.errno)}{where}; nothing already written was lost, free space or fix the folder's " \
