@@ -14,7 +14,6 @@ robustness.csv and levels/ (one play summary per level; docs/ROBUSTNESS.md).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -25,24 +24,20 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, REPO_ROOT)
 
 from utils.cli import (
-    ArgumentParser,
     UserError,
-    add_options,
     apply_gpu_option,
     check_output_dir,
     check_run_name,
     given_options,
+    options_parser,
     run_cli,
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
     from agent.config import Config
 
-    parser = ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0],
-                            argument_default=argparse.SUPPRESS)
-    add_options(parser, Config)
-    return parser
+    return options_parser("run.py", __doc__, Config)
 
 
 def seed_everything(seed: int) -> None:

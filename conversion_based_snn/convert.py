@@ -34,8 +34,18 @@ import time
 from dataclasses import asdict, dataclass
 
 from conversion_based_snn.snn.simulate import NODE_TYPES, SCHEDULES
-from utils import cli
-from utils.cli import ArgumentParser, UserError, add_options, apply_gpu_option, check_output_dir, check_run_name, option
+from utils.cli import (
+    UserError,
+    apply_gpu_option,
+    check_output_dir,
+    check_run_name,
+    option,
+    options_parser,
+    positive_float,
+    positive_int,
+    run_cli,
+    seed_int,
+)
 from utils.runs import trained_checkpoint
 
 PROG = "convert.py"
@@ -58,19 +68,19 @@ class ConvertConfig:
                                                  "folder)")
     model: str | None = option(None, "a Dqn checkpoint saved by run.py, or its run folder (its best.pkl); relative "
                                      "to the current directory")
-    episode: int = option(30, "full games to play", parse=cli.positive_int)
-    time: int = option(500, "simulation steps T per action", parse=cli.positive_int)
-    seed: int = option(0, "random seed", parse=cli.seed_int)
+    episode: int = option(30, "full games to play", parse=positive_int)
+    time: int = option(500, "simulation steps T per action", parse=positive_int)
+    seed: int = option(0, "random seed", parse=seed_int)
     percentile: float = option(99.9, "percentile p in (0, 100] for the normalisation", parse=percentile_type)
     node_type: str = option("SubtractiveResetIFNodes", "IF neurons with reset by subtraction, or LIF with a hard "
                                                        "reset to 0", choices=NODE_TYPES)
-    tau: float = option(2.0, "LIF time constant: leak factor exp(-1/tau) per step", parse=cli.positive_float)
+    tau: float = option(2.0, "LIF time constant: leak factor exp(-1/tau) per step", parse=positive_float)
     schedule: str = option("delayed", "delayed: a layer's input at step t comes from the spikes of the layer below "
                                       "at step t-1; same_step: at step t", choices=SCHEDULES)
     norm_examples: int = option(15000, "collect the last lives of games until at least this many states",
-                                parse=cli.positive_int)
-    batch: int = option(256, "batch size of the normalisation passes", parse=cli.positive_int)
-    max_episode_step: int = option(18000, "agent steps after which a game is truncated", parse=cli.positive_int)
+                                parse=positive_int)
+    batch: int = option(256, "batch size of the normalisation passes", parse=positive_int)
+    max_episode_step: int = option(18000, "agent steps after which a game is truncated", parse=positive_int)
     device: str = option("auto", "auto: cuda if available, else cpu", choices=("auto", "cuda", "cpu"))
     gpu: str | None = option(None, "set CUDA_VISIBLE_DEVICES to this (default: leave it as the scheduler set it)")
     output_dir: str | None = option(None, "the folder that receives the run folder (default: runs/ in the "
@@ -79,10 +89,8 @@ class ConvertConfig:
                                         "existing name is never reused")
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], argument_default=argparse.SUPPRESS)
-    add_options(parser, ConvertConfig)
-    return parser
+def build_parser():
+    return options_parser(PROG, __doc__, ConvertConfig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -248,7 +256,7 @@ def cli(argv: list[str] | None = None) -> None:
     from environment import UnknownEnvError
     from neural_network import BackendError, CheckpointError
 
-    cli.run_cli(lambda: main(argv), PROG, user_errors=(CheckpointError, UnknownEnvError, NormalisationError,
+    run_cli(lambda: main(argv), PROG, user_errors=(CheckpointError, UnknownEnvError, NormalisationError,
                                                    BackendError))
 
 

@@ -105,6 +105,14 @@ def add_options(parser: argparse.ArgumentParser, cls, only: Callable[[str], bool
                             nargs=meta.get("nargs"), help=meta["help"] + shown)
 
 
+def options_parser(prog: str, doc: str, cls) -> ArgumentParser:
+    """The parser of a program whose options are the :func:`option` fields of ``cls``; an option not typed is
+    absent from the parsed namespace (see :func:`given_options`)."""
+    parser = ArgumentParser(prog=prog, description=doc.split("\n\n")[0], argument_default=argparse.SUPPRESS)
+    add_options(parser, cls)
+    return parser
+
+
 def given_options(namespace: argparse.Namespace) -> dict:
     """The options present in ``namespace``: with ``argument_default=argparse.SUPPRESS`` exactly those typed."""
     return dict(vars(namespace))

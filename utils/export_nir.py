@@ -11,7 +11,6 @@ Then, unless --check_frames 0, the file is read back with nir.read, simulated st
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 import sys
@@ -23,7 +22,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from utils import cli
-from utils.cli import ArgumentParser, UserError, add_options, option, run_cli
+from utils.cli import UserError, option, options_parser, run_cli
 from utils.runs import read_run_config
 
 PROG = "export_nir.py"
@@ -61,10 +60,8 @@ class Exported:
     note: str
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], argument_default=argparse.SUPPRESS)
-    add_options(parser, ExportConfig)
-    return parser
+def build_parser():
+    return options_parser(PROG, __doc__, ExportConfig)
 
 
 def _weights_only(path: str):
