@@ -155,12 +155,12 @@ def run_name(config, time_str: str) -> str:
 
 
 def start_run(config, run_dir: str | None, n_actions: int):
-    """Create the run folder (exclusively) or open the resumed one; return it with its logger and writer."""
+    """Create the run folder (exclusively) unless one is given (resumed, or made earlier); write its config.json and
+    status; return the folder and the run's logger."""
     from utils.logging_setup import setup_file_logger, write_run_config
     from utils.runs import create_run_dir, timestamp, write_status
 
-    resumed = run_dir is not None
-    if not resumed:
+    if run_dir is None:
         run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
     logger = setup_file_logger(os.path.join(run_dir, "run.log"))
     write_run_config(os.path.join(run_dir, "config.json"), {
@@ -284,22 +284,17 @@ def load_played_network(config, given: dict):
 
 def play(config, given: dict) -> None:
     from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
 
     from agent import Agent, random_streams, summarize_play
-    from agent.evaluation import run_episode
-    from agent.robustness import env_options, observation_attack, perturbation_settings
-    from environment import make_env
+    from agent.evaluation import play_games
+    from agent.robustness import observation_attack, perturbation_settings, play_env
     from neural_network import SpikeMonitor
     from utils.energy import format_energy
     from utils.runs import create_run_dir, shown, timestamp, write_json, write_status
 
     model_path, net, device, spiking = load_played_network(config, given)
     run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
-    eval_env = make_env(config.env_id, training=False, max_episode_step=config.max_episode_step,
-                        history_len=config.history_len, seed=config.seed,
-                        video_dir=os.path.join(run_dir, "videos") if config.use_video_recorder else None,
-                        **env_options(config))
+    eval_env = play_env(config, os.path.join(run_dir, "videos") if config.use_video_recorder else None)
     _, logger = start_run(config, run_dir, net.n_actions)
     agent = Agent(config, net, device, rngs=random_streams(config.seed))
     attack = observation_attack(config, agent)  # --fgsm_epsilon (agent/robustness.py)
@@ -308,17 +303,15 @@ def play(config, given: dict) -> None:
         logger.info("--use_spike_monitor has no effect on %s: it has no spiking neurons", config.model)
     logger.info("Start playing %s", model_path)
     writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
-    results = []
-    agent.net.eval()
+
+    def write_scalars(episode, result) -> None:
+        for tag, value in (("score", result.score), ("max_q", result.max_q), ("max_q_std", result.max_q_std)):
+            writer.add_scalar(f"play/{tag}", value, episode)
+        if result.spike_stats is not None:
+            writer.add_scalar("play/episode_avg_firing_rate", result.spike_stats.average_firing_rate, episode)
+
     try:
-        for episode in (bar := tqdm(range(config.eval_episode_num), desc="play", unit="game", dynamic_ncols=True)):
-            result = run_episode(agent, eval_env, config.eval_epsilon, agent.rngs["evaluate"], monitor, perturb=attack)
-            results.append(result)
-            for tag, value in (("score", result.score), ("max_q", result.max_q), ("max_q_std", result.max_q_std)):
-                writer.add_scalar(f"play/{tag}", value, episode)
-            if result.spike_stats is not None:
-                writer.add_scalar("play/episode_avg_firing_rate", result.spike_stats.average_firing_rate, episode)
-            bar.set_postfix_str(f"score {result.score:g}")
+        results = play_games(agent, eval_env, config, monitor, attack, on_episode=write_scalars)
     finally:
         writer.close()
         eval_env.close()

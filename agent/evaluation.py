@@ -112,18 +112,39 @@ def run_episode(agent, env, epsilon: float, rng: np.random.Generator, monitor=No
 
 def evaluate(agent, env, episode_num: int, epsilon: float, rng: np.random.Generator, monitor=None,
              check: Callable[[], None] | None = None, on_episode: Callable[[EpisodeResult], None] | None = None,
-             ) -> list[EpisodeResult]:
-    """``episode_num`` full games at ``epsilon`` with the network in eval mode."""
+             perturb: Callable[[np.ndarray], np.ndarray] | None = None) -> list[EpisodeResult]:
+    """``episode_num`` full games at ``epsilon`` with the network in eval mode (see run_episode)."""
     agent.net.eval()
     results = []
     try:
         for _ in range(episode_num):
-            results.append(run_episode(agent, env, epsilon, rng, monitor, check))
+            results.append(run_episode(agent, env, epsilon, rng, monitor, check, perturb))
             if on_episode is not None:
                 on_episode(results[-1])
     finally:
         agent.net.train()
     return results
+
+
+def play_games(agent, env, config, monitor=None, perturb=None, desc: str = "play", progress: bool = True,
+               on_episode: Callable[[int, EpisodeResult], None] | None = None) -> list[EpisodeResult]:
+    """A play run's games: ``config.eval_episode_num`` of them at ``config.eval_epsilon`` with the agent's evaluation
+    stream, under a progress bar; ``on_episode(index, result)`` after each."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=config.eval_episode_num, desc=desc, unit="game", dynamic_ncols=True, disable=not progress)
+
+    def done(result: EpisodeResult) -> None:
+        if on_episode is not None:
+            on_episode(bar.n, result)
+        bar.update()
+        bar.set_postfix_str(f"score {result.score:g}")
+
+    try:
+        return evaluate(agent, env, config.eval_episode_num, config.eval_epsilon, agent.rngs["evaluate"], monitor,
+                        on_episode=done, perturb=perturb)
+    finally:
+        bar.close()
 
 
 def _nanmean(values: np.ndarray) -> float:

@@ -236,6 +236,14 @@ def env_options(config) -> dict:
                 game_difficulty=config.game_difficulty, frame_transform=noise)
 
 
+def play_env(config, video_dir: str | None = None):
+    """The evaluation env of a play run, with the configuration's perturbations of the env and its frames."""
+    from environment import make_env
+
+    return make_env(config.env_id, training=False, max_episode_step=config.max_episode_step,
+                    history_len=config.history_len, seed=config.seed, video_dir=video_dir, **env_options(config))
+
+
 def observation_attack(config, agent):
     """The perturbation run_episode applies to the frame stacks (FGSM), or None."""
     return FgsmAttack(agent, config.fgsm_epsilon) if config.fgsm_epsilon > 0 else None
@@ -267,34 +275,24 @@ def run_sweep(config, net, device, run_dir: str, logger, levels: list[float], mo
     """Play ``config.eval_episode_num`` games at every level of ``config.robustness``; after each level write its
     play summary to ``levels/<perturbation>_<level>.json`` and rewrite ``robustness.csv`` (one row per level so
     far). Every level starts from the same seeds (env, evaluation stream, noise): common random numbers."""
-    from tqdm import tqdm
-
-    from environment import make_env
     from neural_network import SpikeMonitor
     from utils.runs import write_json
 
     from .agent import Agent, random_streams
-    from .evaluation import run_episode, summarize_play
+    from .evaluation import play_games, summarize_play
 
     monitor = SpikeMonitor(net) if config.use_spike_monitor and net.spiking else None
     os.makedirs(os.path.join(run_dir, "levels"), exist_ok=True)
     rows = []
-    net.eval()
     for level in levels:
         level = level_value(config.robustness, level)
         shown = format_level(config.robustness, level)
         cfg = level_config(config, level)
         agent = Agent(cfg, net, device, rngs=random_streams(cfg.seed))
-        video_dir = os.path.join(run_dir, "videos", shown) if cfg.use_video_recorder else None
-        env = make_env(cfg.env_id, training=False, max_episode_step=cfg.max_episode_step,
-                       history_len=cfg.history_len, seed=cfg.seed, video_dir=video_dir, **env_options(cfg))
-        attack, results = observation_attack(cfg, agent), []
+        env = play_env(cfg, os.path.join(run_dir, "videos", shown) if cfg.use_video_recorder else None)
         try:
-            for _ in (bar := tqdm(range(cfg.eval_episode_num), desc=f"{config.robustness} {shown}", unit="game",
-                                  dynamic_ncols=True, disable=not progress)):
-                results.append(run_episode(agent, env, cfg.eval_epsilon, agent.rngs["evaluate"], monitor,
-                                           perturb=attack))
-                bar.set_postfix_str(f"score {results[-1].score:g}")
+            results = play_games(agent, env, cfg, monitor, observation_attack(cfg, agent),
+                                 desc=f"{config.robustness} {shown}", progress=progress)
         finally:
             env.close()
         summary = summarize_play(results)
@@ -312,7 +310,6 @@ def run_sweep(config, net, device, run_dir: str, logger, levels: list[float], mo
                 f"{summary['score_sem']:.3g} (s.e., {summary['episodes']} games)")
         logger.info(line)
         print(line, flush=True)
-    net.train()
     if monitor is not None:
         monitor.remove()
     return rows

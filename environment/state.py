@@ -20,7 +20,7 @@ import numpy as np
 from gymnasium.wrappers import FrameStackObservation, TimeLimit
 from gymnasium.wrappers.common import OrderEnforcing, PassiveEnvChecker
 
-from .wrappers import ClipRewardEnv, FireResetEnv, NoopResetEnv, Uint8ArrayObservation, WarpFrame
+from .wrappers import ClipRewardEnv, FireResetEnv, NoopResetEnv, Uint8ArrayObservation, WarpFrame, as_numpy
 
 _STATELESS = (NoopResetEnv, FireResetEnv, WarpFrame, ClipRewardEnv, Uint8ArrayObservation, PassiveEnvChecker)
 
@@ -51,17 +51,12 @@ def _layer_state(layer: gym.Env) -> dict:
     raise TypeError(f"cannot save the state of the env layer {type(layer).__name__}")
 
 
-def _array(value) -> np.ndarray:
-    """A saved array as numpy (a loaded state holds torch tensors)."""
-    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-
-
 def _restore_layer(layer: gym.Env, state: dict) -> None:
     if hasattr(layer, "set_state"):
         layer.set_state(state)
     elif isinstance(layer, FrameStackObservation):
-        layer.padding_value = _array(state["padding"]).copy()
-        layer.obs_queue = deque(list(_array(state["frames"]).copy()), maxlen=layer.stack_size)
+        layer.padding_value = as_numpy(state["padding"]).copy()
+        layer.obs_queue = deque(list(as_numpy(state["frames"]).copy()), maxlen=layer.stack_size)
     elif isinstance(layer, TimeLimit):
         layer._elapsed_steps = state["elapsed_steps"]
     elif isinstance(layer, OrderEnforcing):

@@ -15,6 +15,11 @@ import numpy as np
 FRAME_SIZE = 84
 
 
+def as_numpy(value) -> np.ndarray:
+    """A saved array as numpy (a state loaded from a checkpoint holds torch tensors)."""
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+
 def warp_frame(frame: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
     """RGB frame (H, W, 3) -> grayscale (size, size) uint8, as baselines' WarpFrame.
 
@@ -82,8 +87,7 @@ class MaxAndSkipEnv(gym.Wrapper):
         return {"buffer": self._obs_buffer.copy()}
 
     def set_state(self, state: dict) -> None:
-        buffer = state["buffer"]
-        self._obs_buffer[...] = buffer.numpy() if hasattr(buffer, "numpy") else buffer
+        self._obs_buffer[...] = as_numpy(state["buffer"])
 
 
 class EpisodicLifeEnv(gym.Wrapper):
