@@ -9,6 +9,7 @@ that the evaluation budget leaves training untouched (independent random streams
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -365,6 +366,29 @@ def test_the_final_evaluation_follows_one_more_step_and_its_update_unless_an_epi
     assert last_update[1] == max(t for t in range(skipped) if t % 4 == 0)
     assert all(torch.equal(events[-1][2][k], last_update[2][k]) for k in last_update[2])
     assert len(trainer.replay) == 16 + skipped
+
+
+def test_a_larger_budget_goes_on_after_the_step_the_final_evaluation_took(tmp_path, monkeypatch):
+    # budget 8, then continued to 12 (as --resume --timestep_num 12 does): step 8 is not taken twice, and the
+    # network equals that of a run with budget 12 from the start (steps 0..12, updates at 0, 4, 8, 12)
+    resumed = breakout_trainer(tmp_path / "resumed", timestep_num=8)
+    first = list(recorded_learn(resumed, monkeypatch))  # (its recorder goes on recording: a copy)
+    assert resumed.p.final_step and resumed.p.timestep == 8
+    state = {**resumed.state(), "replay": resumed.replay.state_dict()}  # the frames stay in memory
+    resumed.config = dataclasses.replace(resumed.config, timestep_num=12)
+    resumed.restore(state, replay_kept=True)
+    assert resumed.p.timestep == 9 and not resumed.p.finished and not resumed.p.final_step
+    second = recorded_learn(resumed, monkeypatch)
+    straight = breakout_trainer(tmp_path / "straight", timestep_num=12)
+    events = recorded_learn(straight, monkeypatch)
+    assert [(kind, step) for kind, step, _ in events] == [("update", 0), ("evaluate", 0), ("update", 4),
+                                                           ("update", 8), ("update", 12), ("evaluate", 12)]
+    assert [(kind, step) for kind, step, _ in first + second] == [("update", 0), ("evaluate", 0), ("update", 4),
+                                                                   ("update", 8), ("evaluate", 8), ("update", 12),
+                                                                   ("evaluate", 12)]
+    ours, theirs = resumed.agent.net.state_dict(), straight.agent.net.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert len(resumed.replay) == len(straight.replay) == 16 + 13
 
 
 # -- independent random streams ---------------------------------------------------------------------------------------
