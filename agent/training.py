@@ -114,7 +114,8 @@ class Trainer:
     def learn(self) -> float:
         """Run (or continue) the whole budget; returns the best evaluation average score."""
         cfg, p = self.config, self.p
-        self.bar = tqdm(total=cfg.replay_start_size + cfg.timestep_num, initial=p.explored + p.timestep,
+        final_step = int(cfg.final_eval == "one_more_step")  # (the step the final evaluation may take)
+        self.bar = tqdm(total=cfg.replay_start_size + cfg.timestep_num + final_step, initial=p.explored + p.timestep,
                         unit="step", dynamic_ncols=True, mininterval=1.0)
         self.meter.rate(p.timestep)
         try:
