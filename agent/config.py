@@ -81,8 +81,13 @@ class Config:
     # -- the DQN training loop --------------------------------------------------------------------------------------
     timestep_num: int = option(50_000_000, "agent steps of learning after the exploration phase (each step = "
                                            "action_repeat frames)", parse=cli.non_negative_int)
-    eval_freq: int = option(250_000, "evaluate every this many learning steps, step 0 and the last step included",
-                            parse=cli.positive_int)
+    eval_freq: int = option(250_000, "evaluate every this many learning steps, step 0 included (the last: see "
+                                     "--final_eval)", parse=cli.positive_int)
+    final_eval: str = option("one_more_step", "the final evaluation (label timestep_num): one_more_step, the "
+                                              "original's schedule: after one more learning step (timestep_num, "
+                                              "with its update), skipped when step timestep_num - 1 ends an "
+                                              "episode; at_budget: after exactly timestep_num steps, always",
+                             choices=("one_more_step", "at_budget"))
     eval_episode_num: int = option(30, "episodes per evaluation, and per play run", parse=cli.positive_int)
     eval_epsilon: float = option(0.05, "epsilon of the epsilon-greedy policy during evaluation and play",
                                  parse=cli.probability)

@@ -8,7 +8,12 @@
                   every eval_freq steps (0 too):    evaluate (eval_episode_num full games), save best.pkl if the
                                                     average score >= the best so far
                   every checkpoint_freq steps:      save the full training state
-    end       evaluate the final network (label timestep_num) and save the final state
+    end       the final evaluation (label timestep_num), then save the final state. --final_eval one_more_step (the
+              default, the original's schedule): the loop runs on into step timestep_num (act, store and, on their
+              schedule, update and copy the target) and evaluates after it, as at any step that is a multiple of
+              eval_freq, unless step timestep_num - 1 ended an episode (the original's episode loop then stopped
+              before step timestep_num; no final evaluation). --final_eval at_budget: evaluate the network after
+              exactly timestep_num steps, always.
 
 A life loss and a time-limit truncation end a transition (done = True) while the game goes on after a life loss
 (the training env's EpisodicLife). The full state (weights, optimizer, counters, every random generator, both
@@ -48,7 +53,9 @@ class Progress:
     explored: int = 0  # exploration steps done
     timestep: int = 0  # learning steps done
     pending_eval: int | None = None  # an evaluation that is due (or was cut short by a signal) at this label
-    finished: bool = False  # the final evaluation is done
+    finished: bool = False  # the final evaluation is done (or skipped)
+    last_done: bool = False  # the last learning step ended an episode (the final evaluation's skip rule)
+    final_step: bool = False  # step timestep_num was taken for the final evaluation (--final_eval one_more_step)
     best_score: float = -math.inf
     games: int = 0  # training games finished (for train/episode_return)
 
@@ -107,7 +114,8 @@ class Trainer:
     def learn(self) -> float:
         """Run (or continue) the whole budget; returns the best evaluation average score."""
         cfg, p = self.config, self.p
-        self.bar = tqdm(total=cfg.replay_start_size + cfg.timestep_num, initial=p.explored + p.timestep,
+        final_step = int(cfg.final_eval == "one_more_step")  # (the step the final evaluation may take)
+        self.bar = tqdm(total=cfg.replay_start_size + cfg.timestep_num + final_step, initial=p.explored + p.timestep,
                         unit="step", dynamic_ncols=True, mininterval=1.0)
         self.meter.rate(p.timestep)
         try:
@@ -135,11 +143,8 @@ class Trainer:
                 if t % cfg.checkpoint_every == 0:
                     self.save()
                 self.stop_if_requested()
-            if not p.finished:  # the final network is always evaluated, once
-                p.pending_eval = cfg.timestep_num
-                self.evaluate(cfg.timestep_num)
-                p.finished = True
-                self.save()
+            if not p.finished:
+                self.final_evaluation()
         except _Interrupted:
             self.stop_if_requested()
         finally:
@@ -147,6 +152,29 @@ class Trainer:
         write_status(self.run_dir, "finished", timestep=p.timestep, best_score=p.best_score)
         logger.info("Learning is done; best average evaluation score %s", p.best_score)
         return p.best_score
+
+    def final_evaluation(self) -> None:
+        """The evaluation labelled timestep_num, once, on the --final_eval schedule (see the module docstring)."""
+        cfg, p = self.config, self.p
+        if p.pending_eval is None:  # (a resumed run may continue with the final evaluation itself)
+            if cfg.final_eval == "one_more_step" and p.last_done:
+                logger.info("No final evaluation: learning step %d ended an episode, so the original's loop stopped "
+                            "there (--final_eval at_budget evaluates at timestep_num always)", cfg.timestep_num - 1)
+            else:
+                if cfg.final_eval == "one_more_step" and not p.final_step:
+                    self.train_step(cfg.timestep_num)
+                    p.final_step = True
+                p.pending_eval = cfg.timestep_num
+        if p.pending_eval is not None:
+            self.evaluate(p.pending_eval)
+        p.finished = True
+        self.save()
+
+    def final_step_due(self) -> bool:
+        """Step timestep_num is still to be taken before the final evaluation (--final_eval one_more_step)."""
+        p = self.p
+        return (self.config.final_eval == "one_more_step" and not p.finished and p.pending_eval is None
+                and not p.final_step and not p.last_done)
 
     def explore(self, steps: int, counted: bool) -> None:
         """``steps`` random actions into the replay memory: the exploration phase (``counted``), or a refill."""
@@ -167,6 +195,7 @@ class Trainer:
             self.guard(t, weights=False)  # a non-finite loss before it is the cause to report
             self.diverged(f"the network's Q-values became non-finite (NaN or infinity) at learning step {t}")
         self.env_step(action, log_games=True, timestep=t)
+        self.p.last_done = self.obs is None
         if t % cfg.update_freq == 0:
             self.losses.add(agent.update(self.replay.sample(cfg.minibatch_size)), t)
         if t % cfg.target_net_update_freq == 0:
@@ -300,12 +329,15 @@ class Trainer:
         if replay_kept:
             self.replay.load_state_dict(state["replay"])
         else:  # the replay memory was not kept: refill it before learning goes on (not bit-exact)
-            self.refill = self.p.timestep < self.config.timestep_num or self.p.pending_eval is not None
+            self.refill = (self.p.timestep < self.config.timestep_num or self.p.pending_eval is not None
+                           or self.final_step_due())
         if self.config.timestep_num < self.p.timestep:
             raise UserError(f"--timestep_num {self.config.timestep_num} is below the {self.p.timestep} learning "
                             "steps this run has already done")
         if self.p.finished and self.config.timestep_num > self.p.timestep:
             self.p.finished = False  # a larger budget: train on, and evaluate the new final network
+            if self.p.final_step:  # step timestep_num was taken for the final evaluation: go on after it
+                self.p.timestep, self.p.final_step = self.p.timestep + 1, False
         self.last_saved = self.p.timestep
 
     def resume(self) -> dict | None:

@@ -4,13 +4,15 @@
     cd conversion_based_snn && python convert.py --model=../runs/Dqn_.../best.pkl --time 500
 
 Steps: (1) play the ANN (epsilon 0.05) on the episodic-life env and keep the frame stacks of the last life of every
-game that ends (games cut by the time limit are dropped) until at least --norm_examples states; (2) lambda_l = the
+game that ends with no lives left (a game over; in games without lives also a game cut by the time limit) until at
+least --norm_examples states, or until --norm_max_lives lives were played (1,000); (2) lambda_l = the
 exact --percentile-th percentile of each layer's pre-activation outputs (conv1 ... fc2) of the original ANN on
 them, W_l <- W_l * lambda_{l-1} / lambda_l, b_l <- b_l / lambda_l; (3) play --episode full games on the
 episodic-life env with raw rewards (FIRE pressed by the env after each lost life) with the spiking network
 simulated for --time steps per action (IF neurons with reset by subtraction, or LIF with a hard reset; one step
 of delay per connection, or --schedule same_step), Q_hat = output spike count + final output voltage,
-epsilon 0.05.
+epsilon 0.05; a game's score is the env's whole raw return (the env's reset steps included), its firing rate the
+mean over the greedy steps of its last life (--firing_rate_over).
 
 Writes one run folder, <output_dir>/ConvSNN_<game>_T<time>_<time stamp>/ (never an existing one): config.json,
 run.log, result.csv (score,mix,spike per episode, written as each ends), summary.json (scores, agreement, spike
@@ -33,12 +35,15 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
+from conversion_based_snn.snn.evaluate import FIRING_RATE_SPANS
+from conversion_based_snn.snn.normalise import KEEP_RULES, MAX_LIVES
 from conversion_based_snn.snn.simulate import NODE_TYPES, SCHEDULES
 from utils.cli import (
     UserError,
     apply_gpu_option,
     check_output_dir,
     check_run_name,
+    non_negative_int,
     option,
     options_parser,
     positive_float,
@@ -79,6 +84,16 @@ class ConvertConfig:
                                       "at step t-1; same_step: at step t", choices=SCHEDULES)
     norm_examples: int = option(15000, "collect the last lives of games until at least this many states",
                                 parse=positive_int)
+    norm_max_lives: int = option(MAX_LIVES, "stop collecting the normalisation data after this many lives "
+                                            "whatever the number of states (the original's cap); 0: no cap",
+                                 parse=non_negative_int)
+    norm_keep: str = option("no_lives_left", "normalisation data: no_lives_left keeps the last life of a game that "
+                                             "ends with no lives left (the original's rule: in games without lives "
+                                             "also one cut by the time limit); game_over keeps only games that end "
+                                             "by a game over and stops after 10 cut games in a row",
+                            choices=KEEP_RULES)
+    firing_rate_over: str = option("last_life", "a game's firing rate averages the greedy steps of its last life "
+                                                "(the original's) or of the whole game", choices=FIRING_RATE_SPANS)
     batch: int = option(256, "batch size of the normalisation passes", parse=positive_int)
     max_episode_step: int = option(18000, "agent steps after which a game is truncated", parse=positive_int)
     device: str = option("auto", "auto: cuda if available, else cpu", choices=("auto", "cuda", "cpu"))
@@ -163,14 +178,18 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
     started = time.perf_counter()
     norm_env = make_game_env(config.game, seed=config.seed, max_episode_step=config.max_episode_step)
     states, norm_games = collect_normalisation_states(
-        ann, norm_env, config.norm_examples, rng, EPSILON, progress=True,
-        on_game=lambda number, g: logger.info("normalisation game %d: %d steps, %s", number, g.steps,
-                                              "cut by the time limit: dropped" if g.cut
-                                              else f"kept the {g.kept} states of its last life"),
+        ann, norm_env, config.norm_examples, rng, EPSILON, progress=True, keep=config.norm_keep,
+        max_lives=config.norm_max_lives,
+        on_game=lambda number, g: logger.info(
+            "normalisation game %d: %d steps, %d lives, %s, %s", number, g.steps, g.lives,
+            "stopped by the life cap" if g.stopped else "cut by the time limit" if g.cut else "ended",
+            f"kept the {g.kept} states of its last life" if g.kept else "dropped"),
     )
     norm_env.close()
-    logger.info("normalisation data: %d states from %d games, %d games dropped (asked for %d)", len(states),
-                len(norm_games), sum(g.cut for g in norm_games), config.norm_examples)
+    norm_lives = int(sum(g.lives for g in norm_games))
+    logger.info("normalisation data: %d states from %d games (%d lives), %d games dropped (asked for %d states, "
+                "at most %s lives)", len(states), len(norm_games), norm_lives, sum(not g.kept for g in norm_games),
+                config.norm_examples, config.norm_max_lives or "any number of")
 
     # 2. layer-wise normalisation
     lambdas = compute_lambdas(ann, states, config.percentile, config.batch, progress=True)
@@ -195,7 +214,7 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
                         stats.firing_rate)
 
         episodes = evaluate(snn, ann, eval_env, config.episode, config.time, rng, EPSILON, progress=True,
-                            on_episode=on_episode)
+                            on_episode=on_episode, firing_rate_over=config.firing_rate_over)
     eval_env.close()
 
     summary = summarise(episodes, snn.neuron_counts(), config.time)
@@ -205,7 +224,9 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
         schedule=config.schedule, seed=config.seed, epsilon=EPSILON, device=str(device), lambdas=lambdas,
         layers=list(snn.neuron_shapes()), neuron_shapes={k: list(v) for k, v in snn.neuron_shapes().items()},
         norm_examples=config.norm_examples, norm_states=int(sum(g.kept for g in norm_games)),
-        norm_games=len(norm_games), norm_games_dropped=int(sum(g.cut for g in norm_games)),
+        norm_games=len(norm_games), norm_games_dropped=int(sum(not g.kept for g in norm_games)),
+        norm_games_cut=int(sum(g.cut for g in norm_games)), norm_lives=norm_lives, norm_keep=config.norm_keep,
+        norm_max_lives=config.norm_max_lives, firing_rate_over=config.firing_rate_over,
         normalisation_seconds=normalisation_seconds, csv=csv_path, log=os.path.join(run_dir, "run.log"),
         config=record,
     )

@@ -137,11 +137,16 @@ class GameReturn(gym.Wrapper):
 
     It sits below EpisodicLife, so it sees every raw reward of the game (the FIRE and no-op steps of the
     resets included) and only the real end of the game (terminated or truncated), not a lost life.
+    ``last_game_return`` keeps the score of the last game that ended (None before the first), also when that
+    step's info never reaches the caller because a wrapper above ended the game inside its own reset (the no-op
+    or FIRE steps of EpisodicLife / FireReset cut by the time limit). It is read right after a game ends and is
+    not part of the saved state.
     """
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
         self.game_return = 0.0
+        self.last_game_return: float | None = None
 
     def reset(self, *, seed=None, options=None):
         self.game_return = 0.0
@@ -152,7 +157,7 @@ class GameReturn(gym.Wrapper):
         self.game_return += float(reward)
         if terminated or truncated:
             info = {**info, "game_return": self.game_return}
-            self.game_return = 0.0
+            self.last_game_return, self.game_return = self.game_return, 0.0
         return obs, reward, terminated, truncated, info
 
     def get_state(self) -> dict:

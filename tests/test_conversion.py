@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import inspect
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from synthetic import SideOfTheBlockEnv
 from conversion_based_snn import convert
 from conversion_based_snn.snn import (
     LAYER_NAMES,
+    MAX_LIVES,
     SCHEDULES,
     EpisodeStats,
     NormalisationError,
@@ -413,12 +415,12 @@ class FakeEpisodicLifeEnv:
         return getattr(self, name)
 
 
-def kept_game(steps: int, states: int) -> NormalisationGame:
-    return NormalisationGame(steps, states, cut=False)
+def kept_game(steps: int, states: int, lives: int = 3) -> NormalisationGame:
+    return NormalisationGame(steps, states, cut=False, lives=lives)
 
 
-def cut_game(steps: int) -> NormalisationGame:
-    return NormalisationGame(steps, 0, cut=True)
+def cut_game(steps: int, lives: int) -> NormalisationGame:
+    return NormalisationGame(steps, 0, cut=True, lives=lives)
 
 
 @pytest.mark.parametrize(
@@ -428,12 +430,13 @@ def cut_game(steps: int) -> NormalisationGame:
         ({}, 10, [kept_game(12, 4)] * 3, [(g, t) for g in (1, 2, 3) for t in range(10, 14)]),
         ({}, 12, [kept_game(12, 4)] * 3, [(g, t) for g in (1, 2, 3) for t in range(10, 14)]),  # exactly reached
         ({}, 13, [kept_game(12, 4)] * 4, [(g, t) for g in (1, 2, 3, 4) for t in range(10, 14)]),
-        ({"lives": 1, "life_len": 5}, 7, [kept_game(5, 5)] * 2, [(g, t) for g in (1, 2) for t in range(5)]),  # no lives
-        # game 2 is cut by the time limit in its second life (it acted on steps 0..3, 5, 6): dropped
-        ({"cut": (2,), "limit": 7}, 8, [kept_game(12, 4), cut_game(6), kept_game(12, 4)],
+        ({"lives": 1, "life_len": 5}, 7, [kept_game(5, 5, lives=1)] * 2,  # one life
+         [(g, t) for g in (1, 2) for t in range(5)]),
+        # game 2 is cut by the time limit in its second life (it acted on steps 0..3, 5, 6), lives left: dropped
+        ({"cut": (2,), "limit": 7}, 8, [kept_game(12, 4), cut_game(6, lives=2), kept_game(12, 4)],
          [(g, t) for g in (1, 3) for t in range(10, 14)]),
         # game 2 is cut by the reset after its first lost life: the env has begun game 3, which goes on from there
-        ({"cut": (2,), "limit": 5}, 8, [kept_game(12, 4), cut_game(4), kept_game(12, 4)],
+        ({"cut": (2,), "limit": 5}, 8, [kept_game(12, 4), cut_game(4, lives=1), kept_game(12, 4)],
          [(1, t) for t in range(10, 14)] + [(3, t) for t in range(11, 15)]),
     ],
 )
@@ -449,19 +452,26 @@ def test_normalisation_data_are_the_last_lives_of_games_that_end(ann, env_kwargs
     assert all(s.dtype == np.uint8 and s.shape == (4, 84, 84) for s in states)
 
 
-def test_normalisation_data_give_up_when_the_time_limit_cuts_every_game(ann):
+def test_normalisation_data_of_games_that_end_give_up_when_the_time_limit_cuts_every_game(ann):
+    # --norm_keep game_over: only games that end by a game over, and no endless play
     env = FakeEpisodicLifeEnv(cut=range(1, 1000), limit=7)
     with pytest.raises(NormalisationError, match="10 games in a row were cut by the time limit.*--max_episode_step"):
-        collect_normalisation_states(ann, env, 5, np.random.default_rng(0))
+        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), keep="game_over", max_lives=0)
     assert env.game == 10
     env = FakeEpisodicLifeEnv(cut=range(1, 1000), limit=7)
     with pytest.raises(NormalisationError, match="3 games in a row"):
-        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), max_cut_in_a_row=3)
+        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), keep="game_over", max_cut_in_a_row=3)
     assert env.game == 3
     # only cuts IN A ROW count: two cut games, a kept one, two cut games, a kept one is fine with a limit of 3
     env = FakeEpisodicLifeEnv(cut=(1, 2, 4, 5), limit=7)
-    _, games = collect_normalisation_states(ann, env, 8, np.random.default_rng(0), max_cut_in_a_row=3)
+    _, games = collect_normalisation_states(ann, env, 8, np.random.default_rng(0), keep="game_over",
+                                            max_cut_in_a_row=3)
     assert [g.cut for g in games] == [True, True, False, True, True, False]
+    # the default rule plays on (a game with lives cut by the time limit is dropped) until the life cap
+    env = FakeEpisodicLifeEnv(cut=range(1, 1000), limit=7)
+    with pytest.raises(NormalisationError, match="no normalisation data after 30 lives .*--norm_max_lives"):
+        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), max_lives=30)
+    assert env.game == 15  # two lives per game: the time limit cuts the second
 
 
 # -- full games on the episodic-life env ----------------------------------------------------------------------------
@@ -505,11 +515,147 @@ def test_an_episode_is_a_full_game_across_lives_with_the_raw_score(ann, monkeypa
     lives_lost = [i + 1 for i, step in enumerate(steps) if step[2] and step[4]["lives"] > 0]
     # one reset to start the game, then one after each lost life (the env presses FIRE), and the game goes on
     assert resets == [0, *lives_lost] and len(lives_lost) >= 2
-    assert stats.steps == len(steps) and stats.score == sum(rewards) and max(rewards) == 8.0
+    # the score is the env's whole raw return: the agent's steps and the env's own reset steps, 8 each: two FIRE
+    # steps to start the game, then after each lost life EpisodicLife's no-op and two FIRE steps
+    reset_steps = 2 + 3 * len(lives_lost)
+    assert stats.steps == len(steps) and max(rewards) == 8.0
+    assert stats.score == sum(rewards) + 8.0 * reset_steps
     if end == "game over":  # Breakout's 5 lives, all lost (measured: 113 steps)
         assert len(lives_lost) == 4 and raw.ale.game_over() and steps[-1][2] and steps[-1][4]["lives"] == 0
     else:  # the time limit counts the reset steps too: 60 - 2 FIRE steps - 2 x (no-op + 2 FIRE steps) = 52
         assert steps[-1][3] and not raw.ale.game_over() and stats.steps == 52 and steps[-1][4]["lives"] == 3
+
+
+# -- the original's rules on real games: score, firing rate, normalisation data ------------------------------------
+
+
+class Recorded:
+    """Records, on a real game env, what the agent acted on and did: every outer step's (frame stack acted on,
+    action, reward, terminated, truncated, lives), and the raw rewards earned inside the env's own resets, apart
+    from the no-ops of a real reset (NoopReset), which come before a game's return starts."""
+
+    def __init__(self, env, monkeypatch):
+        self.env, self.steps, self.reset_rewards, self._phase = env, [], [], None
+        raw, outer_step, outer_reset = env.unwrapped, env.step, env.reset
+        noop_reset = next(w for w in self._chain(env) if type(w).__name__ == "NoopResetEnv")
+        raw_step, inner_noop_reset = raw.step, noop_reset.reset
+        self._obs = None
+
+        def step_raw(action):
+            out = raw_step(action)
+            if self._phase == "reset":
+                self.reset_rewards.append(float(out[1]))
+            return out
+
+        def noop_reset_quietly(**kwargs):
+            phase, self._phase = self._phase, "noops"
+            try:
+                return inner_noop_reset(**kwargs)
+            finally:
+                self._phase = phase
+
+        def step(action):
+            self._phase = "step"
+            out = outer_step(action)
+            self.steps.append((self._obs, int(action), float(out[1]), out[2], out[3], int(out[4]["lives"])))
+            self._obs = out[0]
+            return out
+
+        def reset(**kwargs):
+            self._phase = "reset"
+            obs, info = outer_reset(**kwargs)
+            self._obs = obs
+            return obs, info
+
+        monkeypatch.setattr(raw, "step", step_raw)
+        monkeypatch.setattr(noop_reset, "reset", noop_reset_quietly)
+        monkeypatch.setattr(env, "step", step)
+        monkeypatch.setattr(env, "reset", reset)
+
+    @staticmethod
+    def _chain(env):
+        while hasattr(env, "env"):
+            yield env
+            env = env.env
+
+    def lives(self) -> list[list[int]]:
+        """The outer steps' indices, life by life (a life ends with terminated or truncated)."""
+        lives, life = [], []
+        for i, step in enumerate(self.steps):
+            life.append(i)
+            if step[3] or step[4]:
+                lives.append(life)
+                life = []
+        return lives + ([life] if life else [])
+
+
+def test_the_score_includes_the_rewards_of_the_envs_own_reset_steps(ann, monkeypatch):
+    # Atlantis (measured): the untrained network loses 4 lives in 386 steps; after the 4th the env's no-op and
+    # FIRE steps earn 1,500 of the game's 2,000 points. The original scored its Monitor's episode return, all of it.
+    env = make_game_env("AtlantisNoFrameskip-v4", seed=3, max_episode_step=340)
+    recorded = Recorded(env, monkeypatch)
+    stats = play_episode(SpikingNetwork.from_ann(ann), ann, env, 2, np.random.default_rng(3))
+    agent_rewards = sum(step[2] for step in recorded.steps)
+    assert stats.steps == len(recorded.steps) and recorded.steps[-1][4]  # cut by the time limit
+    assert sum(recorded.reset_rewards) > 0
+    assert stats.score == agent_rewards + sum(recorded.reset_rewards)
+
+
+def test_a_games_firing_rate_averages_the_greedy_steps_of_its_last_life(ann, lambdas, monkeypatch):
+    snn = firing_network(ann, lambdas, "SubtractiveResetIFNodes", grid_bits=12)  # batch-independent spike counts
+    T = 6
+    results = {}
+    for over in ("last_life", "game"):
+        env = make_game_env(GAME, seed=1, max_episode_step=80)
+        recorded = Recorded(env, monkeypatch)
+        stats = play_episode(snn, ann, env, T, np.random.default_rng(1), firing_rate_over=over)
+        results[over] = (stats, recorded)
+    (last, recorded), (whole, _) = results["last_life"], results["game"]
+    assert last.steps == whole.steps and last.greedy_steps == whole.greedy_steps  # the same game
+    # recompute every step's rate and greedy flag from the frame stacks and actions the env saw
+    frames = torch.from_numpy(np.stack([step[0] for step in recorded.steps]))
+    result = snn.simulate(frames, T)
+    neurons = sum(snn.neuron_counts().values())
+    rates = sum(result.layer_spike_totals().values()).double() / (neurons * T)
+    greedy = [step[1] == int(torch.argmax(q)) for step, q in zip(recorded.steps, result.q_mix)]
+    lives = recorded.lives()
+    assert len(lives) >= 2  # lost lives, then the time limit
+    in_last_life = [i for i in lives[-1] if greedy[i]]
+    in_game = [i for i in range(len(greedy)) if greedy[i]]
+    assert last.greedy_steps == len(in_game) and in_last_life and len(in_last_life) < len(in_game)
+    assert last.firing_rate == pytest.approx(float(rates[in_last_life].mean()), rel=1e-9)
+    assert whole.firing_rate == pytest.approx(float(rates[in_game].mean()), rel=1e-9)
+    assert last.firing_rate != pytest.approx(whole.firing_rate, rel=1e-6)  # the two spans differ (by 0.1 %) here
+    assert summarise([last], snn.neuron_counts(), T)["average_firing_rate"] == last.firing_rate
+
+
+def test_normalisation_keeps_lifeless_games_cut_by_the_time_limit(ann, monkeypatch):
+    # Pong has no lives (ale.lives() == 0 throughout): the original keeps its games cut by the time limit
+    env = make_game_env("PongNoFrameskip-v4", seed=0, max_episode_step=30)
+    pong_ann = build_network("Dqn", env.action_space.n).eval().requires_grad_(False)
+    recorded = Recorded(env, monkeypatch)
+    states, games = collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0))
+    assert [(g.steps, g.kept, g.cut, g.lives) for g in games] == [(28, 28, True, 1)] * 2  # 30 - 2 FIRE steps
+    assert all(step[5] == 0 for step in recorded.steps)
+    assert np.array_equal(np.stack(states), np.stack([step[0] for step in recorded.steps]))
+    # --norm_keep game_over drops them, and gives up after 10 in a row
+    env = make_game_env("PongNoFrameskip-v4", seed=0, max_episode_step=30)
+    with pytest.raises(NormalisationError, match="10 games in a row were cut by the time limit"):
+        collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0), keep="game_over")
+
+
+def test_normalisation_stops_after_the_life_cap_whatever_the_number_of_states(ann, monkeypatch):
+    assert convert.ConvertConfig().norm_max_lives == 1000 == MAX_LIVES
+    assert inspect.signature(collect_normalisation_states).parameters["max_lives"].default == 1000
+    # Breakout, 5 lives a game: 7 lives are one whole game (its last life kept) and 2 lives of the next
+    env = make_game_env(GAME, seed=0, max_episode_step=10_000)
+    recorded = Recorded(env, monkeypatch)
+    states, games = collect_normalisation_states(ann, env, 10**6, np.random.default_rng(0), max_lives=7)
+    lives = recorded.lives()
+    assert len(lives) == 7 and recorded.steps[lives[4][-1]][5] == 0  # game over after the 5th
+    assert [(g.lives, g.cut, g.stopped) for g in games] == [(5, False, False), (2, False, True)]
+    assert games[0].kept == len(lives[4]) and games[1].kept == 0 and len(states) == len(lives[4])
+    assert np.array_equal(np.stack(states), np.stack([recorded.steps[i][0] for i in lives[4]]))
 
 
 # -- agreement with the ANN ---------------------------------------------------------------------------------------
@@ -593,14 +739,18 @@ def test_epsilon_greedy_first_max_and_probabilities():
 
 def test_summary_arithmetic():
     a = EpisodeStats(score=10, steps=4, mix_agree=3, spike_agree=2, greedy_steps=2,
-                     layer_spikes={"conv1": 40, "conv2": 20, "conv3": 10, "fc1": 6, "fc2": 4}, firing_rate_sum=0.5)
+                     layer_spikes={"conv1": 40, "conv2": 20, "conv3": 10, "fc1": 6, "fc2": 4}, firing_rate_sum=0.5,
+                     life_greedy_steps=1, life_firing_rate_sum=0.2)  # its last life: one of the two greedy steps
     b = EpisodeStats(score=20, steps=2, mix_agree=2, spike_agree=1, greedy_steps=1,
-                     layer_spikes={"conv1": 10, "conv2": 0, "conv3": 0, "fc1": 0, "fc2": 0}, firing_rate_sum=0.1)
+                     layer_spikes={"conv1": 10, "conv2": 0, "conv3": 0, "fc1": 0, "fc2": 0}, firing_rate_sum=0.1,
+                     life_greedy_steps=1, life_firing_rate_sum=0.1)
     counts = {"conv1": 10, "conv2": 5, "conv3": 4, "fc1": 2, "fc2": 1}
     s = summarise([a, b], counts, T=10)
     assert s["score_mean"] == 15 and s["score_std"] == 5
     assert s["mix"] == [0.75, 1.0] and s["spike"] == [0.5, 0.5] and s["mix_mean"] == 0.875
-    assert s["average_firing_rate"] == pytest.approx((0.25 + 0.1) / 2)
+    assert s["average_firing_rate"] == pytest.approx((0.2 + 0.1) / 2)  # the last lives (the original's)
+    a.firing_rate_over = b.firing_rate_over = "game"
+    assert summarise([a, b], counts, T=10)["average_firing_rate"] == pytest.approx((0.25 + 0.1) / 2)
     assert s["spikes_per_greedy_action"]["total"] == pytest.approx(90 / 3)
     assert s["spikes_per_greedy_action"]["conv1"] == pytest.approx(50 / 3)
     assert s["firing_rate_per_layer"]["conv1"] == pytest.approx(50 / (10 * 10 * 3))

@@ -9,6 +9,7 @@ that the evaluation budget leaves training untouched (independent random streams
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -122,8 +123,10 @@ def test_update_is_one_adam_step_on_the_smooth_l1_loss():
 # -- the loop's schedule ----------------------------------------------------------------------------------------------
 
 
-def test_the_loop_updates_copies_evaluates_and_saves_on_schedule(tmp_path, monkeypatch):
-    trainer = make_trainer(tmp_path, small_config(checkpoint_freq=7))
+@pytest.mark.parametrize("final_eval", ["one_more_step", "at_budget"])
+def test_the_loop_updates_copies_evaluates_and_saves_on_schedule(tmp_path, monkeypatch, final_eval):
+    # RememberTheSideEnv's episodes are two steps long and learning starts with one: step 24 ends none
+    trainer = make_trainer(tmp_path, small_config(checkpoint_freq=7, final_eval=final_eval))
     calls = {"update": [], "sync": [], "evaluate": [], "save": [], "epsilon": []}
     agent = trainer.agent
     real_update, real_sync, real_act = agent.update, agent.sync_target, agent.act
@@ -140,21 +143,28 @@ def test_the_loop_updates_copies_evaluates_and_saves_on_schedule(tmp_path, monke
 
     monkeypatch.setattr(agent, "act", act)
     trainer.learn()
+    steps = 26 if final_eval == "one_more_step" else 25  # the original's loop runs on into step 25, then evaluates
     assert calls["update"] == [0, 4, 8, 12, 16, 20, 24]
     assert calls["sync"] == [0, 10, 20]
-    assert calls["evaluate"] == [0, 10, 20, 25]  # the final network too, once, at timestep_num
+    assert calls["evaluate"] == [0, 10, 20, 25]  # the final network too, once, labelled timestep_num
     assert calls["save"] == [1, 8, 15, 22, 25]  # after steps 0, 7, 14, 21 (counters: steps done) and at the end
-    assert [t for t, _ in calls["epsilon"]] == list(range(25))
+    assert [t for t, _ in calls["epsilon"]] == list(range(steps))
     for t, epsilon in calls["epsilon"]:
         assert epsilon == epsilon_at(t, 1.0, 0.1, 20) == (1.0 - 0.9 * t / 20 if t < 20 else 0.1)
-    assert len(trainer.replay) == 32 + 25
+    assert len(trainer.replay) == 32 + steps
     manifest = json.load(open(tmp_path / "state" / "manifest.json"))
     assert manifest["timestep"] == 25 and manifest["finished"] is True
 
 
-@pytest.mark.parametrize(("timestep_num", "evaluations"), [(40, [0, 10, 20, 30, 40]), (0, [0]), (9, [0, 9])])
-def test_evaluation_steps(tmp_path, monkeypatch, timestep_num, evaluations):
-    trainer = make_trainer(tmp_path, small_config(timestep_num=timestep_num, eval_episode_num=1))
+@pytest.mark.parametrize(("final_eval", "timestep_num", "evaluations"), [
+    ("at_budget", 40, [0, 10, 20, 30, 40]), ("at_budget", 0, [0]), ("at_budget", 9, [0, 9]),
+    # the original's schedule: step 39 ends an episode (the two-step episodes start at step 0), so the loop stops
+    # there and 40 is not evaluated; step 8 ends none, so 9 is, after step 9; with no step before it, 0 is
+    ("one_more_step", 40, [0, 10, 20, 30]), ("one_more_step", 0, [0]), ("one_more_step", 9, [0, 9]),
+])
+def test_evaluation_steps(tmp_path, monkeypatch, final_eval, timestep_num, evaluations):
+    trainer = make_trainer(tmp_path, small_config(timestep_num=timestep_num, eval_episode_num=1,
+                                                  final_eval=final_eval))
     labels = []
     real_evaluate = trainer.evaluate
     monkeypatch.setattr(trainer, "evaluate", lambda label: labels.append(label) or real_evaluate(label))
@@ -281,6 +291,104 @@ def test_evaluation_plays_whole_games_across_lives_with_raw_scores():
     assert first_game[0]["lives"] == 5 and first_game[-1]["lives"] == 0 and first_game[-1]["terminated"]
     assert results[0].steps == len(first_game) and results[1].steps == ends[1] - ends[0]
     assert all(r.score == math.floor(r.score) and r.score >= 0 for r in results)
+
+
+# -- the final evaluation on a real game: the original's schedule ---------------------------------------------------
+
+
+def breakout_trainer(tmp_path, **changes) -> Trainer:
+    """The real loop on Breakout: a Dqn, the training env (episodic life, clipped rewards) and the evaluation env."""
+    config = small_config(**{"eval_freq": 1000, "eval_episode_num": 1, "max_episode_step": 16, "minibatch_size": 8,
+                             "replay_start_size": 16, "log_freq": 1000, **changes})
+    agent = make_agent(config)
+    return Trainer(config, agent, make_env(GAME, training=True, max_episode_step=config.max_episode_step, seed=0),
+                   make_env(GAME, training=False, max_episode_step=20, seed=0),
+                   ReplayMemory(config.replay_memory_size, seed=agent.rngs["replay"]), str(tmp_path),
+                   SummaryWriter(str(tmp_path / "tensorboard")))
+
+
+def recorded_learn(trainer: Trainer, monkeypatch) -> list[tuple]:
+    """Run the loop; the updates (learning step, weights after) and evaluations (label, weights evaluated), in
+    order."""
+    events = []
+    agent, real_update, real_evaluate = trainer.agent, trainer.agent.update, trainer.evaluate
+
+    def weights():
+        return {k: v.clone() for k, v in agent.net.state_dict().items()}
+
+    def update(batch):
+        loss = real_update(batch)
+        events.append(("update", trainer.p.timestep, weights()))
+        return loss
+
+    def evaluate(label):
+        events.append(("evaluate", label, weights()))
+        real_evaluate(label)
+
+    monkeypatch.setattr(agent, "update", update)
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    trainer.learn()
+    return events
+
+
+def test_the_final_evaluation_follows_one_more_step_and_its_update_unless_an_episode_just_ended(tmp_path,
+                                                                                                monkeypatch):
+    # Breakout's learning steps (after 16 exploration steps) are the same whatever the budget, as the evaluations
+    # have their own env and random stream; measured: of steps 0..23 steps 8 and 22 end an episode.
+    def episode_ended_at(trainer: Trainer, step: int) -> bool:
+        return bool(trainer.replay._dones[16 + step])
+
+    with_update, skipped = 8, 9  # an update at step 8 (every 4 steps); step 7 ends no episode, step 8 ends one
+    trainer = breakout_trainer(tmp_path / "update", timestep_num=with_update)
+    events = recorded_learn(trainer, monkeypatch)
+    assert not episode_ended_at(trainer, with_update - 1)
+    kinds = [(kind, step) for kind, step, _ in events]
+    # the original's loop: step with_update is taken, its update done, and then evaluated with that label
+    assert kinds[-2:] == [("update", with_update), ("evaluate", with_update)]
+    assert kinds[0] == ("update", 0) and kinds[1] == ("evaluate", 0)
+    before, after, evaluated = events[-3][2], events[-2][2], events[-1][2]
+    assert all(torch.equal(evaluated[k], after[k]) for k in after)
+    assert not all(torch.equal(before[k], after[k]) for k in after)  # the last update changed the network
+    assert len(trainer.replay) == 16 + with_update + 1 and trainer.p.final_step and trainer.p.finished
+
+    trainer = breakout_trainer(tmp_path / "skipped", timestep_num=skipped)
+    events = recorded_learn(trainer, monkeypatch)
+    assert episode_ended_at(trainer, skipped - 1)
+    assert [step for kind, step, _ in events if kind == "evaluate"] == [0]  # no evaluation labelled `skipped`
+    assert len(trainer.replay) == 16 + skipped and trainer.p.finished and not trainer.p.final_step
+
+    # --final_eval at_budget: the network after exactly timestep_num steps, always evaluated
+    trainer = breakout_trainer(tmp_path / "at_budget", timestep_num=skipped, final_eval="at_budget")
+    events = recorded_learn(trainer, monkeypatch)
+    assert episode_ended_at(trainer, skipped - 1)
+    assert [step for kind, step, _ in events if kind == "evaluate"] == [0, skipped]
+    last_update = [e for e in events if e[0] == "update"][-1]
+    assert last_update[1] == max(t for t in range(skipped) if t % 4 == 0)
+    assert all(torch.equal(events[-1][2][k], last_update[2][k]) for k in last_update[2])
+    assert len(trainer.replay) == 16 + skipped
+
+
+def test_a_larger_budget_goes_on_after_the_step_the_final_evaluation_took(tmp_path, monkeypatch):
+    # budget 8, then continued to 12 (as --resume --timestep_num 12 does): step 8 is not taken twice, and the
+    # network equals that of a run with budget 12 from the start (steps 0..12, updates at 0, 4, 8, 12)
+    resumed = breakout_trainer(tmp_path / "resumed", timestep_num=8)
+    first = list(recorded_learn(resumed, monkeypatch))  # (its recorder goes on recording: a copy)
+    assert resumed.p.final_step and resumed.p.timestep == 8
+    state = {**resumed.state(), "replay": resumed.replay.state_dict()}  # the frames stay in memory
+    resumed.config = dataclasses.replace(resumed.config, timestep_num=12)
+    resumed.restore(state, replay_kept=True)
+    assert resumed.p.timestep == 9 and not resumed.p.finished and not resumed.p.final_step
+    second = recorded_learn(resumed, monkeypatch)
+    straight = breakout_trainer(tmp_path / "straight", timestep_num=12)
+    events = recorded_learn(straight, monkeypatch)
+    assert [(kind, step) for kind, step, _ in events] == [("update", 0), ("evaluate", 0), ("update", 4),
+                                                           ("update", 8), ("update", 12), ("evaluate", 12)]
+    assert [(kind, step) for kind, step, _ in first + second] == [("update", 0), ("evaluate", 0), ("update", 4),
+                                                                   ("update", 8), ("evaluate", 8), ("update", 12),
+                                                                   ("evaluate", 12)]
+    ours, theirs = resumed.agent.net.state_dict(), straight.agent.net.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert len(resumed.replay) == len(straight.replay) == 16 + 13
 
 
 # -- independent random streams ---------------------------------------------------------------------------------------

@@ -9,9 +9,11 @@
 """
 
 from .agreement import greedy_agreement
-from .evaluate import EpisodeStats, evaluate, play_episode, summarise
-from .games import GameStep, game_over, make_game_env, step_game
+from .evaluate import FIRING_RATE_SPANS, EpisodeStats, evaluate, play_episode, summarise
+from .games import GameStep, GameStepResult, game_over, game_score, make_game_env, step_game
 from .normalise import (
+    KEEP_RULES,
+    MAX_LIVES,
     NormalisationError,
     NormalisationGame,
     collect_normalisation_states,
@@ -23,11 +25,15 @@ from .percentile import StreamingPercentile, exact_percentile
 from .simulate import LAYER_NAMES, NODE_TYPES, SCHEDULES, SimulationResult, SpikingNetwork, neuron_step
 
 __all__ = [
+    "FIRING_RATE_SPANS",
+    "KEEP_RULES",
     "LAYER_NAMES",
+    "MAX_LIVES",
     "NODE_TYPES",
     "SCHEDULES",
     "EpisodeStats",
     "GameStep",
+    "GameStepResult",
     "NormalisationError",
     "NormalisationGame",
     "SimulationResult",
@@ -39,6 +45,7 @@ __all__ = [
     "evaluate",
     "exact_percentile",
     "game_over",
+    "game_score",
     "greedy_agreement",
     "make_game_env",
     "neuron_step",

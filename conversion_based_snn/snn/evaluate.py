@@ -7,17 +7,21 @@ current frame stack; Q_hat = output spike count + final output voltage, and the 
 Q_hat (:func:`.normalise.epsilon_greedy`: each action epsilon / n, the argmax 1 - epsilon more; ``torch.argmax``
 takes the first maximum on ties). The ANN is run on the same frame stack to get its greedy action. Per episode:
 
-* score: the raw full-game score (sum of the unclipped rewards of all its lives);
+* score: the env's whole raw return of the game (:func:`.games.game_score`: the unclipped rewards of all its lives,
+  those of the env's own reset steps included: FIRE and the step after it, the no-op after a lost life);
 * mix: the fraction of the episode's steps where argmax(spike count + final voltage) == the ANN's greedy action;
 * spike: the same with argmax(spike count) alone.
 
 Spike statistics are taken on the *greedy* steps only, i.e. the steps where the sampled action is the argmax of
 Q_hat (as the original did): per such step the firing rate = spikes of all five neuron layers / (their neurons *
-T); an episode's firing rate is the mean over its greedy steps and the run's average firing rate the mean over
-episodes; spikes per greedy action = all spikes of all layers on greedy steps / the number of greedy steps (over
-the whole run, and per layer). Synaptic operations are counted on the same greedy steps: per layer, its spikes x
-their fan-out into the next weight layer (conv1 -> conv2, ..., fc1 -> fc2; the output fc2 spikes have fan-out 0),
-summed over T with the exact border-aware fan-out of utils/energy.py; reported per greedy action.
+T); an episode's firing rate is the mean over the greedy steps of the game's LAST life (``firing_rate_over=
+"last_life"``, the original's: its list of rates was started again at every env reset, i.e. at every life), or
+over all the game's greedy steps (``"game"``); the run's average firing rate is the mean over episodes (those
+with no greedy step in that span are left out); spikes per greedy action = all spikes of all layers on greedy
+steps / the number of greedy steps (over the whole run, all lives, and per layer). Synaptic operations are
+counted on the same greedy steps: per layer, its spikes x their fan-out into the next weight layer (conv1 ->
+conv2, ..., fc1 -> fc2; the output fc2 spikes have fan-out 0), summed over T with the exact border-aware fan-out
+of utils/energy.py; reported per greedy action.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from tqdm import tqdm
 
 from utils.energy import layer_sops
 
-from .games import GameStep, step_game
+from .games import GameStep, game_score, step_game
 from .normalise import epsilon_greedy
 from .simulate import LAYER_NAMES, SpikingNetwork
+
+FIRING_RATE_SPANS = ("last_life", "game")  # what an episode's firing rate averages (see the module docstring)
 
 
 @dataclass
@@ -46,6 +52,9 @@ class EpisodeStats:
     greedy_steps: int = 0
     layer_spikes: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in LAYER_NAMES})
     firing_rate_sum: float = 0.0  # sum over greedy steps of that step's firing rate
+    life_greedy_steps: int = 0  # greedy steps of the life being played (at the end: of the last life)
+    life_firing_rate_sum: float = 0.0  # their sum of firing rates
+    firing_rate_over: str = "last_life"  # the span of the episode's firing rate: "last_life" or "game"
     layer_sops: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in LAYER_NAMES})
     simulation_seconds: float = 0.0
 
@@ -59,7 +68,12 @@ class EpisodeStats:
 
     @property
     def firing_rate(self) -> float | None:
-        return self.firing_rate_sum / self.greedy_steps if self.greedy_steps else None
+        """The mean firing rate over the greedy steps of the last life (or of the whole game); None without any."""
+        if self.firing_rate_over == "last_life":
+            total, count = self.life_firing_rate_sum, self.life_greedy_steps
+        else:
+            total, count = self.firing_rate_sum, self.greedy_steps
+        return total / count if count else None
 
 
 @torch.no_grad()
@@ -71,11 +85,14 @@ def play_episode(
     rng: np.random.Generator,
     epsilon: float = 0.05,
     bar: tqdm | None = None,
+    firing_rate_over: str = "last_life",
 ) -> EpisodeStats:
     """One full game on the episodic-life env ``env`` (see :mod:`.games`), all its lives."""
+    if firing_rate_over not in FIRING_RATE_SPANS:
+        raise ValueError(f"firing_rate_over must be one of {FIRING_RATE_SPANS}, got {firing_rate_over!r}")
     device = snn.conv1.weight.device
     neuron_total = sum(snn.neuron_counts().values())
-    stats = EpisodeStats()
+    stats = EpisodeStats(firing_rate_over=firing_rate_over)
     obs, _ = env.reset()
     while True:
         x = torch.from_numpy(np.asarray(obs, dtype=np.uint8)).unsqueeze(0).to(device)
@@ -95,15 +112,21 @@ def play_episode(
             totals = {name: float(value[0]) for name, value in result.layer_spike_totals().items()}
             for name, value in totals.items():
                 stats.layer_spikes[name] += value
-            stats.firing_rate_sum += sum(totals.values()) / (neuron_total * T)
+            rate = sum(totals.values()) / (neuron_total * T)
+            stats.firing_rate_sum += rate
+            stats.life_greedy_steps += 1
+            stats.life_firing_rate_sum += rate
             for name, value in layer_sops(result.spike_counts, snn).items():
                 stats.layer_sops[name] += float(value[0])
-        obs, reward, end = step_game(env, action)
-        stats.score += float(reward)
+        obs, reward, end, _ = step_game(env, action)
+        stats.score += reward  # the agent steps' rewards so far (for the progress bar)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(score=stats.score, refresh=False)
-        if end in (GameStep.GAME_OVER, GameStep.TIME_LIMIT):
+        if end is GameStep.LIFE_LOST:
+            stats.life_greedy_steps, stats.life_firing_rate_sum = 0, 0.0
+        elif end is not GameStep.PLAYING:
+            stats.score = game_score(env)  # the whole game's raw return, the env's reset steps included
             return stats
 
 
@@ -117,12 +140,13 @@ def evaluate(
     epsilon: float = 0.05,
     progress: bool = True,
     on_episode: Callable[[int, EpisodeStats], None] | None = None,
+    firing_rate_over: str = "last_life",
 ) -> list[EpisodeStats]:
     results = []
     episode_bar = tqdm(range(episodes), desc="episodes", unit="game", disable=not progress)
     for episode in episode_bar:
         step_bar = tqdm(desc=f"episode {episode + 1}/{episodes}", unit="step", leave=False, disable=not progress)
-        stats = play_episode(snn, ann, env, T, rng, epsilon, step_bar)
+        stats = play_episode(snn, ann, env, T, rng, epsilon, step_bar, firing_rate_over)
         step_bar.close()
         results.append(stats)
         episode_bar.set_postfix(last_score=stats.score, steps=stats.steps)
