@@ -230,13 +230,13 @@ def read_grid(path: str) -> tuple[dict, str]:
 
 def expand_games(games) -> list[str]:
     """Short names and ``all`` -> env ids, in the given order, without repeats; unknown games are refused."""
-    from environment import UnknownEnvError, check_env_id
+    from environment import UnknownEnvError, check_env_id, full_env_id
 
     out = []
     for game in games:
         names = PAPER_GAMES if game.lower() == "all" else [game]
         for name in names:
-            env_id = name if name.endswith("NoFrameskip-v4") else f"{name}NoFrameskip-v4"
+            env_id = full_env_id(name)
             try:
                 check_env_id(env_id)
             except UnknownEnvError:
