@@ -114,7 +114,7 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     from environment import action_count, check_env_id
     from neural_network import build_network, load_checkpoint, read_checkpoint, resolve_device
     from utils.logging_setup import close_file_logger, setup_file_logger, write_run_config
-    from utils.runs import create_run_dir, timestamp, write_status
+    from utils.runs import create_run_dir, provenance, timestamp, write_status
 
     check_env_id(config.game)
     _, info = read_checkpoint(model_path)
@@ -131,7 +131,8 @@ def convert(config: ConvertConfig, model_path: str) -> None:
                                                                    f"{timestamp()}")
     logger = setup_file_logger(os.path.join(run_dir, "run.log"))
     record = {**asdict(config), "model": model_path, "program": PROG, "run_name": os.path.basename(run_dir),
-              "epsilon": EPSILON, "command": " ".join([PROG, *sys.argv[1:]])}
+              "epsilon": EPSILON, "command": " ".join([PROG, *sys.argv[1:]]),
+              **provenance(REPO_ROOT, run_dir, device, f"{config.node_type} in plain torch (snn/simulate.py)")}
     write_run_config(os.path.join(run_dir, "config.json"), record)
     write_status(run_dir, "running")
     logger.info("convert.py started: %s", record)
