@@ -74,7 +74,7 @@ class Driver:
         spec, attempt = self.specs[name], self.state.run(name).get("attempts", 0) + (0 if again else 1)
         folder = os.path.join(self.runs_dir, name)
         job = {"name": name, "kind": spec.kind, "words": spec.words, "after": spec.after,
-               "has_copy": spec.kind == "convert" or os.path.isdir(folder),
+               "has_copy": spec.kind != "train" or os.path.isdir(folder),
                "timestep_num": spec.config.get("timestep_num") if spec.kind == "train" else None,
                "sweep_dir": self.sweep_dir, "token": self.token, "results": self.options.results,
                "repo_root": REPO_ROOT, "attempt": attempt, "cpus": self.options.cpus_per_run,
@@ -83,7 +83,7 @@ class Driver:
         if self.ship:  # the driver's copy goes along, for a node that does not see this folder
             if spec.kind == "train" and os.path.isdir(folder):
                 pack = packing.pack(folder)
-            if spec.kind == "convert":
+            if spec.kind != "train":  # a conversion or play: the training run it starts from
                 dep = packing.pack(os.path.join(self.runs_dir, spec.after), only=("best.pkl", "config.json",
                                                                                    "status.json"))
         self.refs[self.task.remote(job, pack, dep, self.board)] = name
@@ -150,7 +150,8 @@ class Driver:
             if after == "done":
                 self.submit(name)
             elif after == "failed":
-                view.update(state="failed", why=f"not converted: its Dqn run {spec.after} failed")
+                what = "played" if spec.kind == "play" else "converted"
+                view.update(state="failed", why=f"not {what}: its training run {spec.after} failed")
 
     # -- the loop ---------------------------------------------------------------------------------------------------
 
