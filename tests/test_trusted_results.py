@@ -46,9 +46,10 @@ def test_percent_of_dqn_is_right_for_a_negative_dqn_score(tmp_path):
     write_run_folder(runs, "Conv_Pong", *conversion(500, [-21.0])[:1], summary=conversion(500, [-21.0])[1])
     plot(runs, tmp_path / "out")
     rows = read_rows(tmp_path / "out")
-    conv = rows[("Pong", "ConvSNN_T500")]
+    (conv,) = [row for (_, model), row in rows.items() if model.startswith("ConvSNN")]
     # not 100 * -21 / -2 = 1050 %: the SNN is worse than random, so it has less than none of DQN's gain
     assert num(conv["pct_dqn"]) == pytest.approx(100 * (-21 - PONG[0]) / (-2 - PONG[0]))
+    assert conv["model"] == "ConvSNN_T500"
     assert num(conv["pct_dqn"]) < 0 and num(conv["dqn_base"]) == -2.0
     md = (tmp_path / "out" / "scores.md").read_text()
     assert "(score − random) / (DQN base − random)" in md
@@ -73,12 +74,12 @@ def test_one_source_per_table_never_a_play_against_a_best_evaluation(tmp_path):
                                                                  model_path=str(runs / "Dsqn_Breakout_s0")),
                      summary={"scores": [0.0, 0.0], "model_path": str(runs / "Dsqn_Breakout_s0" / "best.pkl")})
     result = plot(runs, tmp_path / "out")
-    assert result["rule"] == "best_eval"  # the DQN run was not played
     rows = read_rows(tmp_path / "out")
     dsqn = rows[("Breakout", "Dsqn")]
-    assert {r["score_source"] for r in rows.values()} == {"best eval"}
+    assert {r["score_source"] for r in rows.values()} == {"best eval"}  # the DQN run was not played
     assert num(dsqn["score"]) == 12.0 and num(dsqn["play_average"]) == 0.0  # the play keeps its own column
     assert num(dsqn["pct_dqn"]) == pytest.approx(100 * (12 - 1.7) / (11 - 1.7))  # not "0 % DQN"
+    assert result["rule"] == "best_eval"
     seeds = read_csv(tmp_path / "out" / "per_seed_scores.csv", ("model", "seed"))
     assert num(seeds[("Dsqn", "0")]["score"]) == 12.0 and seeds[("Dsqn", "0")]["score_source"] == "best eval"
     stats = read_csv(tmp_path / "out" / "statistics.csv", ("statistic", "model", "baseline"))
