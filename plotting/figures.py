@@ -81,6 +81,25 @@ def _draw_mean_curves(ax, learn: dict, tag: str, episode_std_tag: str | None = N
     return drew
 
 
+def _draw_loss(ax, learn: dict) -> bool:
+    """Draw each model's binned training loss (min-max band over seeds); a log axis when every value is positive.
+    True if anything was drawn."""
+    drew, positive = False, True
+    for index, (model, runs) in enumerate(learn.items()):
+        curve = binned_curve(runs, "learn/loss")
+        if curve is None:
+            continue
+        centres, mean, low, high, n = curve
+        ax.plot(centres, mean, color=COLORS[model], label=_label(model, n), **_style(index, len(learn), len(centres)))
+        if n > 1:
+            ax.fill_between(centres, low, high, color=COLORS[model], alpha=0.2, linewidth=0)
+        positive = positive and bool(np.nanmin(low) > 0)
+        drew = True
+    if drew and positive:
+        ax.set_yscale("log")
+    return drew
+
+
 def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, notes):
     plt = _pyplot()
     learn = {m: groups[(m, game)].learn for m in models if (m, game) in groups and groups[(m, game)].learn}
@@ -111,19 +130,7 @@ def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, no
                          "average max Q", os.path.join(out_dir, f"max_q_{game}.{fmt}"), written)
     # loss
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    drew, positive = False, True
-    for index, (model, runs) in enumerate(learn.items()):
-        curve = binned_curve(runs, "learn/loss")
-        if curve is None:
-            continue
-        centres, mean, low, high, n = curve
-        ax.plot(centres, mean, color=COLORS[model], label=_label(model, n), **_style(index, len(learn), len(centres)))
-        if n > 1:
-            ax.fill_between(centres, low, high, color=COLORS[model], alpha=0.2, linewidth=0)
-        positive = positive and bool(np.nanmin(low) > 0)
-        drew = True
-    if drew and positive:
-        ax.set_yscale("log")
+    drew = _draw_loss(ax, learn)
     _finish_curve_figure(fig, ax, drew, f"{game}: training loss (Huber), mean per step bin (at most {LOSS_BINS} "
                          "bins; band: min-max over seeds)", "loss", os.path.join(out_dir, f"loss_{game}.{fmt}"),
                          written, notes, f"{game}: no learn/loss in the events, no loss figure")

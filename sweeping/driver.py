@@ -40,7 +40,7 @@ class Driver:
         self.refs: dict = {}
         self.retries: dict[str, int] = defaultdict(int)
         self.messages: list[str] = []
-        self.durations: dict[str, list[float]] = defaultdict(list)
+        self.durations: dict[tuple[str, str], list[float]] = defaultdict(list)  # (model, kind) -> seconds
         self.screen = progress.Screen(out)
         rates = cost.Rates(*cost.choose_report(options.benchmark, options.gpus_per_run > 0))
         self.estimate = {spec.name: cost.run_seconds(spec, rates, done) for spec, _, done in plan}
@@ -114,7 +114,7 @@ class Driver:
         if result.get("finished"):
             self.view[name]["state"] = "done"
             self.state.record(name, state="done", error=None, **where)
-            self.durations[self.specs[name].model].append(result["seconds"])
+            self.durations[(self.specs[name].model, self.specs[name].kind)].append(result["seconds"])
             self.start_ready()
         elif result["rc"] in OWN_FAILURE:
             self.fail(name, f"{OWN_FAILURE[result['rc']]}: {result.get('error') or 'no error line'}", **where)
@@ -235,7 +235,7 @@ class Driver:
                 running.append(report)
                 rows.append({"name": name, "state": "running", "attempt": view["attempt"], "report": report})
             elif view["state"] in ("queued", "waiting"):
-                measured = self.durations.get(self.specs[name].model)
+                measured = self.durations.get((self.specs[name].model, self.specs[name].kind))  # a play is short
                 queued_left.append(sum(measured) / len(measured) if measured else self.estimate.get(name))
             elif view["state"] == "failed":
                 rows.append({"name": name, "state": "failed", "attempt": view.get("attempt", ""), "report": {}})

@@ -288,6 +288,32 @@ def test_long_loss_is_sampled_and_binned(tmp_path):
     assert mean.tolist() == pytest.approx([200 * i + 98 for i in range(200)])
 
 
+def test_a_single_point_is_drawn_and_identical_curves_stay_apart():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from plotting import figures
+
+    scalars = {"learn/loss": (np.array([0]), np.array([0.5])),
+               "evaluate/average_score": (np.array([0, 10]), np.array([1.0, 2.0]))}
+    dqn = LearnRun("a", "Dqn", "Breakout", 0, "", {}, scalars)
+    dsqn = LearnRun("b", "Dsqn", "Breakout", 0, "", {}, dict(scalars))  # the very same curves
+    fig, ax = plt.subplots()
+    assert figures._draw_loss(ax, {"Dqn": [dqn]})
+    (line,) = ax.lines  # one logged loss: a point, shown by its marker (a line through one point draws nothing)
+    assert line.get_xydata().tolist() == [[0.5, 0.5]] and line.get_marker() not in (None, "None", "")
+    fig, ax = plt.subplots()
+    assert figures._draw_mean_curves(ax, {"Dqn": [dqn], "Dsqn": [dsqn]}, "evaluate/average_score")
+    first, second = ax.lines
+    assert first.get_xydata().tolist() == second.get_xydata().tolist()
+    # the second does not hide the first: other dashes, another marker, the first's markers larger
+    assert first.get_linestyle() != second.get_linestyle() and first.get_marker() != second.get_marker()
+    assert first.get_markersize() > second.get_markersize()
+    plt.close("all")
+
+
 def test_handmade_atari57_set_pdf_and_the_play_rule(handmade, tmp_path):
     out = tmp_path / "figs57"
     run_plot(handmade, out, "--human_set", "atari57", "--format", "pdf", "--games", "Breakout", "Pong", "--score",
