@@ -598,6 +598,7 @@ def test_real_runs_play_convert_and_plot(trained_run, tmp_path, capsys):
         assert num(row["human_normalised_score"]) == pytest.approx(
             100 * (summaries[run.model]["average_score"] - 1.7) / 30.1)
     conv_row = rows[("Breakout", "ConvSNN_T8")]
+    assert len(conv["truncated"]) == 1 and conv_row["truncated_games"] == str(conv["truncated_games"])
     assert conv_row["play_episodes"] == "1"  # the CSV is the JSON summary's own: not counted twice
     assert num(conv_row["play_average"]) == pytest.approx(conv["score_mean"])
     energy_rows = {r["model"]: r for r in read_csv(out / "energy.csv").values()}

@@ -48,6 +48,7 @@ class EpisodeStats:
     firing_rate_sum: float = 0.0  # sum over greedy steps of that step's firing rate
     layer_sops: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in LAYER_NAMES})
     simulation_seconds: float = 0.0
+    truncated: bool = False  # the game was cut by the time limit (max_episode_step), not finished
 
     @property
     def mix(self) -> float:
@@ -104,6 +105,7 @@ def play_episode(
             bar.update(1)
             bar.set_postfix(score=stats.score, refresh=False)
         if end in (GameStep.GAME_OVER, GameStep.TIME_LIMIT):
+            stats.truncated = end == GameStep.TIME_LIMIT
             return stats
 
 
@@ -160,6 +162,8 @@ def summarise(episodes: list[EpisodeStats], neuron_counts: dict[str, int], T: in
         "spike_mean": float(np.mean([e.spike for e in episodes])),
         "steps": [e.steps for e in episodes],
         "steps_total": steps,
+        "truncated": [e.truncated for e in episodes],
+        "truncated_games": sum(e.truncated for e in episodes),
         "greedy_steps": [e.greedy_steps for e in episodes],
         "greedy_steps_total": greedy,
         "neuron_counts": dict(neuron_counts),
