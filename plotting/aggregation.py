@@ -151,7 +151,7 @@ def choose_rule(requested: str, groups: list[Group], all_learn: list[LearnRun], 
         return requested
     by_checkpoint = {run.checkpoint_key: run for run in all_learn if run.checkpoint_key is not None}
     unplayed = [learn[0].name for group in groups for learn, play in seed_units(group, by_checkpoint).values()
-                if learn and not any(run.scores for run in play)]
+                if any(run.best_eval() is not None for run in learn) and not any(run.scores for run in play)]
     if not unplayed:
         return "play"
     notes.add(f"score rule: best eval, because {len(unplayed)} training run(s) have no play of their checkpoint "
