@@ -238,7 +238,8 @@ def print_summary(summary: dict, run_dir: str) -> None:
 
     per_greedy = summary["spikes_per_greedy_action"]
     lines = [
-        f"{summary['game']}: {summary['episodes']} episodes, T={summary['T']}, percentile {summary['percentile']}, "
+        f"{summary['game']}: {summary['episodes']} episode{'s' if summary['episodes'] != 1 else ''}, "
+        f"T={summary['T']}, percentile {summary['percentile']}, "
         f"{summary['node_type']}" + (f" (tau {summary['tau']})" if summary["tau"] is not None else "")
         + f", {summary['schedule']} schedule",
         f"  score: mean {summary['score_mean']:.2f}, std {summary['score_std']:.2f}, max {summary['score_max']:.2f}",

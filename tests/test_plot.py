@@ -577,6 +577,10 @@ def test_real_runs_play_convert_and_plot(trained_run, tmp_path, capsys):
     conv_path, = glob(str(conv_out / "*" / "summary.json"))
     with open(conv_path) as f:
         conv = json.load(f)
+    convert.cli(["--model", dqn.run_dir, "--episode", "1", "--time", "2", "--norm_examples", "20",  # a second T
+                 "--max_episode_step", "300", "--device", "cpu", "--output_dir", str(conv_out)])
+    with open(glob(str(conv_out / "*_T2_*" / "summary.json"))[0]) as f:
+        conv2 = json.load(f)
     assert conv["energy"]["macs_per_action"] == {"conv1": 3_276_800}
     assert conv["energy"]["sops_per_action"]["fc2"] == 0.0  # output spikes: fan-out 0
     assert conv["sops_per_greedy_action"]["total"] == pytest.approx(conv["energy"]["sops_per_action_total"])
@@ -588,7 +592,10 @@ def test_real_runs_play_convert_and_plot(trained_run, tmp_path, capsys):
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Traceback" not in process.stderr
     rows = read_rows(out)
-    assert set(rows) == {("Breakout", "Dqn"), ("Breakout", "Dsqn"), ("Breakout", "ConvSNN_T8")}
+    # the conversions at T = 8 and T = 2 are two models, each with its own score and operation counts
+    assert set(rows) == {("Breakout", "Dqn"), ("Breakout", "Dsqn"), ("Breakout", "ConvSNN_T8"),
+                         ("Breakout", "ConvSNN_T2")}
+    assert num(rows[("Breakout", "ConvSNN_T2")]["play_average"]) == pytest.approx(conv2["score_mean"])
     assert {r["score_source"] for r in rows.values()} == {"play"}  # every run was played: the play rule
     for run in (dqn, dsqn):
         row = rows[("Breakout", run.model)]
@@ -605,6 +612,8 @@ def test_real_runs_play_convert_and_plot(trained_run, tmp_path, capsys):
     assert num(energy_rows["Dqn"]["macs_per_action"]) == 9_342_976 + 512 * 4
     assert num(energy_rows["Dsqn"]["sops_per_action"]) == pytest.approx(summaries["Dsqn"]["sops_per_action"])
     assert energy_rows["ConvSNN_T8"]["T"] == "8" and energy_rows["Dsqn"]["T"] == "4"
+    assert energy_rows["ConvSNN_T2"]["T"] == "2" and num(energy_rows["ConvSNN_T2"]["sops_per_action"]) == \
+        pytest.approx(conv2["energy"]["sops_per_action_total"])
     assert num(energy_rows["ConvSNN_T8"]["sops_per_action"]) == pytest.approx(conv["energy"]["sops_per_action_total"])
     # the plays were cut at 30 steps, the training runs' games at 40: flagged in the rows and the headings
     for run in (dqn, dsqn):
