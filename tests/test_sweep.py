@@ -139,11 +139,12 @@ def test_cluster_without_a_shared_folder_returns_every_run_to_the_driver(cluster
     sweep_dir = tmp_path / "sweep"
     process = run_sweep(sweep_dir, "--games", "Breakout", "Pong", "--models", "Dqn", "--seeds", "0", "--convert",
                     "Breakout", "--convert_options", CONVERT, "--address", cluster.address, "--results", "return",
-                    "--no-plot", "--play_games", "0")
+                    "--no-plot", "--play_games", "1")
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     state = sweep_state(sweep_dir)
     names = ["Dqn_BreakoutNoFrameskip-v4_seed0", "Dqn_PongNoFrameskip-v4_seed0",
-             "ConvSNN_BreakoutNoFrameskip-v4_T4_seed0"]
+             "ConvSNN_BreakoutNoFrameskip-v4_T4_seed0", "Dqn_BreakoutNoFrameskip-v4_seed0_play",
+             "Dqn_PongNoFrameskip-v4_seed0_play"]
     assert sorted(state) == sorted(names)
     for name in names:
         assert status(sweep_dir / "runs" / name)["status"] == "finished"
@@ -153,7 +154,9 @@ def test_cluster_without_a_shared_folder_returns_every_run_to_the_driver(cluster
     assert len({state[name]["node"] for name in names[:2]}) == 2, state  # the two Dqn runs ran side by side
     written = {json.loads((sweep_dir / "runs" / name / "config.json").read_text())["output_dir"] for name in names[:2]}
     assert {os.path.dirname(os.path.dirname(w)) for w in written} == set(map(str, cluster.node_dirs)), written
-    assert len(os.listdir(sweep_dir / "logs")) == 3  # each task's output came back with its run
+    assert len(os.listdir(sweep_dir / "logs")) == 5  # each task's output came back with its run
+    play = json.loads((sweep_dir / "runs" / names[3] / "summary.json").read_text())  # played on a node's copy
+    assert play["episodes"] == 1 and play["model_path"].endswith(f"{names[0]}/best.pkl")
     assert not [d for d in cluster.node_dirs if d.exists() and os.listdir(d)]  # node-local copies removed
 
 
