@@ -109,11 +109,12 @@ def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, no
     # evaluation score
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     drew = _draw_mean_curves(ax, learn, "evaluate/average_score", "evaluate/score_std")
-    for model in models:
-        group = groups.get((model, game))
-        scores = group_scores(group) if group is not None and group.play else None
-        if scores is not None and scores.play_average is not None:
-            ax.axhline(scores.play_average, color=COLORS[model], linestyle="--", linewidth=1,
+    played = [m for m in models if (m, game) in groups and groups[(m, game)].play]
+    for index, model in enumerate(played):  # equal averages stay visible: the first drawn is the widest
+        scores = group_scores(groups[(model, game)])
+        if scores.play_average is not None:
+            ax.axhline(scores.play_average, color=COLORS[model], linestyle=LINE_STYLES[(index + 1) % len(LINE_STYLES)],
+                       linewidth=1 + 1.2 * (len(played) - 1 - index),
                        label=f"{LABELS[model]} play average ({_count(scores.play_episodes, 'game')})")
     ref = refs.get(game, {})
     if ref.get(human_key) is not None:
