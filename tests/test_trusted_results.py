@@ -183,3 +183,17 @@ def test_a_short_learn_run_records_every_evaluation_and_its_provenance(tmp_path,
     assert config["neuron_kernel"] == "torch" and config["device_name"].startswith("cpu")
     assert isinstance(config["git_dirty"], bool)
     assert (run_dir / "git.diff").is_file() == config["git_dirty"]
+
+
+def test_a_resumed_run_rewrites_the_evaluations_it_repeats(tmp_path):
+    import run as run_py
+
+    tiny = ["--replay_start_size", "16", "--eval_freq", "10", "--eval_episode_num", "1", "--max_episode_step", "20",
+            "--replay_memory_size", "200", "--minibatch_size", "8", "--device", "cpu"]
+    run_py.main(["--model", "Dqn", "--env_id", "Pong", "--timestep_num", "10", *tiny, "--output_dir", str(tmp_path)])
+    (run_dir,) = [tmp_path / name for name in os.listdir(tmp_path)]
+    run_py.main(["--resume", str(run_dir), "--timestep_num", "20"])  # a larger budget: it trains on from step 10
+    with open(run_dir / "evaluations.csv", newline="") as file:
+        steps = [int(row["step"]) for row in csv.DictReader(file)]
+    events = read_scalars(str(run_dir / "tensorboard"))
+    assert steps == [s for s, _ in events["evaluate/average_score"]] == [0, 10, 20]  # one row per evaluation
