@@ -56,6 +56,10 @@ def seed_everything(seed: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     apply_gpu_option(argv)
     given = given_options(build_parser().parse_args(argv))
+    if "env_id" in given:  # a short name such as Breakout, as sweep.py takes it
+        from environment import full_env_id
+
+        given["env_id"] = full_env_id(given["env_id"])
     if "resume" in given:
         config, run_dir = resumed_config(given)
     else:
@@ -154,11 +158,12 @@ def run_name(config, time_str: str) -> str:
     return config.run_name or f"{model}_{config.env_id}_{kind}_{time_str}"
 
 
-def start_run(config, run_dir: str | None, n_actions: int):
-    """Create the run folder (exclusively) unless one is given (resumed, or made earlier); write its config.json and
-    status; return the folder and the run's logger."""
+def start_run(config, run_dir: str | None, n_actions: int, device=None):
+    """Create the run folder (exclusively) unless one is given (resumed, or made earlier); write its config.json
+    (the options, the command, and the provenance: library versions, device, neuron kernel, git state) and status;
+    return the folder and the run's logger."""
     from utils.logging_setup import setup_file_logger, write_run_config
-    from utils.runs import create_run_dir, timestamp, write_status
+    from utils.runs import create_run_dir, provenance, timestamp, write_status
 
     if run_dir is None:
         run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
@@ -166,6 +171,7 @@ def start_run(config, run_dir: str | None, n_actions: int):
     write_run_config(os.path.join(run_dir, "config.json"), {
         **config.to_dict(), "program": "run.py", "run_name": os.path.basename(run_dir), "n_actions": n_actions,
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        **provenance(REPO_ROOT, run_dir, device, neuron_kernel(config, device)),
     })
     write_status(run_dir, "running")
     return run_dir, logger
@@ -195,7 +201,7 @@ def learn(config, run_dir: str | None) -> None:
     target_net = build_network(config.model, n_actions, **config.network_kwargs())
     ReplayMemory.check_fits(config.replay_memory_size, config.history_len,
                             folder=config.output_dir if config.save_replay else None)
-    run_dir, logger = start_run(config, run_dir, n_actions)
+    run_dir, logger = start_run(config, run_dir, n_actions, device)
     rngs = random_streams(config.seed)
     frames_file = os.path.join(run_dir, "state", REPLAY_FRAMES) if config.save_replay else None
     if frames_file:
@@ -234,6 +240,19 @@ def learn(config, run_dir: str | None) -> None:
             eval_env.close()
     print(f"best average evaluation score {best:g}; best network: {shown(os.path.join(run_dir, 'best.pkl'))}")
     print(f"run folder: {shown(run_dir)}  (tensorboard --logdir {shown(run_dir)})")
+
+
+def neuron_kernel(config, device) -> str | None:
+    """The kernel SpikingJelly runs the neurons with (None for a network without spiking neurons)."""
+    from neural_network import is_spiking
+    from neural_network.backend import resolve_backend
+
+    if not is_spiking(config.model) or device is None:
+        return None
+    name = resolve_backend(config.backend, device)
+    if name == "auto":
+        return "torch" if str(device).startswith("cpu") else "auto (SpikingJelly's fastest CUDA kernel)"
+    return name
 
 
 def prepare_device(config):
@@ -295,7 +314,7 @@ def play(config, given: dict) -> None:
     model_path, net, device, spiking = load_played_network(config, given)
     run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
     eval_env = play_env(config, os.path.join(run_dir, "videos") if config.use_video_recorder else None)
-    _, logger = start_run(config, run_dir, net.n_actions)
+    _, logger = start_run(config, run_dir, net.n_actions, device)
     agent = Agent(config, net, device, rngs=random_streams(config.seed))
     attack = observation_attack(config, agent)  # --fgsm_epsilon (agent/robustness.py)
     monitor = SpikeMonitor(net) if config.use_spike_monitor and spiking else None
@@ -317,7 +336,9 @@ def play(config, given: dict) -> None:
         eval_env.close()
     summary = summarize_play(results)
     summary.update(model=config.model, env_id=config.env_id, model_path=model_path, T=config.T,
-                   perturbation=perturbation_settings(config))
+                   perturbation=perturbation_settings(config), max_episode_step=config.max_episode_step,
+                   truncated=[bool(r.truncated) for r in results],
+                   truncated_games=sum(bool(r.truncated) for r in results))
     energy = play_energy(agent.net, summary, spiking)
     if energy is not None:
         summary["energy"] = energy
@@ -349,7 +370,7 @@ def robustness(config, given: dict) -> None:
     levels = sweep_levels(config)
     config.levels = levels
     run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
-    _, logger = start_run(config, run_dir, net.n_actions)
+    _, logger = start_run(config, run_dir, net.n_actions, device)
     logger.info("Robustness of %s to %s at levels %s", model_path, config.robustness, levels)
     try:
         run_sweep(config, net, device, run_dir, logger, levels, model_path)

@@ -1,4 +1,5 @@
-"""Run the paper's grid — games x models x seeds, plus a conversion run for each finished Dqn run — on Ray.
+"""Run the paper's grid — games x models x seeds, plus a conversion run for each finished Dqn run and a play run
+(with the spike monitor) of each finished training run's best checkpoint — on Ray.
 
     python sweep.py                                    # the paper's grid on this machine (ray.init())
     python sweep.py --grid grids/paper.yaml --dry_run  # the plan and its estimated cost, nothing started
@@ -6,7 +7,8 @@
     python sweep.py --grid grids/double.yaml --address auto --gpus_per_run 0.25   # on a running Ray cluster
 
 Every run is one Ray task that runs run.py (or convert.py) as a subprocess in its own folder
-<sweep_dir>/runs/<Model>_<env id>_seed<N> (conversions: ConvSNN_<env id>_T<time>_seed<N>). Starting the same
+<sweep_dir>/runs/<Model>_<env id>_seed<N> (conversions: ConvSNN_<env id>_T<time>_seed<N>; plays: the training
+run's name + _play; --play_games 0: none). Starting the same
 command again skips the finished runs, resumes the unfinished ones (run.py --resume) and reports again, without
 retrying, the runs that failed for a reason of their own (exit 2: a bad option; 3: diverged). At the end it runs
 plot.py on the sweep's runs/. docs/CLUSTER.md: a Ray cluster, SLURM and pre-emption. The code: sweeping/.
@@ -66,25 +68,35 @@ def print_plan(plan: list[tuple], options, sweep_dir: str, out, detailed: bool) 
     from utils.runs import shown
 
     counts = Counter(action for _, action, _ in plan)
-    print(f"sweep folder: {shown(sweep_dir)}  ({len(plan)} runs: " + ", ".join(
-        f"{counts[a]} {label}" for a, label in (("start", "to start"), ("resume", "to resume"),
-                                                ("convert", "conversions to run"), ("finished", "finished"),
-                                                ("failed", "failed before, not retried")) if counts[a]) + ")",
-          file=out)
+    labels = (("start", "to start"), ("resume", "to resume"), ("convert", "conversion(s) to run"),
+              ("play", "play(s) to run"), ("finished", "finished"), ("failed", "failed before, not retried"))
+    print(f"sweep folder: {shown(sweep_dir)}  ({plural(len(plan), 'run')}: " + ", ".join(
+        f"{counts[a]} {plural_words(counts[a], label)}" for a, label in labels if counts[a]) + ")", file=out)
     if not detailed:
         return
     shown_models = set()
     for spec, _, _ in plan:
-        if spec.model not in shown_models:
-            shown_models.add(spec.model)
+        if (spec.model, spec.kind) not in shown_models:
+            shown_models.add((spec.model, spec.kind))
             words = " ".join(spec.words).replace(spec.env_id, "<game>").replace(f"--seed {spec.seed}", "--seed <seed>")
-            model = f"--model <its {spec.after.split('_')[0]} run folder> " if spec.after else ""
-            print(f"  {spec.model}: python {spec.program} {model}{words}", file=out)
+            model = f"{spec.source_option} <its {spec.after.split('_')[0]} run folder> " if spec.after else ""
+            print(f"  {spec.model}{' play' if spec.kind == 'play' else ''}: python {spec.program} {model}{words}",
+                  file=out)
     for spec, action, done in plan:
         print(f"  {action:<9} {spec.name}" + (f" (from learning step {done})" if done else "")
               + (f" after {spec.after}" if spec.after else ""), file=out)
     for line in estimate(plan, options):
         print(line, file=out)
+
+
+def plural(n: int, word: str) -> str:
+    """1 run, 2 runs."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def plural_words(n: int, text: str) -> str:
+    """'conversion(s) to run' -> 'conversion to run' for 1, 'conversions to run' otherwise."""
+    return text.replace("(s)", "" if n == 1 else "s")
 
 
 def cli() -> None:

@@ -27,7 +27,7 @@ RESUMABLE_OVERRIDES = frozenset({
 class Config:
     # -- what to run ------------------------------------------------------------------------------------------------
     model: str = option("Dsqn", "the network", choices=MODELS)
-    env_id: str = option("BreakoutNoFrameskip-v4", "an Atari <Game>NoFrameskip-v4 id")
+    env_id: str = option("BreakoutNoFrameskip-v4", "an Atari <Game>NoFrameskip-v4 id, or its short name (Breakout)")
     method: str = option("learn", "learn: train a network; play: evaluate a saved one; robustness: play a saved one "
                                   "at each level of a perturbation (docs/ROBUSTNESS.md)",
                          choices=("learn", "play", "robustness"))

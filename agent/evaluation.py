@@ -77,6 +77,7 @@ class EpisodeResult:
     max_q_std: float  # std over actions of the Q vector at that state
     steps: int
     spike_stats: SpikeStats | None = None
+    truncated: bool = False  # the game was cut by the step cap (max_episode_step), not finished
 
 
 class NonFiniteQ(Exception):
@@ -91,7 +92,7 @@ def run_episode(agent, env, epsilon: float, rng: np.random.Generator, monitor=No
     what the agent is given instead of each frame stack (agent/robustness.py: FGSM)."""
     stats = SpikeStats(T=agent.net.T) if monitor is not None else None
     frame_stack, _ = env.reset()
-    score, max_q, max_q_std, steps, done = 0.0, -math.inf, math.nan, 0, False
+    score, max_q, max_q_std, steps, done, cut = 0.0, -math.inf, math.nan, 0, False, False
     while not done:
         if check is not None:
             check()
@@ -107,7 +108,8 @@ def run_episode(agent, env, epsilon: float, rng: np.random.Generator, monitor=No
         score += float(reward)
         steps += 1
         done = terminated or truncated
-    return EpisodeResult(score, max_q if max_q > -math.inf else math.nan, max_q_std, steps, stats)
+        cut = bool(truncated) and not terminated
+    return EpisodeResult(score, max_q if max_q > -math.inf else math.nan, max_q_std, steps, stats, cut)
 
 
 def evaluate(agent, env, episode_num: int, epsilon: float, rng: np.random.Generator, monitor=None,

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from environment.state import env_state, restore_env_state
 from neural_network import save_checkpoint
 from utils.cli import EXIT_SIGINT, EXIT_SIGTERM, Diverged, Stopped, UserError
-from utils.runs import RateMeter, write_status
+from utils.runs import RateMeter, evaluation_row, write_evaluation, write_status
 
 from .config import Config, epsilon_at
 from .evaluation import NonFiniteQ, evaluate
@@ -114,9 +114,6 @@ class Trainer:
     def learn(self) -> float:
         """Run (or continue) the whole budget; returns the best evaluation average score."""
         cfg, p = self.config, self.p
-        final_step = int(cfg.final_eval == "one_more_step")  # (the step the final evaluation may take)
-        self.bar = tqdm(total=cfg.replay_start_size + cfg.timestep_num + final_step, initial=p.explored + p.timestep,
-                        unit="step", dynamic_ncols=True, mininterval=1.0)
         self.meter.rate(p.timestep)
         try:
             if self.refill:
@@ -130,7 +127,9 @@ class Trainer:
                 self.obs = None  # learning starts from a reset
             if p.timestep == 0 and p.pending_eval is None:
                 logger.info("Start learning for %d steps", cfg.timestep_num)
-            self.bar.set_description("learn")
+            # the bar counts learning steps only (the exploration phase has a bar of its own)
+            self.bar = tqdm(total=cfg.timestep_num, initial=p.timestep, desc="learn", unit="step", dynamic_ncols=True,
+                            mininterval=1.0)
             while p.timestep < cfg.timestep_num:
                 t = p.timestep
                 if p.pending_eval is None:  # (a resumed run may continue with the evaluation of step t)
@@ -148,7 +147,8 @@ class Trainer:
         except _Interrupted:
             self.stop_if_requested()
         finally:
-            self.bar.close()
+            if self.bar is not None:
+                self.bar.close()
         write_status(self.run_dir, "finished", timestep=p.timestep, best_score=p.best_score)
         logger.info("Learning is done; best average evaluation score %s", p.best_score)
         return p.best_score
@@ -178,13 +178,17 @@ class Trainer:
 
     def explore(self, steps: int, counted: bool) -> None:
         """``steps`` random actions into the replay memory: the exploration phase (``counted``), or a refill."""
-        self.bar.set_description("explore" if counted else "refill")
-        for _ in range(steps):
-            self.env_step(int(self.agent.rngs["explore"].integers(self.agent.n_actions)), log_games=False)
-            if counted:
-                self.p.explored += 1
-                self.bar.update()
-            self.stop_if_requested()
+        bar = tqdm(total=steps, desc="explore" if counted else "refill", unit="step", dynamic_ncols=True,
+                   mininterval=1.0)
+        try:
+            for _ in range(steps):
+                self.env_step(int(self.agent.rngs["explore"].integers(self.agent.n_actions)), log_games=False)
+                if counted:
+                    self.p.explored += 1
+                bar.update()
+                self.stop_if_requested()
+        finally:
+            bar.close()
 
     def train_step(self, t: int) -> None:
         """Act, store, and on their schedule update the online network and copy it to the target network."""
@@ -202,7 +206,8 @@ class Trainer:
             agent.sync_target()
         if (t + 1) % cfg.log_freq == 0:
             self.log_training(t, epsilon)
-        self.bar.update()
+        if t < cfg.timestep_num:  # the bar counts the budget; the final evaluation's extra step is not in it
+            self.bar.update()
 
     def current_obs(self) -> np.ndarray:
         if self.obs is None:
@@ -252,10 +257,13 @@ class Trainer:
         average, std = float(np.mean(scores)), float(np.std(scores))
         max_qs = [r.max_q for r in results if not math.isnan(r.max_q)]
         average_max_q = float(np.mean(max_qs)) if max_qs else math.nan
-        for tag, value in (("average_score", average), ("score_std", std), ("average_max_q", average_max_q)):
+        truncated = sum(bool(r.truncated) for r in results)  # games cut by max_episode_step, not finished
+        for tag, value in (("average_score", average), ("score_std", std), ("average_max_q", average_max_q),
+                           ("truncated_games", truncated)):
             self.writer.add_scalar(f"evaluate/{tag}", value, label)
-        logger.info("timestep: %d\taverage_score: %s\tscore_std: %s\taverage_max_q: %s", label, average, std,
-                    average_max_q)
+        logger.info("timestep: %d\taverage_score: %s\tscore_std: %s\taverage_max_q: %s\ttruncated_games: %d", label,
+                    average, std, average_max_q, truncated)
+        write_evaluation(self.run_dir, evaluation_row(label, scores, average_max_q, truncated))
         if average >= p.best_score:
             p.best_score = average
             self.writer.add_scalar("evaluate/max_average_score", average, label)

@@ -129,7 +129,7 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     from environment import action_count, check_env_id
     from neural_network import build_network, load_checkpoint, read_checkpoint, resolve_device
     from utils.logging_setup import close_file_logger, setup_file_logger, write_run_config
-    from utils.runs import create_run_dir, timestamp, write_status
+    from utils.runs import create_run_dir, provenance, timestamp, write_status
 
     check_env_id(config.game)
     _, info = read_checkpoint(model_path)
@@ -146,7 +146,8 @@ def convert(config: ConvertConfig, model_path: str) -> None:
                                                                    f"{timestamp()}")
     logger = setup_file_logger(os.path.join(run_dir, "run.log"))
     record = {**asdict(config), "model": model_path, "program": PROG, "run_name": os.path.basename(run_dir),
-              "epsilon": EPSILON, "command": " ".join([PROG, *sys.argv[1:]])}
+              "epsilon": EPSILON, "command": " ".join([PROG, *sys.argv[1:]]),
+              **provenance(REPO_ROOT, run_dir, device, f"{config.node_type} in plain torch (snn/simulate.py)")}
     write_run_config(os.path.join(run_dir, "config.json"), record)
     write_status(run_dir, "running")
     logger.info("convert.py started: %s", record)
@@ -258,7 +259,8 @@ def print_summary(summary: dict, run_dir: str) -> None:
 
     per_greedy = summary["spikes_per_greedy_action"]
     lines = [
-        f"{summary['game']}: {summary['episodes']} episodes, T={summary['T']}, percentile {summary['percentile']}, "
+        f"{summary['game']}: {summary['episodes']} episode{'s' if summary['episodes'] != 1 else ''}, "
+        f"T={summary['T']}, percentile {summary['percentile']}, "
         f"{summary['node_type']}" + (f" (tau {summary['tau']})" if summary["tau"] is not None else "")
         + f", {summary['schedule']} schedule",
         f"  score: mean {summary['score_mean']:.2f}, std {summary['score_std']:.2f}, max {summary['score_max']:.2f}",

@@ -71,6 +71,15 @@ def check_env_id(env_id) -> None:
         raise UnknownEnvError(env_id)
 
 
+def full_env_id(name):
+    """A game as a user may name it -> its env id: ``Breakout`` (or ``breakout``) -> ``BreakoutNoFrameskip-v4``;
+    an id ending in NoFrameskip-v4, or anything else, is returned unchanged (check_env_id judges it)."""
+    if not isinstance(name, str) or not name or name.endswith("NoFrameskip-v4"):
+        return name
+    known = {game.removesuffix("NoFrameskip-v4").lower(): game for game in GAMES}
+    return known.get(name.lower(), f"{name}NoFrameskip-v4")
+
+
 def action_count(env_id: str) -> int:
     """The number of actions of a game's minimal action set (what the Q-networks output)."""
     check_env_id(env_id)

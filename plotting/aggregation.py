@@ -12,7 +12,6 @@ import numpy as np
 from plotting.common import (
     ANN_MODELS,
     BASELINES,
-    CONVERSION,
     DOUBLE,
     HUMAN_SETS,
     LABELS,
@@ -21,6 +20,7 @@ from plotting.common import (
     REPO_ROOT,
     Notes,
     human_normalised,
+    is_conversion,
     number,
 )
 from plotting.loading import LearnRun, PlayRun, checkpoint_key
@@ -53,6 +53,14 @@ def pooled_weighted(items: list[tuple[float, float]]) -> float | None:
     return sum(v * w for v, w in items) / total if total else None
 
 
+RULES = {"play": "play", "best_eval": "best eval"}  # --score: the one source of every score in a table
+RULE_TEXT = {
+    "play": "the play average of the run's best checkpoint (run.py --method play; convert.py's games for a "
+            "conversion SNN)",
+    "best_eval": "the run's best evaluation average during training (the evaluation that saved its best.pkl)",
+}
+
+
 @dataclass
 class GroupScores:
     model: str
@@ -65,14 +73,24 @@ class GroupScores:
     play_std: float | None
     play_episodes: int
     play_runs: int
+    horizons: list[int] = field(default_factory=list)  # the step caps of its games (max_episode_step)
+    best_eval_truncated: int | None = None  # games of the best evaluations cut by the cap (None: not recorded)
+    best_eval_games: int | None = None
+    play_truncated: int | None = None  # play games cut by the cap (None: not recorded)
 
-    @property
-    def score(self) -> float | None:
-        return self.play_average if self.play_average is not None else self.best_eval
+    def score(self, rule: str) -> float | None:
+        return self.play_average if rule == "play" else self.best_eval
 
-    @property
-    def source(self) -> str:
-        return "play" if self.play_average is not None else ("best eval" if self.best_eval is not None else "")
+    def truncated(self, rule: str) -> int | None:
+        return self.play_truncated if rule == "play" else self.best_eval_truncated
+
+    def games(self, rule: str) -> int | None:
+        return self.play_episodes if rule == "play" else self.best_eval_games
+
+
+def _total(values: list) -> int | None:
+    """The sum of counts, None when one of them is unknown (or there is none)."""
+    return None if not values or None in values else int(sum(values))
 
 
 def group_scores(group: Group) -> GroupScores:
@@ -84,26 +102,69 @@ def group_scores(group: Group) -> GroupScores:
     play_std = float(np.std(episodes)) if episodes else None
     # the seeds of the trained runs; a group without any (the conversion SNN) lists the seeds of its play runs
     seeds = sorted({run.seed for run in (group.learn or group.play) if run.seed is not None})
+    scored = [run for run in group.learn if run.best_eval() is not None]
     return GroupScores(group.model, group.game, len(group.learn), seeds, best, best_std, play_avg, play_std,
-                       len(episodes), len(group.play))
+                       len(episodes), len(group.play), group_horizons(group),
+                       _total([run.best_eval_truncated() for run in scored]),
+                       _total([run.best_eval_games() for run in scored]),
+                       _total([run.truncated_games for run in group.play]))
 
 
-def _percent_of(score: float, base: GroupScores | None, game: str, baseline: str, notes: Notes):
-    """100 * score / the base score, with a note when that is not available."""
+def group_horizons(group: Group) -> list[int]:
+    return sorted({run.horizon for run in (*group.learn, *group.play) if run.horizon is not None})
+
+
+def _percent_of(score: float | None, base: float | None, random: float | None, game: str, baseline: str,
+                notes: Notes):
+    """100 * (score - random) / (base - random): the share of the base model's gain over random play, right for
+    negative scores too; n/a (with a note) without a random score or when the base is not above random."""
     label = LABELS[baseline]
-    if base is None or base.score is None:
-        notes.add(f"{game}: no {baseline} score, % {label} n/a")
-    elif base.score == 0:
-        notes.add(f"{game}: the {baseline} score is 0, % {label} n/a")
+    if score is None:
+        return None
+    if base is None:
+        notes.add(f"{game}: no {baseline} score under the table's rule, % {label} n/a")
+    elif random is None:
+        notes.add(f"{game}: no random score, % {label} n/a")
+    elif base <= random:
+        notes.add(f"{game}: the {baseline} score {base:g} is not above the random score {random:g}, % {label} n/a")
     else:
-        return 100.0 * score / base.score
+        return 100.0 * (score - random) / (base - random)
     return None
 
 
+def seed_units(group: Group, by_checkpoint: dict) -> dict:
+    """The group's runs by seed: seed -> (learn runs, play runs); a play or convert run counts for the seed of the
+    learn run whose checkpoint it used, and a run without a seed is a unit of its own."""
+    units: dict = {}
+    for run in group.learn:
+        units.setdefault(run.seed if run.seed is not None else ("run", run.name), ([], []))[0].append(run)
+    for run in group.play:
+        seed = seed_of(run, by_checkpoint)
+        units.setdefault(seed if seed is not None else ("run", run.name), ([], []))[1].append(run)
+    return units
+
+
+def choose_rule(requested: str, groups: list[Group], all_learn: list[LearnRun], notes: Notes) -> str:
+    """The score rule of the tables: ``requested`` (play or best_eval), or for auto: play when every run of every
+    compared group has a play of its checkpoint (a conversion is only ever played), else best_eval."""
+    if requested != "auto":
+        return requested
+    by_checkpoint = {run.checkpoint_key: run for run in all_learn if run.checkpoint_key is not None}
+    unplayed = [learn[0].name for group in groups for learn, play in seed_units(group, by_checkpoint).values()
+                if any(run.best_eval() is not None for run in learn) and not any(run.scores for run in play)]
+    if not unplayed:
+        return "play"
+    notes.add(f"score rule: best eval, because {len(unplayed)} training run(s) have no play of their checkpoint "
+              f"({', '.join(unplayed[:3])}{', ...' if len(unplayed) > 3 else ''}); a model without evaluations "
+              "during training (the conversion SNN) has no score under it. Play every run (run.py --method play, "
+              "or sweep.py's play runs) to score all models by their play, or pass --score play")
+    return "best_eval"
+
+
 def score_rows(groups: dict[tuple[str, str], Group], games: list[str], models: list[str], refs, human_set: str,
-               notes: Notes) -> list[dict]:
-    """One row per group with a score. % Double DQN is reported (and noted when missing) only when some Double
-    model was run at all."""
+               notes: Notes, rule: str = "best_eval") -> list[dict]:
+    """One row per group with a best eval or play score; its score (and HNS, % DQN) by ``rule`` only. % Double DQN
+    is reported (and noted when missing) only when some Double model was run at all."""
     human_key = HUMAN_SETS[human_set][0]
     any_double = any(model.startswith(DOUBLE) for model, _ in groups)
     rows = []
@@ -118,26 +179,34 @@ def score_rows(groups: dict[tuple[str, str], Group], games: list[str], models: l
             if (model, game) not in groups:
                 continue
             scores = group_scores(groups[(model, game)])
-            if scores.score is None:
+            if scores.best_eval is None and scores.play_average is None:
                 notes.add(f"{LABELS[model]} on {game}: no evaluation or play score, left out of the table")
                 continue
+            score = scores.score(rule)
+            if score is None:
+                notes.add(f"{LABELS[model]} on {game}: no {RULES[rule]} score, so no score under the table's rule "
+                          "(its other score is shown in its own column)")
             row = {
                 "game": game, "model": model, "runs": scores.runs, "seeds": " ".join(str(s) for s in scores.seeds),
                 "best_eval_average": scores.best_eval, "best_eval_std_over_runs": scores.best_eval_std,
                 "play_average": scores.play_average, "play_std": scores.play_std,
                 "play_episodes": scores.play_episodes, "play_runs": scores.play_runs,
-                "score": scores.score, "score_source": scores.source,
-                "human_normalised_score": human_normalised(scores.score, ref.get("random"), ref.get(human_key)),
+                "score": score, "score_source": RULES[rule] if score is not None else "",
+                "scored_games": scores.games(rule) if score is not None else None,
+                "truncated_games": scores.truncated(rule) if score is not None else None,
+                "horizon": " ".join(str(h) for h in scores.horizons),
+                "human_normalised_score": human_normalised(score, ref.get("random"), ref.get(human_key)),
                 "random": ref.get("random"), "human": ref.get(human_key), "human_set": human_set,
                 "dqn_nature": ref.get("dqn_nature"),
             }
             for baseline, column in BASELINES.items():
                 base = bases[baseline]
                 prefix = column[len("pct_"):]
-                row[column] = (_percent_of(scores.score, base, game, baseline, notes)
+                base_score = base.score(rule) if base is not None else None
+                row[column] = (_percent_of(score, base_score, ref.get("random"), game, baseline, notes)
                                if baseline == "Dqn" or any_double else None)
-                row[f"{prefix}_base"] = base.score if base is not None else None
-                row[f"{prefix}_base_source"] = base.source if base is not None else ""
+                row[f"{prefix}_base"] = base_score
+                row[f"{prefix}_base_source"] = RULES[rule] if base_score is not None else ""
             rows.append(row)
     return rows
 
@@ -166,9 +235,9 @@ def _unit_order(item):
 
 
 def per_seed_rows(groups: dict[tuple[str, str], Group], games: list[str], models: list[str], refs, human_set: str,
-                  all_learn: list[LearnRun]) -> list[dict]:
-    """One row per (game, model, seed): the play average of the seed's play episodes when it has any, else the
-    mean of its learn runs' best evaluation averages; a run without a seed is a unit of its own."""
+                  all_learn: list[LearnRun], rule: str = "best_eval") -> list[dict]:
+    """One row per (game, model, seed) with a score under ``rule``: the average of the seed's play episodes, or the
+    mean of its learn runs' best evaluation averages; a seed without one is left out."""
     human_key = HUMAN_SETS[human_set][0]
     by_checkpoint = {run.checkpoint_key: run for run in all_learn if run.checkpoint_key is not None}
     rows = []
@@ -178,22 +247,18 @@ def per_seed_rows(groups: dict[tuple[str, str], Group], games: list[str], models
             group = groups.get((model, game))
             if group is None:
                 continue
-            units: dict = {}
-            for run in group.learn:
-                units.setdefault(run.seed if run.seed is not None else ("run", run.name), ([], []))[0].append(run)
-            for run in group.play:
-                seed = seed_of(run, by_checkpoint)
-                units.setdefault(seed if seed is not None else ("run", run.name), ([], []))[1].append(run)
-            for seed, (learn, play) in sorted(units.items(), key=_unit_order):
-                episodes = [s for run in play for s in run.scores]
-                bests = [b for b in (run.best_eval() for run in learn) if b is not None]
-                if not episodes and not bests:
+            for seed, (learn, play) in sorted(seed_units(group, by_checkpoint).items(), key=_unit_order):
+                if rule == "play":
+                    values = [s for run in play for s in run.scores]
+                else:
+                    values = [b for b in (run.best_eval() for run in learn) if b is not None]
+                if not values:
                     continue
-                score = float(np.mean(episodes)) if episodes else float(np.mean(bests))
+                score = float(np.mean(values))
                 rows.append({
                     "game": game, "model": model, "seed": "" if isinstance(seed, tuple) else seed,
                     "runs": " ".join(run.name for run in (*learn, *play)), "score": score,
-                    "score_source": "play" if episodes else "best eval",
+                    "score_source": RULES[rule],
                     "human_normalised_score": human_normalised(score, ref.get("random"), ref.get(human_key)),
                 })
     return rows
@@ -275,7 +340,7 @@ def energy_stats(group: Group, notes: Notes) -> dict | None:
     if parts:
         macs, sops, energy_uj = (pooled_weighted([(v[i], w) for w, v in parts]) for i in range(3))
         return {"macs": macs, "sops": sops, "energy_uj": energy_uj,
-                "source": "play summary" if group.model != CONVERSION else "convert.py summary"}
+                "source": "play summary" if not is_conversion(group.model) else "convert.py summary"}
     if group.model in ANN_MODELS:
         n_actions = _architecture_n_actions(group, notes)
         if n_actions:

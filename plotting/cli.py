@@ -17,7 +17,9 @@ from plotting.common import (
     PAPER_GAMES,
     REPO_ROOT,
     Notes,
+    family,
     load_references,
+    model_order,
     short_game,
 )
 from plotting.loading import find_runs
@@ -60,13 +62,22 @@ def build_parser() -> ArgumentParser:
                         "BreakoutNoFrameskip-v4 (default: the paper's 17 games and any other game with data)")
     parser.add_argument("--models", nargs="+", choices=MODEL_ORDER, default=list(MODEL_ORDER), metavar="MODEL",
                         help=f"models to report: {', '.join(MODEL_ORDER)} (default: all; Double* = run.py runs with "
-                        f"double Q-learning; {CONVERSION} = the conversion SNN of convert.py)")
+                        f"double Q-learning; {CONVERSION} = the conversion SNNs of convert.py, one model per T, "
+                        "schedule and neuron type)")
+    parser.add_argument("--score", choices=("auto", "play", "best_eval"), default="auto",
+                        help="the one rule of every score in the tables and statistics: play = the play average of "
+                        "a run's best checkpoint, best_eval = its best evaluation during training; auto (default): "
+                        "play when every run of every compared model was played, else best_eval")
     parser.add_argument("--format", choices=("png", "pdf"), default="png", help="figure format (default png)")
     parser.add_argument("--human_set", choices=tuple(HUMAN_SETS), default="nature",
                         help="human scores of the HNS: nature (Mnih et al. 2015, default) or atari57 (later set; "
                         "only 4 games available)")
+    parser.add_argument("--bootstrap", choices=("runs", "games"), default="runs",
+                        help="what the bootstrap of the 95%% intervals redraws: runs (default) = the runs (seeds) "
+                        "within each game, so a model with one seed per game gets no interval; games = the games, "
+                        "each with all its runs")
     parser.add_argument("--bootstrap_samples", type=bootstrap_samples, default=5000,
-                        help="stratified bootstrap samples of the 95%% intervals (default %(default)s)")
+                        help="bootstrap samples of the 95%% intervals (default %(default)s)")
     parser.add_argument("--bootstrap_seed", type=non_negative_int, default=0,
                         help="seed of the bootstrap: the same seed gives the same intervals (default %(default)s)")
     parser.add_argument("--max_points", type=positive_int, default=10000,
@@ -124,7 +135,7 @@ def _select_games(args, groups, all_groups, notes: Notes) -> tuple[list[str], li
         games = list(PAPER_GAMES) + sorted(found_games - set(PAPER_GAMES))
     skipped = [g for g in games if g not in found_games]
     if skipped:
-        notes.add(f"no data for {len(skipped)} game(s), skipped: {', '.join(skipped)}")
+        notes.add(f"no data for {len(skipped)} game{'s' if len(skipped) != 1 else ''}, skipped: {', '.join(skipped)}")
     return [g for g in games if g in found_games], skipped
 
 
@@ -143,7 +154,8 @@ def _game_figures(game, groups, models, refs, args, out_dir, written, notes) -> 
         if ops is not None:
             energy[model] = ops
             energy_rows.append({
-                "game": game, "model": model, "macs_per_action": ops["macs"], "sops_per_action": ops["sops"],
+                "game": game, "model": model, "T": " ".join(str(t) for t in stats["T"]) if stats else None,
+                "macs_per_action": ops["macs"], "sops_per_action": ops["sops"],
                 "energy_uj_per_action": ops["energy_uj"],
                 "average_firing_rate": stats["average_firing_rate"] if stats else None,
                 "spikes_per_action": stats["spikes_per_action"] if stats else None,
@@ -157,23 +169,25 @@ def _game_figures(game, groups, models, refs, args, out_dir, written, notes) -> 
 
 
 def _write_outputs(args, games, groups, all_groups, models, refs, rows, summary, per_seed, stats, profiles, notes,
-                   inputs, out_dir, written) -> list[dict]:
+                   inputs, out_dir, written, rule: str, horizons: set) -> list[dict]:
     from tqdm import tqdm
 
     energy_rows = []
     for game in tqdm(games, desc="figures", unit="game", disable=args.no_progress):
         energy_rows += _game_figures(game, groups, models, refs, args, out_dir, written, notes)
-    figures.plot_hns(rows, summary, models, args.human_set, out_dir, args.format, written)
-    figures.plot_profile(profiles, args.human_set, args.bootstrap_samples, out_dir, args.format, written)
+    figures.plot_hns(rows, summary, models, args.human_set, out_dir, args.format, written, rule)
+    figures.plot_profile(profiles, args.human_set, args.bootstrap_samples, out_dir, args.format, written,
+                         args.bootstrap)
     out = {name: os.path.join(out_dir, name) for name in ("scores.md", "scores.csv", "energy.csv",
                                                           "per_seed_scores.csv", "statistics.md", "statistics.csv")}
     tables.write_csv(out["scores.csv"], tables.SCORE_COLUMNS, rows)
     tables.write_csv(out["energy.csv"], tables.ENERGY_COLUMNS, energy_rows)
     tables.write_csv(out["per_seed_scores.csv"], tables.PER_SEED_COLUMNS, per_seed)
     tables.write_statistics(out["statistics.md"], out["statistics.csv"], stats, per_seed, args.human_set,
-                            args.bootstrap_samples, args.bootstrap_seed)
+                            args.bootstrap_samples, args.bootstrap_seed, args.bootstrap, rule, horizons)
     double = any(model.startswith(DOUBLE) for model, _ in all_groups)
-    tables.write_markdown(out["scores.md"], rows, summary, energy_rows, args.human_set, notes, inputs, double)
+    tables.write_markdown(out["scores.md"], rows, summary, energy_rows, args.human_set, notes, inputs, double, rule,
+                          horizons)
     written += list(out.values())
     return energy_rows
 
@@ -198,16 +212,20 @@ def main(argv: list[str] | None = None) -> dict:
     refs = load_references()
     notes = Notes()
     models = [m for m in MODEL_ORDER if m in args.models]
+    selected = tuple(models)  # the --models choices (ConvSNN: every conversion variant)
     wanted_games = {short_game(g).lower() for g in args.games} if args.games else None
 
     def keep(model: str, game: str) -> bool:  # Dqn and DoubleDqn are always read: they are the % bases
-        return (model in models or model in BASELINES) and (wanted_games is None or game.lower() in wanted_games)
+        return (family(model) in selected or model in BASELINES) and (wanted_games is None
+                                                                       or game.lower() in wanted_games)
 
     learn, play = find_runs(runs_dirs, log_dirs, conversion_log_dirs, conversion_result_dirs, notes,
                             args.max_points, progress=not args.no_progress, keep=keep)
     robust = robustness.find_runs(runs_dirs, notes, keep)  # run.py --method robustness (plotting/robustness.py)
     all_groups = aggregation.make_groups(learn, play)  # the bases stay even when --models leaves them out
-    groups = {k: g for k, g in all_groups.items() if k[0] in models}
+    groups = {k: g for k, g in all_groups.items() if family(k[0]) in selected}
+    # every conversion variant (T, schedule, neuron type) found is a model of its own, in the place of ConvSNN
+    models = model_order([m for m in models if m != CONVERSION] + [k[0] for k in groups if family(k[0]) == CONVERSION])
     games, skipped = _select_games(args, groups, all_groups, notes)
     if not games and not robust:
         raise UserError("no run data for the selected games and models in " + ", ".join(
@@ -220,23 +238,29 @@ def main(argv: list[str] | None = None) -> dict:
         robust_rows, written = _write_robustness(robust, models, args, out_dir, notes)
         return {"rows": [], "written": written, "skipped": skipped, "robustness_rows": robust_rows}
 
-    rows = aggregation.score_rows(all_groups, games, models, refs, args.human_set, notes)
+    compared = [g for (m, game), g in all_groups.items() if game in games and (m in models or m in BASELINES)]
+    rule = aggregation.choose_rule(args.score, compared, learn, notes)
+    horizons = {h for group in compared for h in aggregation.group_horizons(group)}
+    rows = aggregation.score_rows(all_groups, games, models, refs, args.human_set, notes, rule)
     summary = aggregation.hns_summary(rows, models)
     per_seed_all = aggregation.per_seed_rows(all_groups, games, list(dict.fromkeys([*models, *BASELINES])), refs,
-                                             args.human_set, learn)
+                                             args.human_set, learn, rule)
     per_seed = [r for r in per_seed_all if r["model"] in models]
-    stats, profiles = statistics.compute(per_seed_all, models, args.bootstrap_samples, args.bootstrap_seed)
+    stats, profiles = statistics.compute(per_seed_all, models, args.bootstrap_samples, args.bootstrap_seed,
+                                         args.bootstrap)
     robust_rows, written = _write_robustness(robust, models, args, out_dir, notes)
     try:
         energy_rows = _write_outputs(args, games, groups, all_groups, models, refs, rows, summary, per_seed, stats,
-                                     profiles, notes, inputs, out_dir, written)
+                                     profiles, notes, inputs, out_dir, written, rule, horizons)
     except OSError as error:
         target = error.filename2 or error.filename  # os.replace(temporary, target) names the target second
         where = f" {target}" if target else ""
         raise UserError(f"--output_dir: cannot write{where}: {error.strerror or error}") from None
-    print(f"{len(rows)} score rows for {len(games)} game(s); wrote {len(written)} files to {out_dir}")
+    print(f"{len(rows)} score row{'s' if len(rows) != 1 else ''} for {len(games)} game{'s' if len(games) != 1 else ''}"
+          f"; wrote {len(written)} files to {out_dir}")
     return {"rows": rows, "summary": summary, "energy_rows": energy_rows, "written": written, "skipped": skipped,
-            "per_seed": per_seed, "statistics": stats, "robustness_rows": robust_rows}
+            "per_seed": per_seed, "statistics": stats, "robustness_rows": robust_rows, "rule": rule,
+            "horizons": sorted(horizons)}
 
 
 def _write_robustness(robust, models, args, out_dir, notes) -> tuple[list[dict], list[str]]:

@@ -38,6 +38,20 @@ def _label(model: str, n_runs: int) -> str:
     return f"{LABELS[model]} ({_count(n_runs, 'run')})"
 
 
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _style(index: int, count: int, points: int) -> dict:
+    """Line style, marker and marker size of the ``index``-th of ``count`` curves: each curve has its own dashes
+    and marker shape, and the curves drawn first have the larger markers, so that identical curves stay visible
+    one above the other. Markers are shown on short curves (fewer than 30 points; a single point is only a
+    marker)."""
+    return {"linestyle": LINE_STYLES[index % len(LINE_STYLES)],
+            "marker": MARKERS[index % len(MARKERS)] if points < 30 else None,
+            "ms": 3 + 2 * (count - 1 - index), "markerfacecolor": "none" if index % 2 else None}
+
+
 def _finish_curve_figure(fig, ax, drew: bool, title: str, ylabel: str, path: str, written: list[str],
                          notes=None, missing_note: str | None = None) -> None:
     """Label and save a curve-vs-training-steps figure, or drop it (with a note) when nothing was drawn."""
@@ -55,16 +69,34 @@ def _finish_curve_figure(fig, ax, drew: bool, title: str, ylabel: str, path: str
 def _draw_mean_curves(ax, learn: dict, tag: str, episode_std_tag: str | None = None) -> bool:
     """Draw each model's mean curve of ``tag`` over its runs, with its band; True if anything was drawn."""
     drew = False
-    for model, runs in learn.items():
+    for index, (model, runs) in enumerate(learn.items()):
         curve = mean_curve(runs, tag, episode_std_tag)
         if curve is None:
             continue
         steps, mean, band, n = curve
-        ax.plot(steps, mean, color=COLORS[model], marker="o" if len(steps) < 30 else None, ms=3,
-                label=_label(model, n))
+        ax.plot(steps, mean, color=COLORS[model], label=_label(model, n), **_style(index, len(learn), len(steps)))
         if band is not None:
             ax.fill_between(steps, band[0], band[1], color=COLORS[model], alpha=0.2, linewidth=0)
         drew = True
+    return drew
+
+
+def _draw_loss(ax, learn: dict) -> bool:
+    """Draw each model's binned training loss (min-max band over seeds); a log axis when every value is positive.
+    True if anything was drawn."""
+    drew, positive = False, True
+    for index, (model, runs) in enumerate(learn.items()):
+        curve = binned_curve(runs, "learn/loss")
+        if curve is None:
+            continue
+        centres, mean, low, high, n = curve
+        ax.plot(centres, mean, color=COLORS[model], label=_label(model, n), **_style(index, len(learn), len(centres)))
+        if n > 1:
+            ax.fill_between(centres, low, high, color=COLORS[model], alpha=0.2, linewidth=0)
+        positive = positive and bool(np.nanmin(low) > 0)
+        drew = True
+    if drew and positive:
+        ax.set_yscale("log")
     return drew
 
 
@@ -77,12 +109,13 @@ def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, no
     # evaluation score
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     drew = _draw_mean_curves(ax, learn, "evaluate/average_score", "evaluate/score_std")
-    for model in models:
-        group = groups.get((model, game))
-        scores = group_scores(group) if group is not None and group.play else None
-        if scores is not None and scores.play_average is not None:
-            ax.axhline(scores.play_average, color=COLORS[model], linestyle="--", linewidth=1,
-                       label=f"{LABELS[model]} play average ({scores.play_episodes} episodes)")
+    played = [m for m in models if (m, game) in groups and groups[(m, game)].play]
+    for index, model in enumerate(played):  # equal averages stay visible: the first drawn is the widest
+        scores = group_scores(groups[(model, game)])
+        if scores.play_average is not None:
+            ax.axhline(scores.play_average, color=COLORS[model], linestyle=LINE_STYLES[(index + 1) % len(LINE_STYLES)],
+                       linewidth=1 + 1.2 * (len(played) - 1 - index),
+                       label=f"{LABELS[model]} play average ({_count(scores.play_episodes, 'game')})")
     ref = refs.get(game, {})
     if ref.get(human_key) is not None:
         ax.axhline(ref[human_key], color="0.4", linestyle=":", linewidth=1, label=f"human ({human_set})")
@@ -98,19 +131,7 @@ def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, no
                          "average max Q", os.path.join(out_dir, f"max_q_{game}.{fmt}"), written)
     # loss
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    drew, positive = False, True
-    for model, runs in learn.items():
-        curve = binned_curve(runs, "learn/loss")
-        if curve is None:
-            continue
-        centres, mean, low, high, n = curve
-        ax.plot(centres, mean, color=COLORS[model], label=_label(model, n))
-        if n > 1:
-            ax.fill_between(centres, low, high, color=COLORS[model], alpha=0.2, linewidth=0)
-        positive = positive and bool(np.nanmin(low) > 0)
-        drew = True
-    if drew and positive:
-        ax.set_yscale("log")
+    drew = _draw_loss(ax, learn)
     _finish_curve_figure(fig, ax, drew, f"{game}: training loss (Huber), mean per step bin (at most {LOSS_BINS} "
                          "bins; band: min-max over seeds)", "loss", os.path.join(out_dir, f"loss_{game}.{fmt}"),
                          written, notes, f"{game}: no learn/loss in the events, no loss figure")
@@ -130,7 +151,7 @@ def _grouped_bars(ax, categories, series: dict[str, list], log=False):
         ax.set_yscale("log")
 
 
-def plot_hns(rows, summary, models, human_set, out_dir, fmt, written):
+def plot_hns(rows, summary, models, human_set, out_dir, fmt, written, rule: str = "best_eval"):
     plt = _pyplot()
     present = [m for m in models if any(r["model"] == m and r["human_normalised_score"] is not None for r in rows)]
     if not present:
@@ -150,7 +171,8 @@ def plot_hns(rows, summary, models, human_set, out_dir, fmt, written):
     ax.axhline(100, color="0.3", linestyle="--", linewidth=1, label="human level (100%)")
     ax.axhline(0, color="0.6", linewidth=0.8)
     ax.axvline(len(games) - 0.5, color="0.6", linewidth=0.8)
-    ax.set(title=f"Human-normalised score, {human_set} human set (score = play average, else best eval average)",
+    source = "play average of the best checkpoint" if rule == "play" else "best evaluation average"
+    ax.set(title=f"Human-normalised score, {human_set} human set (every score: {source})",
            ylabel="human-normalised score (%)")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
@@ -212,19 +234,25 @@ def plot_energy(game, energy: dict[str, dict], out_dir, fmt, written):
     _save(fig, os.path.join(out_dir, f"energy_{game}.{fmt}"), written)
 
 
-def plot_profile(profiles: dict[str, dict], human_set: str, reps: int, out_dir, fmt, written):
+def plot_profile(profiles: dict[str, dict], human_set: str, reps: int, out_dir, fmt, written,
+                 bootstrap: str = "runs"):
     """Performance profiles: per model, the fraction of runs whose human-normalised score exceeds tau, with its
-    stratified bootstrap 95% band."""
+    bootstrap 95% band (none for a model with one run per game under the bootstrap over runs)."""
     if not profiles:
         return
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for model, p in profiles.items():
-        ax.step(p["taus"], p["fraction"], where="post", color=COLORS[model],
-                label=f"{LABELS[model]} ({_count(p['runs'], 'run')}, {_count(p['games'], 'game')})")
-        ax.fill_between(p["taus"], p["low"], p["high"], step="post", color=COLORS[model], alpha=0.2, linewidth=0)
+    for index, (model, p) in enumerate(profiles.items()):
+        style = _style(index, len(profiles), len(p["taus"]))
+        ax.step(p["taus"], p["fraction"], where="post", color=COLORS[model], linestyle=style["linestyle"],
+                linewidth=1.5 + 0.8 * (len(profiles) - 1 - index),
+                label=f"{LABELS[model]} ({_count(p['runs'], 'run')}, {_count(p['games'], 'game')}"
+                      + (", no band: one run per game" if p["low"] is None else "") + ")")
+        if p["low"] is not None:
+            ax.fill_between(p["taus"], p["low"], p["high"], step="post", color=COLORS[model], alpha=0.2, linewidth=0)
     ax.axvline(100, color="0.3", linestyle="--", linewidth=1, label="human level (100%)")
-    ax.set(title=f"Performance profile, {human_set} human set (band: stratified bootstrap 95% CI, {reps} samples)",
+    what = "runs redrawn within games" if bootstrap == "runs" else "games redrawn"
+    ax.set(title=f"Performance profile, {human_set} human set (band: bootstrap 95% CI, {what}, {reps} samples)",
            xlabel="human-normalised score τ (%)", ylabel="fraction of runs with score > τ", ylim=(-0.02, 1.02))
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)

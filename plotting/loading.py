@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from plotting.common import CONVERSION, RUN_MODELS, Notes, model_name, number, short_game
+from plotting.common import CONVERSION, RUN_MODELS, Notes, conversion_model, model_name, number, short_game
 
 CSV_NAME = re.compile(r"^game_(?P<game>.+?)_episode_\d+_time_(?P<T>\d+)_percentile_[^_]+(_\d+)?\.csv$")
 UNFINISHED = "a run that is starting or died early"
@@ -30,10 +30,34 @@ class LearnRun:
     scalars: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     checkpoint_key: tuple[str, str] | None = None  # how a play or convert run names this run's checkpoint
 
+    @property
+    def horizon(self) -> int | None:
+        """The step cap of its games (max_episode_step), None if its configuration does not say."""
+        return _horizon(self.config.get("max_episode_step"))
+
+    def _best(self) -> tuple[int, float] | None:
+        steps, values = self.scalars.get("evaluate/average_score", (np.empty(0), np.empty(0)))
+        finite = np.isfinite(values)
+        if not finite.any():
+            return None
+        index = int(np.flatnonzero(finite)[np.argmax(values[finite])])
+        return int(steps[index]), float(values[index])
+
     def best_eval(self) -> float | None:
-        _, values = self.scalars.get("evaluate/average_score", (np.empty(0), np.empty(0)))
-        values = values[np.isfinite(values)]
-        return float(values.max()) if len(values) else None
+        best = self._best()
+        return best[1] if best is not None else None
+
+    def best_eval_truncated(self) -> int | None:
+        """How many games of its best evaluation were cut by the step cap (None: not recorded, an older run)."""
+        best = self._best()
+        steps, values = self.scalars.get("evaluate/truncated_games", (np.empty(0), np.empty(0)))
+        if best is None or best[0] not in steps:
+            return None
+        return int(values[np.flatnonzero(steps == best[0])[-1]])
+
+    def best_eval_games(self) -> int | None:
+        games = self.config.get("eval_episode_num")
+        return games if isinstance(games, int) and not isinstance(games, bool) else None
 
 
 @dataclass
@@ -45,6 +69,28 @@ class PlayRun:
     summary: dict
     scores: list[float] = field(default_factory=list)  # the finished episodes
     checkpoint: str | None = None  # the checkpoint it played or converted, as the run recorded it
+    horizon: int | None = None  # the step cap of its games (max_episode_step), None if unknown
+    truncated_games: int | None = None  # its games cut by that cap, None if not recorded
+
+
+def _horizon(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _truncated(summary: dict) -> int | None:
+    value = summary.get("truncated_games")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _conversion(summary: dict, config: dict) -> str:
+    """The conversion variant (T, schedule, neuron type) a convert.py run belongs to."""
+    def pick(*keys):
+        for source, key in ((summary, keys[0]), (config, keys[-1])):
+            if source.get(key) is not None:
+                return source[key]
+        return None
+
+    return conversion_model(number(pick("T", "time")), pick("schedule"), pick("node_type"))
 
 
 def checkpoint_key(path) -> tuple[str, str] | None:
@@ -128,7 +174,7 @@ def _identity(config: dict, where: str, notes: Notes) -> tuple[str, str, int | N
     return model_name(model, double), short_game(env_id), _seed(config, where, notes)
 
 
-def _play_run(name, model, game, seed, summary_path, checkpoint, notes: Notes) -> PlayRun | None:
+def _play_run(name, model, game, seed, summary_path, checkpoint, notes: Notes, horizon=None) -> PlayRun | None:
     if not os.path.exists(summary_path):
         notes.add(f"{name}: no play summary {summary_path} (unfinished play?), skipped")
         return None
@@ -139,7 +185,8 @@ def _play_run(name, model, game, seed, summary_path, checkpoint, notes: Notes) -
         return None
     if isinstance(summary.get("model_path"), str):  # the checkpoint file it resolved --model_path to
         checkpoint = summary["model_path"]
-    return PlayRun(name, model, game, seed, summary, scores, checkpoint)
+    return PlayRun(name, model, game, seed, summary, scores, checkpoint,
+                   _horizon(summary.get("max_episode_step")) or _horizon(horizon), _truncated(summary))
 
 
 def _run_py_folder(folder, name, config, notes, keep) -> LearnRun | PlayRun | None:
@@ -160,7 +207,8 @@ def _run_py_folder(folder, name, config, notes, keep) -> LearnRun | PlayRun | No
             notes.add(f"{name}: a play under perturbation {perturbed_settings(config)}, left out of the scores (see "
                       "robustness runs: docs/ROBUSTNESS.md)")
             return None
-        return _play_run(name, *identity, os.path.join(folder, "summary.json"), config.get("model_path"), notes)
+        return _play_run(name, *identity, os.path.join(folder, "summary.json"), config.get("model_path"), notes,
+                         config.get("max_episode_step"))
     if method == "robustness":
         return None  # read by plotting/robustness.py
     notes.add(f"{name}: unknown method {method!r} in its config.json, skipped")
@@ -185,10 +233,12 @@ def _convert_folder(folder, name, config, notes, keep) -> PlayRun | None:
     if not keep(CONVERSION, game):
         return None
     seed, checkpoint = _seed(config, name, notes), config.get("model")
+    horizon = _horizon(config.get("max_episode_step"))
     summary_path, csv_path = os.path.join(folder, "summary.json"), os.path.join(folder, "result.csv")
     found = _conversion_summary(summary_path, notes) if os.path.exists(summary_path) else None
     if found is not None:
-        return PlayRun(name, CONVERSION, game, seed, found[0], found[1], checkpoint)
+        return PlayRun(name, _conversion(found[0], config), game, seed, found[0], found[1], checkpoint, horizon,
+                       _truncated(found[0]))
     if not os.path.exists(csv_path):
         notes.add(f"{name}: no summary.json or result.csv in {folder} yet ({UNFINISHED}), skipped")
         return None
@@ -196,7 +246,8 @@ def _convert_folder(folder, name, config, notes, keep) -> PlayRun | None:
     if scores is None:
         return None
     notes.add(f"{name}: conversion scores without a JSON summary (no spike or energy data)")
-    return PlayRun(name, CONVERSION, game, seed, {"scores": scores, "T": config.get("time")}, scores, checkpoint)
+    return PlayRun(name, _conversion({}, config), game, seed, {"scores": scores, "T": config.get("time")}, scores,
+                   checkpoint, horizon)
 
 
 def run_folders(runs_dirs: list[str], notes: Notes) -> list[str]:
@@ -268,7 +319,8 @@ def _legacy_run_py(log_dirs, notes: Notes, keep) -> list[LearnRun | PlayRun]:
                 key = ("file", name.replace("_learn_", "_", 1) + ".pkl")
                 runs.append(LearnRun(name, *identity, base, config, checkpoint_key=key))
             elif config.get("method") == "play":
-                runs.append(_play_run(name, *identity, base + "_summary.json", config.get("model_path"), notes))
+                runs.append(_play_run(name, *identity, base + "_summary.json", config.get("model_path"), notes,
+                                      config.get("max_episode_step")))
             else:
                 notes.add(f"{name}: unknown method {config.get('method')!r} in {config_path}, skipped")
     return [run for run in runs if run is not None]
@@ -286,8 +338,9 @@ def _legacy_convert_py(conversion_log_dirs, conversion_result_dirs, notes: Notes
             found = _conversion_summary(path, notes)
             if found is None:
                 continue
-            runs.append(PlayRun(os.path.basename(path), CONVERSION, short_game(summary["game"]),
-                                _seed(summary, path, notes), summary, found[1], summary.get("model")))
+            runs.append(PlayRun(os.path.basename(path), _conversion(summary, {}), short_game(summary["game"]),
+                                _seed(summary, path, notes), summary, found[1], summary.get("model"),
+                                _horizon(summary.get("max_episode_step")), _truncated(summary)))
             if isinstance(summary.get("csv"), str) and summary["csv"]:
                 covered.add(os.path.realpath(summary["csv"]))
                 covered.add(os.path.realpath(os.path.join(os.path.dirname(os.path.dirname(path)), "result",
@@ -301,8 +354,8 @@ def _legacy_convert_py(conversion_log_dirs, conversion_result_dirs, notes: Notes
             if scores is None:
                 continue
             notes.add(f"{os.path.basename(path)}: conversion scores without a JSON summary (no spike or energy data)")
-            runs.append(PlayRun(os.path.basename(path), CONVERSION, short_game(match["game"]), None,
-                                {"scores": scores, "T": int(match["T"])}, scores))
+            runs.append(PlayRun(os.path.basename(path), conversion_model(int(match["T"])), short_game(match["game"]),
+                                None, {"scores": scores, "T": int(match["T"])}, scores))
     return runs
 
 

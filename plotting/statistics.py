@@ -8,9 +8,15 @@ The input of a model is, per game, the scores of its runs (one per seed, see agg
 * performance profile at tau: the mean over games of the fraction of the game's runs scoring above tau;
 * P(X > Y): the mean over the games both models have of P(x > y) + P(x = y) / 2 over all pairs of a run x of X
   and a run y of Y, i.e. the Mann-Whitney U statistic over n_x n_y;
-* 95% intervals: percentile intervals of a stratified bootstrap. Each sample redraws, in every game, as many runs
-  as the game has, with replacement; two models are redrawn independently. Every statistic starts its own
-  generator from the same seed, so a number does not depend on which other models are reported.
+* 95% intervals: percentile intervals of a bootstrap, of one of two kinds (plot.py --bootstrap):
+  - runs (default, stratified): each sample redraws, in every game, as many runs as the game has, with replacement;
+    the games stay as they are, and two models are redrawn independently. The interval shows the seed-to-seed
+    variation only: a game with one run adds none, and a model with one run in every game gets no interval at all
+    (None), rather than a zero-width one;
+  - games: each sample redraws the games with replacement, each keeping all its runs (for P(X > Y) the same games
+    for both models). The interval shows how the number depends on which games were played.
+  Every statistic starts its own generator from the same seed, so a number does not depend on which other models
+  are reported.
 """
 
 from __future__ import annotations
@@ -60,15 +66,50 @@ def resample(per_game: list[np.ndarray], reps: int, rng: np.random.Generator) ->
     return [values[rng.integers(0, len(values), size=(reps, len(values)))] for values in per_game]
 
 
-def interval(statistic, per_game_sets: list[list[np.ndarray]], reps: int, seed: int):
-    """Point estimate and percentile 95% interval of ``statistic(*per_game_sets)`` over ``reps`` stratified
-    bootstrap samples (each set redrawn on its own)."""
-    point = statistic(*[[np.asarray(v, dtype=float)[None] for v in s] for s in per_game_sets])[0]
+BOOTSTRAPS = {"runs": "the runs (seeds) of each game, redrawn within the game; the games are kept",
+              "games": "the games, redrawn with replacement, each with all its runs"}
+
+
+def _game_samples(sets: list[list[np.ndarray]], reps: int, rng: np.random.Generator) -> list[list[np.ndarray]]:
+    """``reps`` samples of the games (the same draw for every set), each game with all its runs (shape reps x
+    runs per game)."""
+    picks = rng.integers(0, len(sets[0]), size=(reps, len(sets[0])))
+    out = []
+    for values in sets:
+        if len({len(v) for v in values}) == 1:  # equal runs per game: one array, indexed at once
+            table = np.stack(values)[picks]  # reps x games x runs
+            out.append([table[:, j, :] for j in range(table.shape[1])])
+        else:
+            out.append(None)
+    if all(item is not None for item in out):
+        return out
+    return [[[values[g][None] for g in pick] for pick in picks] for values in sets]  # per sample, ragged
+
+
+def interval(statistic, per_game_sets: list[list[np.ndarray]], reps: int, seed: int, mode: str = "runs"):
+    """Point estimate and percentile 95% interval of ``statistic(*per_game_sets)`` over ``reps`` bootstrap samples
+    (``mode`` runs: stratified, each set redrawn on its own; games: the games redrawn). The interval is (None, None)
+    when the resampling cannot vary anything: one run in every game of every set, with mode runs."""
+    sets = [[np.asarray(v, dtype=float) for v in s] for s in per_game_sets]
+    point = statistic(*[[v[None] for v in s] for s in sets])[0]
+    if mode == "runs" and all(len(v) == 1 for s in sets for v in s):
+        return point, None, None
     rng = np.random.default_rng(seed)
-    samples = statistic(*[resample([np.asarray(v, dtype=float) for v in s], reps, rng) for s in per_game_sets])
+    if mode == "games":
+        drawn = _game_samples(sets, reps, rng)
+        if isinstance(drawn[0][0], list):  # ragged: one statistic per sample
+            samples = np.stack([statistic(*[d[r] for d in drawn])[0] for r in range(reps)])
+        else:
+            samples = statistic(*drawn)
+    else:
+        samples = statistic(*[resample(s, reps, rng) for s in sets])
     tail = 100 * (1 - CONFIDENCE) / 2
     low, high = np.percentile(samples, [tail, 100 - tail], axis=0)
     return point, low, high
+
+
+def _value(x):
+    return None if x is None else float(x)
 
 
 def by_model_and_game(rows: list[dict], key: str) -> dict[str, dict[str, np.ndarray]]:
@@ -88,18 +129,20 @@ def comparisons(models: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def compute(per_seed: list[dict], models: list[str], reps: int, seed: int) -> tuple[list[dict], dict]:
+def compute(per_seed: list[dict], models: list[str], reps: int, seed: int,
+            mode: str = "runs") -> tuple[list[dict], dict]:
     """The statistics rows (aggregates of HNS with intervals, probabilities of improvement) and the performance
-    profiles (model -> taus, fraction, low, high, games, runs) of the per-seed rows."""
+    profiles (model -> taus, fraction, low, high, games, runs) of the per-seed rows; an interval that cannot be
+    given (see :func:`interval`) is None."""
     hns = by_model_and_game(per_seed, "human_normalised_score")
     scores = by_model_and_game(per_seed, "score")
     rows = []
     for model in (m for m in models if m in hns):
         per_game = list(hns[model].values())
         for name, statistic in AGGREGATES.items():
-            point, low, high = interval(statistic, [per_game], reps, seed)
+            point, low, high = interval(statistic, [per_game], reps, seed, mode)
             rows.append({"statistic": f"{name}_hns", "model": model, "baseline": "", "estimate": float(point),
-                         "ci_low": float(low), "ci_high": float(high), "games": len(per_game),
+                         "ci_low": _value(low), "ci_high": _value(high), "games": len(per_game),
                          "runs": int(sum(len(v) for v in per_game))})
     for model, baseline in comparisons([m for m in models if m in scores]):
         if baseline not in scores:
@@ -108,9 +151,9 @@ def compute(per_seed: list[dict], models: list[str], reps: int, seed: int) -> tu
         if not games:
             continue
         x, y = [scores[model][g] for g in games], [scores[baseline][g] for g in games]
-        point, low, high = interval(improvement, [x, y], reps, seed)
+        point, low, high = interval(improvement, [x, y], reps, seed, mode)
         rows.append({"statistic": "probability_of_improvement", "model": model, "baseline": baseline,
-                     "estimate": float(point), "ci_low": float(low), "ci_high": float(high), "games": len(games),
+                     "estimate": float(point), "ci_low": _value(low), "ci_high": _value(high), "games": len(games),
                      "runs": int(sum(len(v) for v in x + y))})
     profiles = {}
     values = [v for games in hns.values() for a in games.values() for v in a]
@@ -118,7 +161,7 @@ def compute(per_seed: list[dict], models: list[str], reps: int, seed: int) -> tu
         taus = np.linspace(min(0.0, min(values)), max(100.0, max(values)), PROFILE_POINTS)
         for model in (m for m in models if m in hns):
             per_game = list(hns[model].values())
-            point, low, high = interval(lambda s: profile(s, taus), [per_game], reps, seed)
+            point, low, high = interval(lambda s: profile(s, taus), [per_game], reps, seed, mode)
             profiles[model] = {"taus": taus, "fraction": point, "low": low, "high": high, "games": len(per_game),
                                "runs": int(sum(len(v) for v in per_game))}
     return rows, profiles

@@ -96,25 +96,46 @@ class Rates:
         return ms * T / ref_T
 
 
+def game_steps(config: dict) -> int:
+    """Agent steps assumed per evaluation game: EVAL_GAME_STEPS, or the run's horizon (max_episode_step) if less."""
+    horizon = config.get("max_episode_step")
+    return min(EVAL_GAME_STEPS, horizon) if isinstance(horizon, int) and horizon > 0 else EVAL_GAME_STEPS
+
+
 def run_seconds(spec, rates: Rates, done_steps: int = 0) -> float | None:
     """The estimated seconds of one run (a resumed one: of the learning steps it has left); None if unknown."""
     c = spec.config
     env = rates.env_ms()
+    steps = game_steps(c)
     if spec.kind == "convert":
         act, per_action = rates.act_ms("Dqn", 0), rates.conversion_ms(c["time"])
         if None in (env, act, per_action):
             return None
         norm = c["norm_examples"] * 4 * (env + act) / 1000  # the last life: ~1/4 of a game
-        return norm + c["episode"] * EVAL_GAME_STEPS * (env + per_action) / 1000
+        return norm + c["episode"] * steps * (env + per_action) / 1000
     model, T = c["model"], c["T"]
-    per_step, act = rates.train_seconds_per_step(model, T), rates.act_ms(model, T)
+    act = rates.act_ms(model, T)
+    if spec.kind == "play":
+        return None if None in (env, act) else c["eval_episode_num"] * steps * (env + act) / 1000
+    per_step = rates.train_seconds_per_step(model, T)
     if None in (env, per_step, act):
         return None
     learn = max(0, c["timestep_num"] - done_steps) * per_step
     evaluations = (c["timestep_num"] - done_steps) // c["eval_freq"] + 1
-    evaluate = evaluations * c["eval_episode_num"] * EVAL_GAME_STEPS * (env + (1 - c["eval_epsilon"]) * act) / 1000
+    evaluate = evaluations * c["eval_episode_num"] * steps * (env + (1 - c["eval_epsilon"]) * act) / 1000
     explore = (c["replay_start_size"] if not done_steps else 0) * env / 1000
     return learn + evaluate + explore
+
+
+def duration(seconds: float) -> str:
+    """Seconds in the unit that reads best: 42 s, 3.5 min, 2.0 h, 1,234 h."""
+    if seconds < 1:
+        return "<1 s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:,.1f} h"
 
 
 def estimate(plan: list[tuple], options) -> list[str]:
@@ -122,22 +143,31 @@ def estimate(plan: list[tuple], options) -> list[str]:
     gpu = options.gpus_per_run > 0
     rates = Rates(*choose_report(options.benchmark, gpu))
     by_model: dict[str, list[float | None]] = {}
+    horizons = set()
     for spec, action, done_steps in plan:
-        if action in ("start", "resume", "convert"):
-            by_model.setdefault(spec.model, []).append(run_seconds(spec, rates, done_steps))
+        if action in ("start", "resume", "convert", "play"):
+            key = f"{spec.model} play" if spec.kind == "play" else spec.model
+            by_model.setdefault(key, []).append(run_seconds(spec, rates, done_steps))
+            horizons.add(game_steps(spec.config))
     share, unit = (options.gpus_per_run, "GPU-hours") if gpu else (options.cpus_per_run, "CPU-core-hours")
-    lines = [("estimated cost of the runs still to do (one run at the benchmark's rate; evaluations at "
-              f"{EVAL_GAME_STEPS} agent steps per game):")]
+    per_game = " / ".join(str(h) for h in sorted(horizons)) or str(EVAL_GAME_STEPS)
+    lines = [("estimated cost of the runs still to do (one run at the benchmark's rate; evaluation and play games at "
+              f"{per_game} agent steps each: an assumed {EVAL_GAME_STEPS}, or the horizon --max_episode_step when it "
+              "is shorter):")]
     total = 0.0
     for model, seconds in by_model.items():
         if None in seconds:
-            lines.append(f"  {model:<16} {len(seconds):>4} runs  unknown (the report does not measure it)")
+            lines.append(f"  {model:<16} {len(seconds):>4} run{'s' if len(seconds) != 1 else ' '}  unknown (the "
+                         "report does not measure it)")
             continue
-        hours = sum(seconds) / 3600
-        total += hours
-        lines.append(f"  {model:<16} {len(seconds):>4} runs  {hours / len(seconds):>11.1f} h each  {hours:>12.1f} h")
-    lines.append(f"  total {total:,.1f} run-hours = {total * share:,.1f} {unit} ({share:g} per run) for the runs "
-                 "whose cost is known")
+        total += sum(seconds)
+        runs = f"{len(seconds):>4} run{'s' if len(seconds) != 1 else ' '}"
+        lines.append(f"  {model:<16} {runs}  {duration(sum(seconds) / len(seconds)):>11} each  "
+                     f"{duration(sum(seconds)):>12}")
+    hours = total * share / 3600
+    lines.append(f"  total {duration(total)} of runs = {hours:,.1f}" if hours >= 1 else f"  total {duration(total)} "
+                 f"of runs = {hours:.2g}")
+    lines[-1] += f" {unit} ({share:g} per run) for the runs whose cost is known"
     threads = rates.found.get("threads")
     lines.append(f"rates from {rates.source}" + (f" ({threads} torch thread(s) per run):" if threads else ":")
                  if rates.source != "none" else "rates: no benchmark report found (python bench/run.py makes one)")

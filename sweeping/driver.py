@@ -40,7 +40,7 @@ class Driver:
         self.refs: dict = {}
         self.retries: dict[str, int] = defaultdict(int)
         self.messages: list[str] = []
-        self.durations: dict[str, list[float]] = defaultdict(list)
+        self.durations: dict[tuple[str, str], list[float]] = defaultdict(list)  # (model, kind) -> seconds
         self.screen = progress.Screen(out)
         rates = cost.Rates(*cost.choose_report(options.benchmark, options.gpus_per_run > 0))
         self.estimate = {spec.name: cost.run_seconds(spec, rates, done) for spec, _, done in plan}
@@ -74,7 +74,7 @@ class Driver:
         spec, attempt = self.specs[name], self.state.run(name).get("attempts", 0) + (0 if again else 1)
         folder = os.path.join(self.runs_dir, name)
         job = {"name": name, "kind": spec.kind, "words": spec.words, "after": spec.after,
-               "has_copy": spec.kind == "convert" or os.path.isdir(folder),
+               "has_copy": spec.kind != "train" or os.path.isdir(folder),
                "timestep_num": spec.config.get("timestep_num") if spec.kind == "train" else None,
                "sweep_dir": self.sweep_dir, "token": self.token, "results": self.options.results,
                "repo_root": REPO_ROOT, "attempt": attempt, "cpus": self.options.cpus_per_run,
@@ -83,7 +83,7 @@ class Driver:
         if self.ship:  # the driver's copy goes along, for a node that does not see this folder
             if spec.kind == "train" and os.path.isdir(folder):
                 pack = packing.pack(folder)
-            if spec.kind == "convert":
+            if spec.kind != "train":  # a conversion or play: the training run it starts from
                 dep = packing.pack(os.path.join(self.runs_dir, spec.after), only=("best.pkl", "config.json",
                                                                                    "status.json"))
         self.refs[self.task.remote(job, pack, dep, self.board)] = name
@@ -114,7 +114,7 @@ class Driver:
         if result.get("finished"):
             self.view[name]["state"] = "done"
             self.state.record(name, state="done", error=None, **where)
-            self.durations[self.specs[name].model].append(result["seconds"])
+            self.durations[(self.specs[name].model, self.specs[name].kind)].append(result["seconds"])
             self.start_ready()
         elif result["rc"] in OWN_FAILURE:
             self.fail(name, f"{OWN_FAILURE[result['rc']]}: {result.get('error') or 'no error line'}", **where)
@@ -150,7 +150,8 @@ class Driver:
             if after == "done":
                 self.submit(name)
             elif after == "failed":
-                view.update(state="failed", why=f"not converted: its Dqn run {spec.after} failed")
+                what = "played" if spec.kind == "play" else "converted"
+                view.update(state="failed", why=f"not {what}: its training run {spec.after} failed")
 
     # -- the loop ---------------------------------------------------------------------------------------------------
 
@@ -234,7 +235,7 @@ class Driver:
                 running.append(report)
                 rows.append({"name": name, "state": "running", "attempt": view["attempt"], "report": report})
             elif view["state"] in ("queued", "waiting"):
-                measured = self.durations.get(self.specs[name].model)
+                measured = self.durations.get((self.specs[name].model, self.specs[name].kind))  # a play is short
                 queued_left.append(sum(measured) / len(measured) if measured else self.estimate.get(name))
             elif view["state"] == "failed":
                 rows.append({"name": name, "state": "failed", "attempt": view.get("attempt", ""), "report": {}})

@@ -53,6 +53,10 @@ class SweepOptions:
     convert: tuple = option(("all",), "convert.py run for each finished Dqn run: all games, or only these games; "
                                       "--no-convert: none", metavar="GAME")
     convert_options: str | None = option(None, "convert.py options for every conversion run, e.g. \"--time 500\"")
+    play_games: int = option(30, "games of the play run (run.py --method play --use_spike_monitor) of each finished "
+                                 "training run's best checkpoint: its score and, for a spiking network, its spikes "
+                                 "and operations; 0: no play runs", parse=non_negative_int)
+    play_options: str | None = option(None, "extra run.py options of every play run, e.g. \"--eval_epsilon 0.01\"")
     grid: str | None = option(None, "read the grid (any of these option names) from a YAML file, e.g. "
                                     "grids/paper.yaml")
     sweep_dir: str | None = option(None, "the sweep's folder: runs/ (one folder per run), its state and figures/ "
@@ -204,7 +208,7 @@ def read_grid(path: str) -> tuple[dict, str]:
             bad = [v for v in out[key] if meta["choices"] and v not in meta["choices"]]
             if bad:
                 raise UserError(f"{path}: {key}: unknown {bad[0]!r}; choose from {', '.join(meta['choices'])}")
-        elif key in ("convert_options", "plot_options"):
+        elif key in ("convert_options", "plot_options", "play_options"):
             out[key] = shlex.join(option_words(value, f"{path}: {key}"))
         elif isinstance(DEFAULTS[key], bool):
             if not isinstance(value, bool):
@@ -230,13 +234,13 @@ def read_grid(path: str) -> tuple[dict, str]:
 
 def expand_games(games) -> list[str]:
     """Short names and ``all`` -> env ids, in the given order, without repeats; unknown games are refused."""
-    from environment import UnknownEnvError, check_env_id
+    from environment import UnknownEnvError, check_env_id, full_env_id
 
     out = []
     for game in games:
         names = PAPER_GAMES if game.lower() == "all" else [game]
         for name in names:
-            env_id = name if name.endswith("NoFrameskip-v4") else f"{name}NoFrameskip-v4"
+            env_id = full_env_id(name)
             try:
                 check_env_id(env_id)
             except UnknownEnvError:

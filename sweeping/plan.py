@@ -2,7 +2,10 @@
 
 A training run is ``run.py --model M --env_id G --seed S [--double] <grid run_options> <model_options[M]>
 <words after -->`` in the folder ``<Model>_<env id>_seed<S>`` (Model with the Double prefix); a conversion run is
-``convert.py --model <that Dqn run folder> --seed S <convert_options>`` in ``ConvSNN_<env id>_T<time>_seed<S>``.
+``convert.py --model <that Dqn run folder> --seed S <convert_options>`` in ``ConvSNN_<env id>_T<time>_seed<S>``;
+a play run (``--play_games`` N > 0) is ``run.py --method play --model_path <a training run folder> --use_spike_monitor
+--eval_episode_num N --seed S`` with the training run's horizon, evaluation epsilon, device and neuron kernel
+(``<play_options>`` after them) in ``<training run's name>_play``.
 The options are checked here, before anything starts, with run.py's and convert.py's own parsers.
 """
 
@@ -36,11 +39,16 @@ class RunSpec:
 
     @property
     def program(self) -> str:
-        return "run.py" if self.kind == "train" else "conversion_based_snn/convert.py"
+        return "conversion_based_snn/convert.py" if self.kind == "convert" else "run.py"
+
+    @property
+    def source_option(self) -> str:
+        """The option that names the run this one starts from (a conversion's --model, a play's --model_path)."""
+        return "--model_path" if self.kind == "play" else "--model"
 
     def command(self) -> str:
         """The equivalent command by hand (from the repository, writing into runs/)."""
-        model = ["--model", f"runs/{self.after}"] if self.after else []
+        model = [self.source_option, f"runs/{self.after}"] if self.after else []
         return shlex.join(["python", self.program, *model, *self.words, "--run_name", self.name])
 
 
@@ -88,8 +96,38 @@ def build_plan(options: SweepOptions, run_words: list[str]) -> list[RunSpec]:
                 specs.append(RunSpec(f"{model}_{env_id}_seed{seed}", "train", model, env_id, seed, [*head, *words],
                                      config={**configs[model], "env_id": env_id, "seed": seed}))
     specs.sort(key=lambda s: (s.seed, options.models.index(s.model), games.index(s.env_id)))
-    specs += conversions(options, games, specs)
+    specs += conversions(options, games, specs) + plays(options, specs)
     return specs
+
+
+#: The options of a training run that its play run keeps: the same horizon, evaluation policy, device and kernel.
+PLAY_KEEPS = ("max_episode_step", "eval_epsilon", "device", "backend")
+
+
+def plays(options: SweepOptions, train: list[RunSpec]) -> list[RunSpec]:
+    """A play run of each training run's best checkpoint (after it finished), with the spike monitor, so that
+    every model of the grid gets a play score and the spiking ones their spike and operation counts."""
+    if not options.play_games:
+        return []
+    extra = shlex.split(options.play_options or "")
+    given = _parse(_run_parser(), extra, "--play_options")
+    taken = sorted(set(given) & (set(RUN_SET) | {"eval_episode_num", "use_spike_monitor"}))
+    if taken:
+        raise UserError(f"--play_options: --{taken[0]} is set by the sweep for each play run; leave it out")
+    out = []
+    for spec in train:
+        if spec.kind != "train":
+            continue
+        kept = [word for key in PLAY_KEEPS if key not in given
+                for word in (f"--{key}", str(spec.config[key]))]
+        words = ["--method", "play", "--use_spike_monitor", "--eval_episode_num", str(options.play_games),
+                 "--seed", str(spec.seed), *kept, *extra]
+        config = {**{k: spec.config[k] for k in PLAY_KEEPS}, **given, "method": "play", "use_spike_monitor": True,
+                  "eval_episode_num": options.play_games, "seed": spec.seed, "env_id": spec.env_id,
+                  "model": spec.config["model"], "T": spec.config["T"]}
+        out.append(RunSpec(f"{spec.name}_play", "play", spec.model, spec.env_id, spec.seed, words, after=spec.name,
+                           config=config))
+    return out
 
 
 def conversions(options: SweepOptions, games: list[str], train: list[RunSpec]) -> list[RunSpec]:
@@ -126,11 +164,12 @@ def check_existing(specs: list[RunSpec], runs_dir: str) -> None:
                 saved = json.load(file)
         except (OSError, ValueError):
             continue
-        if spec.kind == "convert":
+        if spec.kind in ("convert", "play"):
             status = read_status(os.path.join(runs_dir, spec.name)) or {}
             if status.get("status") != "finished":
-                continue  # an unfinished conversion is made again with the new options
-            free_here = {"model", "output_dir", "run_name", "device", "gpu", "program", "command", "epsilon"}
+                continue  # an unfinished conversion or play is made again with the new options
+            free_here = {"model", "output_dir", "run_name", "device", "gpu", "program", "command", "epsilon",
+                         "model_path", "T", "double"}
         else:
             free_here = free
         for key, value in spec.config.items():

@@ -89,7 +89,7 @@ def run_finished(folder: str, spec) -> bool:
 
 def classify(specs, runs_dir: str, state: SweepState, retry_failed: bool) -> list[tuple]:
     """[(spec, action, learning steps done)], action one of: finished (skipped), failed (reported again, not
-    retried: it failed for a reason of its own with the same options), start, resume, convert."""
+    retried: it failed for a reason of its own with the same options), start, resume, convert, play."""
     plan = []
     for spec in specs:
         folder = os.path.join(runs_dir, spec.name)
@@ -100,8 +100,8 @@ def classify(specs, runs_dir: str, state: SweepState, retry_failed: bool) -> lis
         elif (record.get("state") == "failed" and record.get("exit") in OWN_FAILURE
               and record.get("words") == spec.words and not retry_failed):
             plan.append((spec, "failed", 0))
-        elif spec.kind == "convert":
-            plan.append((spec, "convert", 0))
+        elif spec.kind in ("convert", "play"):
+            plan.append((spec, spec.kind, 0))
         elif os.path.isfile(os.path.join(folder, "config.json")):
             plan.append((spec, "resume", int(status.get("timestep") or 0)))
         else:

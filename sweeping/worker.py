@@ -97,6 +97,11 @@ def _command(job: dict, runs_dir: str, folder: str) -> list[str]:
                 "--model", os.path.join(runs_dir, job["after"]), *job["words"],
                 "--output_dir", runs_dir, "--run_name", job["name"]]
     run_py = os.path.join(repo, "run.py")
+    if job["kind"] == "play":
+        if os.path.exists(folder):  # an interrupted play: start it again
+            shutil.rmtree(folder)
+        return [sys.executable, run_py, *job["words"], "--model_path", os.path.join(runs_dir, job["after"]),
+                "--output_dir", runs_dir, "--run_name", job["name"]]
     if os.path.isfile(os.path.join(folder, "config.json")):
         return [sys.executable, run_py, "--resume", folder, "--output_dir", runs_dir, *job["words"]]
     if os.path.exists(folder):  # created but stopped before it wrote its configuration: nothing to keep
@@ -141,7 +146,7 @@ def execute(job: dict, pack: bytes | None = None, dep_pack: bytes | None = None,
         if not shared:
             if pack is not None and packing.progress_key(folder) < _key_of_pack(pack, root, name):
                 packing.unpack(pack, folder)
-            if job["kind"] == "convert" and dep_pack is not None:
+            if job["kind"] != "train" and dep_pack is not None:  # a conversion or play: the run it starts from
                 dqn = os.path.join(runs_dir, job["after"])
                 if not _finished(dqn, None):
                     packing.unpack(dep_pack, dqn)

@@ -767,8 +767,8 @@ def check_outputs(process, output_dir, episodes=1, T=50, schedule="delayed"):
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Traceback" not in process.stderr
     run_dir, = glob.glob(os.path.join(output_dir, f"ConvSNN_{GAME}_T{T}_*"))
-    assert sorted(os.listdir(run_dir)) == ["config.json", "result.csv", "run.log", "snn.pt", "status.json",
-                                           "summary.json"]
+    assert sorted(set(os.listdir(run_dir)) - {"git.diff"}) == ["config.json", "result.csv", "run.log", "snn.pt",
+                                                               "status.json", "summary.json"]
     with open(os.path.join(run_dir, "result.csv")) as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["score", "mix", "spike"] and len(rows) == episodes + 1

@@ -163,7 +163,8 @@ def assert_image(path, min_h=200, min_w=300):
 
 
 def check_handmade_rows(rows):
-    """The numbers of the hand-made runs, the same in both layouts."""
+    """The numbers of the hand-made runs, the same in both layouts. The Dqn runs were not played, so every score is
+    the best eval: the conversion SNN and the Dsqn on Pong (play only) have none, their play stays in its column."""
     dqn = rows[("Breakout", "Dqn")]
     assert dqn["seeds"] == "0 1" and dqn["runs"] == "2"
     assert num(dqn["best_eval_average"]) == pytest.approx(5.5)  # mean of the per-seed bests 5 and 6, not the
@@ -175,16 +176,15 @@ def check_handmade_rows(rows):
     dsqn = rows[("Breakout", "Dsqn")]
     assert num(dsqn["best_eval_average"]) == pytest.approx(31.8)
     assert num(dsqn["human_normalised_score"]) == pytest.approx(100.0)
-    assert num(dsqn["pct_dqn"]) == pytest.approx(100 * 31.8 / 5.5)
+    assert num(dsqn["pct_dqn"]) == pytest.approx(100 * (31.8 - 1.7) / (5.5 - 1.7))  # gains over random
     assert num(dsqn["dqn_base"]) == pytest.approx(5.5) and dsqn["dqn_base_source"] == "best eval"
-    conv = rows[("Breakout", "ConvSNN")]
+    conv = rows[("Breakout", "ConvSNN_T500")]  # a model per T
     assert (num(conv["play_average"]), num(conv["play_std"]), conv["play_episodes"]) == (15.0, 5.0, "2")
-    assert conv["best_eval_average"] == "" and conv["score_source"] == "play"
-    assert num(conv["human_normalised_score"]) == pytest.approx(100 * 13.3 / 30.1)
-    assert num(conv["pct_dqn"]) == pytest.approx(100 * 15 / 5.5)
+    assert conv["best_eval_average"] == "" and conv["score"] == "" and conv["score_source"] == ""
+    assert conv["human_normalised_score"] == "" and conv["pct_dqn"] == ""
     pong = rows[("Pong", "Dsqn")]
     assert num(pong["play_average"]) == pytest.approx(-5.7) and num(pong["play_std"]) == pytest.approx(15.0)
-    assert num(pong["human_normalised_score"]) == pytest.approx(50.0)  # 100 * 15 / 30
+    assert pong["score"] == "" and pong["human_normalised_score"] == ""
     assert pong["pct_dqn"] == ""  # no Dqn on Pong
 
 
@@ -193,16 +193,17 @@ def test_handmade_table_groups_seeds_and_normalises(handmade, tmp_path, capsys):
     result = run_plot(handmade, out, "--games", "Breakout", "PongNoFrameskip-v4", "Boxing")
     stdout = capsys.readouterr().out
     rows = read_rows(out)
-    assert set(rows) == {("Breakout", "Dqn"), ("Breakout", "Dsqn"), ("Breakout", "ConvSNN"), ("Pong", "Dsqn")}
+    assert set(rows) == {("Breakout", "Dqn"), ("Breakout", "Dsqn"), ("Breakout", "ConvSNN_T500"), ("Pong", "Dsqn")}
     check_handmade_rows(rows)
     assert all(r["pct_double_dqn"] == "" for r in rows.values())  # no Double model was run
-    assert result["summary"]["Dsqn"] == pytest.approx({"mean": 75.0, "median": 75.0, "games": 2})
-    assert result["skipped"] == ["Boxing"]
-    assert "Boxing" in stdout and "no Dqn score" in stdout
+    assert result["summary"]["Dsqn"] == pytest.approx({"mean": 100.0, "median": 100.0, "games": 1})
+    assert result["skipped"] == ["Boxing"] and result["rule"] == "best_eval"
+    assert "Boxing" in stdout and "score rule: best eval" in stdout
     md = (out / "scores.md").read_text()
-    assert "Nature 2015 human scores" in md and "no data for 1 game(s), skipped: Boxing" in md
-    assert "| Breakout | DQN | 0 1 | 2 / 0 | 5.50 ± 0.50 |" in md
-    assert "| DSQN | 75.0 | 75.0 | 2 |" in md and "% Double DQN" not in md
+    assert "Nature 2015 human scores" in md and "no data for 1 game, skipped: Boxing" in md
+    assert "| Breakout | DQN | 0 1 | 2 / 0 | 5.50 ± 0.50 |" in md and "| score (best eval) |" in md
+    assert "| Breakout | conversion SNN (T=500) | n/a | 0 / 1 | n/a | 15.00 ± 5.00 (2) | n/a |" in md
+    assert "| DSQN | 100.0 | 100.0 | 1 |" in md and "% Double DQN" not in md
     assert "without a JSON summary" in md  # the CSV-only conversion run is noted
 
     for name in ("score_Breakout", "max_q_Breakout", "loss_Breakout", "hns", "spikes_Pong", "energy_Pong",
@@ -224,37 +225,37 @@ def test_runs_layout_double_models_seeds_and_statistics(handmade, runs, tmp_path
     rows = read_rows(out)
     check_handmade_rows(rows)
     double = rows[("Breakout", "DoubleDqn")]
-    assert num(double["best_eval_average"]) == 6.0 and num(double["pct_dqn"]) == pytest.approx(100 * 6 / 5.5)
+    assert num(double["best_eval_average"]) == 6.0
+    assert num(double["pct_dqn"]) == pytest.approx(100 * (6 - 1.7) / (5.5 - 1.7))
     assert num(double["pct_double_dqn"]) == pytest.approx(100.0)
-    assert num(rows[("Breakout", "Dsqn")]["pct_double_dqn"]) == pytest.approx(530.0)
+    assert num(rows[("Breakout", "Dsqn")]["pct_double_dqn"]) == pytest.approx(100 * 30.1 / 4.3)
     assert num(rows[("Breakout", "Dsqn")]["double_dqn_base"]) == 6.0
     assert rows[("Pong", "Dsqn")]["pct_double_dqn"] == ""
     md = (out / "scores.md").read_text()
     assert "| Breakout | Double DQN | 0 | 1 / 0 | 6.00 |" in md and "% Double DQN" in md
     for fragment in ("Dsqn_Breakout_s1_running: no tensorboard/", "status.json says 'running'",
-                     "Dqn_Breakout_play_died: no play summary", "not_a_run: no config.json", "no DoubleDqn score"):
+                     "Dqn_Breakout_play_died: no play summary", "not_a_run: no config.json",
+                     "DSQN on Pong: no best eval score"):
         assert fragment in md, fragment
 
     seeds = read_csv(out / "per_seed_scores.csv", ("game", "model", "seed"))
-    assert {k: num(r["score"]) for k, r in seeds.items()} == pytest.approx({
+    assert {k: num(r["score"]) for k, r in seeds.items()} == pytest.approx({  # the best evals only: no mixing
         ("Breakout", "Dqn", "0"): 5.0, ("Breakout", "Dqn", "1"): 6.0, ("Breakout", "Dsqn", "0"): 31.8,
-        ("Breakout", "DoubleDqn", "0"): 6.0, ("Breakout", "ConvSNN", "1"): 15.0, ("Pong", "Dsqn", "0"): -5.7})
-    assert [k for k, r in seeds.items() if r["score_source"] == "play"] == [("Breakout", "ConvSNN", "1"),
-                                                                            ("Pong", "Dsqn", "0")]
-    assert seeds[("Breakout", "ConvSNN", "1")]["runs"] == "Conv_Breakout"
-    assert num(seeds[("Pong", "Dsqn", "0")]["human_normalised_score"]) == pytest.approx(50.0)
+        ("Breakout", "DoubleDqn", "0"): 6.0})
+    assert {r["score_source"] for r in seeds.values()} == {"best eval"}
 
     stats = read_csv(out / "statistics.csv", ("statistic", "model", "baseline"))
     h5, h6 = (human_normalised(s, *NATURE_BREAKOUT) for s in (5, 6))
     iqm = stats[("iqm_hns", "Dqn", "")]  # two runs: the IQM is their mean; the bootstrap spans the two
     assert (num(iqm["estimate"]), num(iqm["ci_low"]), num(iqm["ci_high"])) == pytest.approx(((h5 + h6) / 2, h5, h6))
-    assert num(stats[("median_hns", "Dsqn", "")]["estimate"]) == pytest.approx(75.0)  # median of 100 and 50
+    assert num(stats[("median_hns", "Dsqn", "")]["estimate"]) == pytest.approx(100.0)  # Breakout only
+    assert stats[("median_hns", "Dsqn", "")]["ci_low"] == ""  # one seed per game: no interval, not a zero-width one
     assert num(stats[("probability_of_improvement", "DoubleDqn", "Dqn")]["estimate"]) == pytest.approx(0.75)
     improvement = stats[("probability_of_improvement", "Dsqn", "Dqn")]  # only Breakout has both: 31.8 > 5, 6
     assert (num(improvement["estimate"]), improvement["games"]) == (1.0, "1")
     assert ("probability_of_improvement", "Dsqn", "DoubleDqn") not in stats  # only Double models vs DoubleDqn
     assert "| Double DQN | DQN | 0.750 [" in (out / "statistics.md").read_text()
-    assert [r["statistic"] for r in result["statistics"]].count("iqm_hns") == 4  # Dqn, Dsqn, DoubleDqn, ConvSNN
+    assert [r["statistic"] for r in result["statistics"]].count("iqm_hns") == 3  # Dqn, Dsqn, DoubleDqn
     assert_image(str(out / "performance_profile.png"))
 
 
@@ -287,20 +288,48 @@ def test_long_loss_is_sampled_and_binned(tmp_path):
     assert mean.tolist() == pytest.approx([200 * i + 98 for i in range(200)])
 
 
-def test_handmade_atari57_set_pdf_and_dqn_play_base(handmade, tmp_path):
+def test_a_single_point_is_drawn_and_identical_curves_stay_apart():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from plotting import figures
+
+    scalars = {"learn/loss": (np.array([0]), np.array([0.5])),
+               "evaluate/average_score": (np.array([0, 10]), np.array([1.0, 2.0]))}
+    dqn = LearnRun("a", "Dqn", "Breakout", 0, "", {}, scalars)
+    dsqn = LearnRun("b", "Dsqn", "Breakout", 0, "", {}, dict(scalars))  # the very same curves
+    fig, ax = plt.subplots()
+    assert figures._draw_loss(ax, {"Dqn": [dqn]})
+    (line,) = ax.lines  # one logged loss: a point, shown by its marker (a line through one point draws nothing)
+    assert line.get_xydata().tolist() == [[0.5, 0.5]] and line.get_marker() not in (None, "None", "")
+    fig, ax = plt.subplots()
+    assert figures._draw_mean_curves(ax, {"Dqn": [dqn], "Dsqn": [dsqn]}, "evaluate/average_score")
+    first, second = ax.lines
+    assert first.get_xydata().tolist() == second.get_xydata().tolist()
+    # the second does not hide the first: other dashes, another marker, the first's markers larger
+    assert first.get_linestyle() != second.get_linestyle() and first.get_marker() != second.get_marker()
+    assert first.get_markersize() > second.get_markersize()
+    plt.close("all")
+
+
+def test_handmade_atari57_set_pdf_and_the_play_rule(handmade, tmp_path):
     out = tmp_path / "figs57"
-    run_plot(handmade, out, "--human_set", "atari57", "--format", "pdf", "--games", "Breakout", "Pong",
-             log_dirs=[str(handmade / "log"), str(handmade / "log_dqn_play")])
+    run_plot(handmade, out, "--human_set", "atari57", "--format", "pdf", "--games", "Breakout", "Pong", "--score",
+             "play", log_dirs=[str(handmade / "log"), str(handmade / "log_dqn_play")])
     rows = read_rows(out)
     dqn = rows[("Breakout", "Dqn")]
-    # with a play log the score (and the % DQN base) is the play average: 10 +- 2
+    # --score play: every score (and the % DQN base) is a play average; the Dqn play: 10 +- 2
     assert (num(dqn["play_average"]), num(dqn["play_std"]), dqn["score_source"]) == (10.0, 2.0, "play")
-    assert num(dqn["best_eval_average"]) == pytest.approx(5.5)
-    dsqn = rows[("Breakout", "Dsqn")]
-    assert num(dsqn["dqn_base"]) == 10.0 and dsqn["dqn_base_source"] == "play"
-    assert num(dsqn["pct_dqn"]) == pytest.approx(318.0)
-    assert num(dsqn["human"]) == 30.5 and dsqn["human_set"] == "atari57"
-    assert num(dsqn["human_normalised_score"]) == pytest.approx(100 * 30.1 / 28.8)
+    assert num(dqn["best_eval_average"]) == pytest.approx(5.5) and num(dqn["score"]) == 10.0
+    dsqn = rows[("Breakout", "Dsqn")]  # not played: no score under the play rule, its best eval in its column
+    assert dsqn["score"] == "" and num(dsqn["best_eval_average"]) == pytest.approx(31.8)
+    conv = rows[("Breakout", "ConvSNN_T500")]
+    assert num(conv["dqn_base"]) == 10.0 and conv["dqn_base_source"] == "play"
+    assert num(conv["pct_dqn"]) == pytest.approx(100 * (15 - 1.7) / (10 - 1.7))
+    assert num(conv["human"]) == 30.5 and conv["human_set"] == "atari57"
+    assert num(conv["human_normalised_score"]) == pytest.approx(100 * 13.3 / 28.8)
     assert num(rows[("Pong", "Dsqn")]["human_normalised_score"]) == pytest.approx(100 * 15 / 35.3)
     assert "Atari-57 human scores" in (out / "scores.md").read_text()
     for name in ("score_Breakout", "hns", "spikes_Pong", "performance_profile"):
@@ -312,7 +341,7 @@ def test_model_selection_keeps_the_dqn_base(handmade, tmp_path):
     run_plot(handmade, out, "--models", "Dsqn", "--games", "breakout")  # game names are case-insensitive
     rows = read_rows(out)
     assert list(rows) == [("Breakout", "Dsqn")]
-    assert num(rows[("Breakout", "Dsqn")]["pct_dqn"]) == pytest.approx(100 * 31.8 / 5.5)
+    assert num(rows[("Breakout", "Dsqn")]["pct_dqn"]) == pytest.approx(100 * 30.1 / 3.8)
     assert sorted(os.listdir(out)) == [
         "energy.csv", "hns.png", "loss_Breakout.png", "max_q_Breakout.png", "per_seed_scores.csv",
         "performance_profile.png", "score_Breakout.png", "scores.csv", "scores.md", "statistics.csv",
@@ -371,8 +400,11 @@ def test_bootstrap_is_stratified_reproducible_and_contains_the_estimate():
     assert statistics.interval(statistics.mean_of_games, [per_game], 500, seed=8) != first
     point, low, high = first
     assert point == pytest.approx((4.0 + 102.0) / 2) and low < point < high
-    # one run per game: nothing to redraw within a game, so the interval is the point (no mixing of games)
-    assert statistics.interval(statistics.iqm, [[np.array([1.0]), np.array([50.0])]], 200, 0) == (25.5, 25.5, 25.5)
+    # one run per game: nothing to redraw within a game, so there is no interval (not a zero-width one) ...
+    assert statistics.interval(statistics.iqm, [[np.array([1.0]), np.array([50.0])]], 200, 0) == (25.5, None, None)
+    # ... unless the games are redrawn: then the interval spans the games
+    point, low, high = statistics.interval(statistics.iqm, [[np.array([1.0]), np.array([50.0])]], 200, 0, "games")
+    assert (point, low, high) == (25.5, 1.0, 50.0)
 
 
 # -- damaged inputs: skipped with a note ----------------------------------------------------------------------------
@@ -414,7 +446,7 @@ def test_damaged_inputs_are_skipped_with_a_note(handmade, tmp_path):
     assert num(rows[("Breakout", "Dqn")]["best_eval_average"]) == 5.0  # the good run, alone
     assert num(rows[("Breakout", "Dsqn")]["play_average"]) == 1.5  # its damaged energy block only is left out
     assert rows[("Breakout", "DsqnIF")]["seeds"] == ""  # the seed "abc" is unknown, the run still counts
-    assert num(rows[("Breakout", "ConvSNN")]["play_average"]) == 7.0  # from the CSV next to a damaged summary
+    assert num(rows[("Breakout", "ConvSNN_T8")]["play_average"]) == 7.0  # from the CSV next to a damaged summary
     assert set(read_csv(out / "energy.csv")) == set()  # no usable operation counts anywhere
     md = (out / "scores.md").read_text()
     for fragment in ["good: n_actions 'four' is not a positive integer", "no_energy_keys: damaged energy block",
@@ -545,6 +577,10 @@ def test_real_runs_play_convert_and_plot(trained_run, tmp_path, capsys):
     conv_path, = glob(str(conv_out / "*" / "summary.json"))
     with open(conv_path) as f:
         conv = json.load(f)
+    convert.cli(["--model", dqn.run_dir, "--episode", "1", "--time", "2", "--norm_examples", "20",  # a second T
+                 "--max_episode_step", "300", "--device", "cpu", "--output_dir", str(conv_out)])
+    with open(glob(str(conv_out / "*_T2_*" / "summary.json"))[0]) as f:
+        conv2 = json.load(f)
     assert conv["energy"]["macs_per_action"] == {"conv1": 3_276_800}
     assert conv["energy"]["sops_per_action"]["fc2"] == 0.0  # output spikes: fan-out 0
     assert conv["sops_per_greedy_action"]["total"] == pytest.approx(conv["energy"]["sops_per_action_total"])
@@ -556,7 +592,11 @@ def test_real_runs_play_convert_and_plot(trained_run, tmp_path, capsys):
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Traceback" not in process.stderr
     rows = read_rows(out)
-    assert set(rows) == {("Breakout", "Dqn"), ("Breakout", "Dsqn"), ("Breakout", "ConvSNN")}
+    # the conversions at T = 8 and T = 2 are two models, each with its own score and operation counts
+    assert set(rows) == {("Breakout", "Dqn"), ("Breakout", "Dsqn"), ("Breakout", "ConvSNN_T8"),
+                         ("Breakout", "ConvSNN_T2")}
+    assert num(rows[("Breakout", "ConvSNN_T2")]["play_average"]) == pytest.approx(conv2["score_mean"])
+    assert {r["score_source"] for r in rows.values()} == {"play"}  # every run was played: the play rule
     for run in (dqn, dsqn):
         row = rows[("Breakout", run.model)]
         evals = [value for _, value in read_scalars(run.tensorboard_dir)["evaluate/average_score"]]
@@ -564,13 +604,26 @@ def test_real_runs_play_convert_and_plot(trained_run, tmp_path, capsys):
         assert num(row["play_average"]) == pytest.approx(summaries[run.model]["average_score"])
         assert num(row["human_normalised_score"]) == pytest.approx(
             100 * (summaries[run.model]["average_score"] - 1.7) / 30.1)
-    conv_row = rows[("Breakout", "ConvSNN")]
+    conv_row = rows[("Breakout", "ConvSNN_T8")]
+    assert len(conv["truncated"]) == 1 and conv_row["truncated_games"] == str(conv["truncated_games"])
     assert conv_row["play_episodes"] == "1"  # the CSV is the JSON summary's own: not counted twice
     assert num(conv_row["play_average"]) == pytest.approx(conv["score_mean"])
     energy_rows = {r["model"]: r for r in read_csv(out / "energy.csv").values()}
     assert num(energy_rows["Dqn"]["macs_per_action"]) == 9_342_976 + 512 * 4
     assert num(energy_rows["Dsqn"]["sops_per_action"]) == pytest.approx(summaries["Dsqn"]["sops_per_action"])
-    assert num(energy_rows["ConvSNN"]["sops_per_action"]) == pytest.approx(conv["energy"]["sops_per_action_total"])
+    assert energy_rows["ConvSNN_T8"]["T"] == "8" and energy_rows["Dsqn"]["T"] == "4"
+    assert energy_rows["ConvSNN_T2"]["T"] == "2" and num(energy_rows["ConvSNN_T2"]["sops_per_action"]) == \
+        pytest.approx(conv2["energy"]["sops_per_action_total"])
+    assert num(energy_rows["ConvSNN_T8"]["sops_per_action"]) == pytest.approx(conv["energy"]["sops_per_action_total"])
+    # the plays were cut at 30 steps, the training runs' games at 40: flagged in the rows and the headings
+    for run in (dqn, dsqn):
+        assert summaries[run.model]["truncated"] == [True] and summaries[run.model]["truncated_games"] == 1
+        assert rows[("Breakout", run.model)]["truncated_games"] == "1"
+        assert rows[("Breakout", run.model)]["horizon"] == "30 40"
+    for name in ("scores.md", "statistics.md"):
+        heading = (out / name).read_text().splitlines()[0]
+        assert "horizon not 18,000 steps" in heading, heading
+    assert "| 30 40 |" in (out / "scores.md").read_text()
     # each play counts for the seed of the run it played, with its play average
     seeds = read_csv(out / "per_seed_scores.csv", ("model", "seed"))
     for run in (dqn, dsqn):

@@ -1,7 +1,8 @@
 """sweep.py on real Ray with real tiny runs of run.py and convert.py.
 
-* a local Ray (2 CPUs): 2 games x {Dqn, Dsqn} x seed 0 and the conversion of one Dqn run end with every run folder
-  and plot.py's scores table; the same run launched by hand gives the same network and evaluations;
+* a local Ray (2 CPUs): 2 games x {Dqn, Dsqn} x seed 0, the conversion of one Dqn run and a play of every trained
+  run end with every run folder and plot.py's tables, whose energy table has the DQN, DSQN and conversion rows;
+  the same run launched by hand gives the same network and evaluations;
 * a two-node cluster on this machine (ray.cluster_utils.Cluster) whose nodes write into node-local folders of their
   own (--results return): the runs spread over both nodes and every run folder reaches the driver;
 * on that cluster, a worker killed mid-run: its run is resumed (run.py --resume) and finishes, while a run with a
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -63,7 +65,7 @@ def local_grid(tmp_path_factory):
     sweep_dir = tmp_path_factory.mktemp("local") / "sweep"
     process = run_sweep(sweep_dir, "--games", "Breakout", "Pong", "--models", "Dqn", "Dsqn", "--seeds", "0",
                     "--convert", "Breakout", "--convert_options", CONVERT, "--num_cpus", "2",
-                    "--object_store_mb", "100")
+                    "--object_store_mb", "100", "--play_games", "1")
     return sweep_dir, process
 
 
@@ -71,13 +73,25 @@ def test_local_grid_ends_with_every_run_and_the_scores_table(local_grid):
     sweep_dir, process = local_grid
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     runs = sorted(os.listdir(sweep_dir / "runs"))
-    assert runs == ["ConvSNN_BreakoutNoFrameskip-v4_T4_seed0", "Dqn_BreakoutNoFrameskip-v4_seed0",
-                    "Dqn_PongNoFrameskip-v4_seed0", "Dsqn_BreakoutNoFrameskip-v4_seed0",
-                    "Dsqn_PongNoFrameskip-v4_seed0"]
+    trained = ["Dqn_BreakoutNoFrameskip-v4_seed0", "Dqn_PongNoFrameskip-v4_seed0", "Dsqn_BreakoutNoFrameskip-v4_seed0",
+               "Dsqn_PongNoFrameskip-v4_seed0"]
+    assert runs == sorted(["ConvSNN_BreakoutNoFrameskip-v4_T4_seed0", *trained, *(f"{n}_play" for n in trained)])
     assert all(status(sweep_dir / "runs" / name)["status"] == "finished" for name in runs)
     scores = (sweep_dir / "figures" / "scores.md").read_text()
     assert "Breakout" in scores and "Pong" in scores and "DSQN" in scores
-    assert "scores.md" in process.stdout and "5 of 5 runs finished" in process.stdout
+    assert "scores.md" in process.stdout and "9 of 9 runs finished" in process.stdout
+    play = json.loads((sweep_dir / "runs" / f"{trained[2]}_play" / "summary.json").read_text())
+    assert play["episodes"] == 1 and play["max_episode_step"] == 10 and play["greedy_actions"] > 0
+    # one sweep, the paper's energy comparison: DQN, DSQN (its play with the spike monitor) and the conversion
+    with open(sweep_dir / "figures" / "energy.csv", newline="") as file:
+        energy = {(r["game"], r["model"]): r for r in csv.DictReader(file)}
+    assert {("Breakout", "Dqn"), ("Breakout", "Dsqn"), ("Breakout", "ConvSNN_T4"), ("Pong", "Dsqn")} <= set(energy)
+    assert float(energy[("Breakout", "Dsqn")]["sops_per_action"]) == pytest.approx(play["sops_per_action"])
+    assert energy[("Breakout", "Dsqn")]["source"] == "play summary" and energy[("Breakout", "Dsqn")]["T"] == "2"
+    with open(sweep_dir / "figures" / "scores.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert {r["score_source"] for r in rows} == {"play"}  # every trained run was played: one rule, the play
+    assert "horizon not 18,000 steps" in scores.splitlines()[0]
     conversion = json.loads((sweep_dir / "runs" / runs[0] / "config.json").read_text())
     assert conversion["seed"] == 0 and conversion["model"].endswith("Dqn_BreakoutNoFrameskip-v4_seed0/best.pkl")
 
@@ -125,11 +139,12 @@ def test_cluster_without_a_shared_folder_returns_every_run_to_the_driver(cluster
     sweep_dir = tmp_path / "sweep"
     process = run_sweep(sweep_dir, "--games", "Breakout", "Pong", "--models", "Dqn", "--seeds", "0", "--convert",
                     "Breakout", "--convert_options", CONVERT, "--address", cluster.address, "--results", "return",
-                    "--no-plot")
+                    "--no-plot", "--play_games", "1")
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     state = sweep_state(sweep_dir)
     names = ["Dqn_BreakoutNoFrameskip-v4_seed0", "Dqn_PongNoFrameskip-v4_seed0",
-             "ConvSNN_BreakoutNoFrameskip-v4_T4_seed0"]
+             "ConvSNN_BreakoutNoFrameskip-v4_T4_seed0", "Dqn_BreakoutNoFrameskip-v4_seed0_play",
+             "Dqn_PongNoFrameskip-v4_seed0_play"]
     assert sorted(state) == sorted(names)
     for name in names:
         assert status(sweep_dir / "runs" / name)["status"] == "finished"
@@ -139,7 +154,9 @@ def test_cluster_without_a_shared_folder_returns_every_run_to_the_driver(cluster
     assert len({state[name]["node"] for name in names[:2]}) == 2, state  # the two Dqn runs ran side by side
     written = {json.loads((sweep_dir / "runs" / name / "config.json").read_text())["output_dir"] for name in names[:2]}
     assert {os.path.dirname(os.path.dirname(w)) for w in written} == set(map(str, cluster.node_dirs)), written
-    assert len(os.listdir(sweep_dir / "logs")) == 3  # each task's output came back with its run
+    assert len(os.listdir(sweep_dir / "logs")) == 5  # each task's output came back with its run
+    play = json.loads((sweep_dir / "runs" / names[3] / "summary.json").read_text())  # played on a node's copy
+    assert play["episodes"] == 1 and play["model_path"].endswith(f"{names[0]}/best.pkl")
     assert not [d for d in cluster.node_dirs if d.exists() and os.listdir(d)]  # node-local copies removed
 
 
@@ -147,6 +164,7 @@ def test_killed_worker_is_resumed_and_a_bad_option_is_reported_once(cluster, tmp
     sweep_dir = tmp_path / "sweep"
     longer = {**dict(zip(TINY[::2], TINY[1::2])), "--timestep_num": "150", "--eval_freq": "75"}
     grid = {"games": ["Breakout"], "models": ["Dqn", "Dsqn"], "seeds": [0], "convert": False, "plot": False,
+            "play_games": 0,
             "run_options": [w for pair in longer.items() for w in pair],
             "model_options": {"Dsqn": {"replay_start_size": 4}}}  # below --minibatch_size 8: run.py refuses it
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
@@ -210,6 +228,9 @@ def test_a_mistake_is_one_line_on_stderr_and_exit_2(tmp_path):
     ([], ["--no_such_option"], "unrecognized arguments"),
     (["--convert_options", "--time 0"], [], "--convert_options: argument --time"),
     (["--convert_options", "--model x"], [], "--convert_options: --model is set by the sweep"),
+    (["--play_options", "--eval_episode_num 3"], [], "--play_options: --eval_episode_num is set by the sweep"),
+    (["--play_options", "--T 0"], [], "--play_options: argument --T"),
+    (["--play_games", "-1"], [], "argument --play_games"),
     (["--convert", "Pong", "--games", "Breakout"], [], "not in the grid"),
     (["--grid", "/nonexistent.yaml"], [], "--grid /nonexistent.yaml: No such file"),
     (["--address", "auto", "--num_cpus", "2"], [], "--num_cpus"),
@@ -248,11 +269,26 @@ def test_dry_run_prints_the_plan_and_its_cost(tmp_path):
     assert sweep.main(["--grid", os.path.join(REPO_ROOT, "grids", "paper.yaml"), "--sweep_dir", str(tmp_path / "s"),
                        "--dry_run"], out=out) == 0
     text = out.getvalue()
-    assert "153 runs: 102 to start, 51 conversions to run" in text
+    assert "255 runs: 102 to start, 51 conversions to run, 102 plays to run" in text
     assert "start     Dsqn_VideoPinballNoFrameskip-v4_seed2" in text
     assert "convert   ConvSNN_PongNoFrameskip-v4_T500_seed0 after Dqn_PongNoFrameskip-v4_seed0" in text
-    assert "run-hours" in text and "learning Dsqn T=64" in text and "docs/benchmarks/" in text
+    assert "play      Dsqn_PongNoFrameskip-v4_seed0_play after Dsqn_PongNoFrameskip-v4_seed0" in text
+    assert "--use_spike_monitor --eval_episode_num 30" in text
+    assert "CPU-core-hours" in text and "learning Dsqn T=64" in text and "docs/benchmarks/" in text
     assert not (tmp_path / "s").exists()
+
+
+def test_dry_run_of_a_short_grid_uses_its_horizon_and_readable_units(tmp_path):
+    out = io.StringIO()
+    assert sweep.main(["--games", "Breakout", "--models", "Dqn", "--seeds", "0", "--no-convert", "--play_games",
+                       "1", "--sweep_dir", str(tmp_path / "s"), "--dry_run", "--", "--timestep_num", "300",
+                       "--max_episode_step", "100", "--eval_episode_num", "1"], out=out) == 0
+    text = out.getvalue()
+    assert "(2 runs: 1 to start, 1 play to run)" in text, text
+    assert "games at 100 agent steps each" in text, text  # the horizon, not the assumed 1000 steps
+    costs = [line for line in text.splitlines() if line.strip().startswith("Dqn") and " each " in line]
+    assert len(costs) == 2 and not any(" 0.0 h" in line for line in costs), costs
+    assert all(line.split("each")[0].rstrip().endswith((" s", " min")) for line in costs), costs
 
 
 def test_run_folders_made_with_other_options_are_refused(tmp_path, capsys):
@@ -263,6 +299,7 @@ def test_run_folders_made_with_other_options_are_refused(tmp_path, capsys):
 
     def grid(episodes: str, T: str, steps: str) -> list[str]:
         return ["--games", "Pong", "--models", "Dqn", "--seeds", "0", "--sweep_dir", str(tmp_path), "--dry_run",
+                "--play_games", "0",
                 "--convert_options", f"--time 4 --episode {episodes}", "--", "--T", T, "--timestep_num", steps]
 
     for spec in build_plan(*parse_command_line(grid("1", "4", "100"))[:2]):  # folders as if that grid made them

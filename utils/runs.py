@@ -149,3 +149,104 @@ class RateMeter:
         rate = (steps - self._steps) / max(now - self._time, 1e-9)
         self._time, self._steps = now, steps
         return rate
+
+
+# -- the evaluation record and the provenance of a run ---------------------------------------------------------------
+
+EVALUATIONS_CSV = "evaluations.csv"
+EVALUATION_COLUMNS = ("step", "games", "mean", "median", "std", "min", "max", "mean_max_q", "truncated_games")
+GIT_DIFF = "git.diff"
+
+
+def evaluation_row(step: int, scores: list[float], mean_max_q: float, truncated: int) -> dict:
+    """One row of evaluations.csv: the evaluation at learning step ``step`` (population std, like the score_std of
+    the TensorBoard events); ``truncated``: its games cut by the step cap (max_episode_step) rather than finished."""
+    import numpy as np
+
+    values = np.asarray(scores, dtype=np.float64)
+    return {"step": int(step), "games": len(values), "mean": float(values.mean()),
+            "median": float(np.median(values)), "std": float(values.std()), "min": float(values.min()),
+            "max": float(values.max()), "mean_max_q": float(mean_max_q), "truncated_games": int(truncated)}
+
+
+def read_evaluations(run_dir: str) -> list[dict]:
+    """The rows of a run folder's evaluations.csv as text ({} where the file is missing or unreadable)."""
+    import csv
+
+    try:
+        with open(os.path.join(run_dir, EVALUATIONS_CSV), encoding="utf-8", newline="") as file:
+            return [row for row in csv.DictReader(file) if row.get("step", "").strip().lstrip("-").isdigit()]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+
+def write_evaluation(run_dir: str, row: dict) -> None:
+    """Add ``row`` to the run folder's evaluations.csv (atomically). Rows of the same or a later step are replaced:
+    a resumed run evaluates again from where its saved state was, like the TensorBoard events it purges."""
+    import csv
+    import io
+
+    kept = [r for r in read_evaluations(run_dir) if int(r["step"]) < row["step"]]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=EVALUATION_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for item in [*kept, row]:
+        writer.writerow({key: ("" if isinstance(item.get(key), float) and not math.isfinite(item[key])
+                               else item.get(key, "")) for key in EVALUATION_COLUMNS})
+    atomic_write(os.path.join(run_dir, EVALUATIONS_CSV), lambda file: file.write(text.getvalue().encode("utf-8")))
+
+
+def library_versions() -> dict:
+    """The versions of the libraries a result depends on (None for one that is not installed)."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name, distribution in (("torch", "torch"), ("spikingjelly", "spikingjelly"), ("gymnasium", "gymnasium"),
+                               ("ale_py", "ale-py"), ("numpy", "numpy")):
+        try:
+            versions[name] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_name(device) -> str:
+    """The device a run computes on, by name: the GPU's model, or the CPU's."""
+    import platform
+
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    name = ""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            name = next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")), "")
+    return f"{device.type}: {name or platform.processor() or platform.machine()}"
+
+
+def git_tree(repo_root: str, run_dir: str) -> dict:
+    """Whether the checkout had uncommitted changes to tracked files; if so their diff is saved as ``git.diff`` in
+    the run folder (the file's name is returned)."""
+    import subprocess
+
+    try:
+        diff = subprocess.run(["git", "diff", "HEAD", "--no-color"], cwd=repo_root, capture_output=True,
+                              check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"git_dirty": None}
+    if not diff:
+        return {"git_dirty": False}
+    atomic_write(os.path.join(run_dir, GIT_DIFF), lambda file: file.write(diff))
+    return {"git_dirty": True, "git_diff": GIT_DIFF}
+
+
+def provenance(repo_root: str, run_dir: str, device=None, neuron_kernel: str | None = None) -> dict:
+    """What config.json records besides the options: library versions, the device's name, the neuron kernel (None
+    for a network without spiking neurons) and the state of the git checkout (see :func:`git_tree`)."""
+    record = {"versions": library_versions(), "neuron_kernel": neuron_kernel, **git_tree(repo_root, run_dir)}
+    if device is not None:
+        record["device_name"] = device_name(device)
+    return record

@@ -57,6 +57,7 @@ class EpisodeStats:
     firing_rate_over: str = "last_life"  # the span of the episode's firing rate: "last_life" or "game"
     layer_sops: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in LAYER_NAMES})
     simulation_seconds: float = 0.0
+    truncated: bool = False  # the game was cut by the time limit (max_episode_step), not finished
 
     @property
     def mix(self) -> float:
@@ -127,6 +128,7 @@ def play_episode(
             stats.life_greedy_steps, stats.life_firing_rate_sum = 0, 0.0
         elif end is not GameStep.PLAYING:
             stats.score = game_score(env)  # the whole game's raw return, the env's reset steps included
+            stats.truncated = end is GameStep.TIME_LIMIT
             return stats
 
 
@@ -184,6 +186,8 @@ def summarise(episodes: list[EpisodeStats], neuron_counts: dict[str, int], T: in
         "spike_mean": float(np.mean([e.spike for e in episodes])),
         "steps": [e.steps for e in episodes],
         "steps_total": steps,
+        "truncated": [e.truncated for e in episodes],
+        "truncated_games": sum(e.truncated for e in episodes),
         "greedy_steps": [e.greedy_steps for e in episodes],
         "greedy_steps_total": greedy,
         "neuron_counts": dict(neuron_counts),
