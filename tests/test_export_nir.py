@@ -50,9 +50,11 @@ def on_grid(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def firing(net, mean: float = 0.9, std: float = 0.9):
+def firing(net, mean: float = 0.9, std: float = 0.9, frames: torch.Tensor | None = None):
     """Give ``net`` (a spiking QNetwork) grid weights whose neuron layers' input currents have about this mean and
-    standard deviation on FRAMES, layer after layer; a non-spiking fc2 gets small grid weights."""
+    standard deviation on ``frames`` (default FRAMES), layer after layer; a non-spiking fc2 gets small grid
+    weights."""
+    frames = FRAMES if frames is None else frames
     torch.manual_seed(0)
     neurons, seen = list(net.activations), {}
     for index, layer in enumerate(net.weight_layers):
@@ -62,7 +64,7 @@ def firing(net, mean: float = 0.9, std: float = 0.9):
             layer.weight.copy_(on_grid(layer.weight * 0.1))
             break
         hook = neurons[index].register_forward_pre_hook(lambda module, inputs: seen.__setitem__("x", inputs[0]))
-        net(FRAMES)
+        net(frames)
         hook.remove()
         scale = std / seen["x"].std()
         layer.weight.copy_(on_grid(layer.weight * scale))
