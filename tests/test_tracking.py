@@ -28,6 +28,9 @@ def tracked_run(tmp_path_factory):
                                "--track", "--capture_video", "--video_freq", "2"], env)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     (run_dir,) = glob.glob(str(out / "runs" / "Dqn_*"))
+    process = run_program_env([os.path.join(REPO_ROOT, "run.py"), "--resume", run_dir, "--timestep_num", "350",
+                               "--track"], env)  # continued with a larger budget: the same W&B run goes on
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     return run_dir
 
 
@@ -48,7 +51,7 @@ def test_the_config_is_in_tensorboard_as_text_and_hyperparameters(tracked_run):
     events.Reload()
     (text,) = events.Tensors("hyperparameters/text_summary")
     table = text.tensor_proto.string_val[0].decode()
-    assert "|learning_rate|0.0001|" in table and "|capture_video|True|" in table
+    assert "|learning_rate|0.0001|" in table and "|capture_video|True|" in table  # once: not again on resume
     start = plugin_data_pb2.HParamsPluginData.FromString(
         events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
     options = {field.name for field in dataclasses.fields(Config)}  # every option of run.py
@@ -58,10 +61,10 @@ def test_the_config_is_in_tensorboard_as_text_and_hyperparameters(tracked_run):
 
 
 def test_track_logs_the_run_to_wandb_offline(tracked_run):
-    (log,) = glob.glob(os.path.join(tracked_run, "wandb", "offline-run-*", "run-*.wandb"))
+    logs = glob.glob(os.path.join(tracked_run, "wandb", "offline-run-*", "run-*.wandb"))
     run_id = open(os.path.join(tracked_run, "wandb-run-id")).read().strip()
-    assert log.endswith(f"run-{run_id}.wandb")  # a resumed run continues this W&B run
-    data = open(log, "rb").read()
+    assert len(logs) == 2 and all(log.endswith(f"run-{run_id}.wandb") for log in logs)  # started, then resumed
+    data = b"".join(open(log, "rb").read() for log in logs)
     for key in (b"replay_start_size", b"target_net_update_freq", b"evaluate/average_score", b"train/epsilon",
                 b"learn/loss", b"videos/train"):  # the config, the TensorBoard scalars and the videos
         assert key in data, key
