@@ -190,7 +190,9 @@ def learn(config, run_dir: str | None) -> None:
     from replay_memory import ReplayMemory
     from utils.cli import Diverged, Stopped
     from utils.runs import shown, write_status
+    from utils.tracking import Tracking, check
 
+    check(config)  # --track, --capture_video: their packages
     device = prepare_device(config)
     seed_everything(config.seed)
     env_args = dict(max_episode_step=config.max_episode_step, history_len=config.history_len, seed=config.seed)
@@ -225,7 +227,9 @@ def learn(config, run_dir: str | None) -> None:
                      "(--save_replay), so it is refilled with a new exploration phase first"), flush=True)
         else:
             logger.info("Run %s: %s", run_dir, json.dumps(config.to_dict(), sort_keys=True))
+        tracking = Tracking(config, run_dir, fresh=not manifest)  # before the writer: W&B mirrors its scalars
         trainer.writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"), purge_step=trainer.purge_step())
+        tracking.attach(trainer)
         try:
             best = trainer.learn()
         except (Stopped, Diverged):
@@ -235,6 +239,7 @@ def learn(config, run_dir: str | None) -> None:
             raise
         finally:
             trainer.writer.close()
+            tracking.close()
             replay.close_journal()
             train_env.close()
             eval_env.close()

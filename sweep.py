@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None, out=None) -> int:
     specs = build_plan(options, run_words)
     runs_dir = os.path.join(sweep_dir, "runs")
     check_existing(specs, runs_dir)
+    if options.address and not options.dry_run:  # a dead address: one line within seconds, before anything is written
+        from sweeping.driver import probe
+
+        probe(options.address)
     if options.dry_run:
         print_plan(classify(specs, runs_dir, SweepState(sweep_dir), options.retry_failed), options, sweep_dir,
                    out, detailed=True)
@@ -100,7 +104,8 @@ def plural_words(n: int, text: str) -> str:
 
 
 def cli() -> None:
-    run_cli(lambda: sys.exit(main()), PROG)
+    # a Ray cluster that cannot be reached or goes away (Ray raises the built-in ConnectionError): one line, exit 2
+    run_cli(lambda: sys.exit(main()), PROG, user_errors=(ConnectionError,))
 
 
 if __name__ == "__main__":

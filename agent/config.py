@@ -19,7 +19,7 @@ from .robustness import PERTURBATIONS, non_negative_float, pixel_budget
 #: or, like the learning rate and the budget, are the point of continuing differently).
 RESUMABLE_OVERRIDES = frozenset({
     "timestep_num", "learning_rate", "eval_episode_num", "checkpoint_freq", "log_freq", "device", "gpu", "backend",
-    "compile", "output_dir",
+    "compile", "output_dir", "track", "wandb_project", "wandb_entity", "capture_video", "video_freq",
 })
 
 
@@ -36,6 +36,14 @@ class Config:
                                  "network values it")
     model_path: str | None = option(None, "play: a checkpoint (.pkl) saved by run.py, or a run folder (its best.pkl)")
     use_video_recorder: bool = option(False, "play: write an mp4 of every episode into the run folder's videos/")
+    # -- experiment tracking (learn; utils/tracking.py) --
+    track: bool = option(False, "learn: also log the run to Weights & Biases (pip install -e \".[track]\"; "
+                                "WANDB_MODE=offline logs without network, for a later `wandb sync`)")
+    wandb_project: str = option("dsqn-reproduction", "--track: the W&B project")
+    wandb_entity: str | None = option(None, "--track: the W&B entity (team or user; default: yours)")
+    capture_video: bool = option(False, "learn: record training games as mp4 into the run folder's videos/train/ "
+                                        "(every --video_freq-th game, game 0 first; pip install -e \".[video]\")")
+    video_freq: int = option(100, "--capture_video: record every this many training games", parse=cli.positive_int)
     use_spike_monitor: bool = option(False, "play: record firing rates, spikes and synaptic operations per greedy "
                                             "action of a spiking network")
     # -- perturbed play: generalisation and robustness (play, robustness; docs/ROBUSTNESS.md) ------------------------

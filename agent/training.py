@@ -108,6 +108,7 @@ class Trainer:
         self.refill = False  # resumed without the replay memory: fill it again before learning goes on
         self.meter = RateMeter()
         self.bar = None
+        self.video = None  # --capture_video: a utils.tracking.TrainingVideo, told of every training env step
 
     # -- the loop ---------------------------------------------------------------------------------------------------
 
@@ -220,6 +221,8 @@ class Trainer:
         done = terminated or truncated
         self.replay.append(obs, action, reward, done, next_obs)
         self.obs = None if done else next_obs
+        if self.video is not None:
+            self.video.step(self.train_env, "game_return" in info, self.p.explored + self.p.timestep)
         if log_games and "game_return" in info:  # the whole game (all lives) ended: its raw score
             self.p.games += 1
             self.writer.add_scalar("train/episode_return", info["game_return"], timestep)

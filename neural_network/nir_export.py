@@ -8,15 +8,21 @@ the converted network of ``conversion_based_snn`` (:func:`spiking_network_to_nir
 
 with one time step of NIR = ``dt`` seconds of NIR time. Every neuron layer is written in NIR's continuous-time
 equations so that their forward-Euler discretisation at ``dt`` (the convention of SpikingJelly's and snnTorch's own
-NIR exporters) is our update, term for term:
+NIR exporters, and of snnTorch's and Norse's importers) is our update, term for term:
 
 * SpikingJelly LIF, decay_input=True, hard reset:  nir.LIF(tau = tau * dt, r = 1, v_leak = v_reset, v_reset)
 * SpikingJelly IF, hard reset:                     nir.IF(r = 1 / dt, v_reset)
-* converted LIF (V <- d V + I, hard reset to 0):   nir.LIF(tau = dt / (1 - d), r = 1 / (1 - d), v_leak = 0)
+* converted LIF (V <- d V + I, hard reset to 0):   a scale node 1 / (1 - d), then nir.LIF(tau = dt / (1 - d), r = 1)
 * soft reset (V <- H - v_th after a spike): NIR's IF and LIF nodes only reset to a value, so the neuron becomes a
-  small recurrent subgraph: nir.I (IF) or nir.LI (LIF) holding the charged voltage H -> nir.Threshold (the
-  spikes) -> nir.Scale(c) -> back into the integrator, a recurrent edge that acts one step later (NIR's
-  convention for cycles), with c = -v_th / r (I) or c = -(1 - k) v_th / (k r) (LI, k = dt / tau).
+  small recurrent subgraph of nodes every importer has (see :meth:`GraphBuilder.neurons`): identity weight layers
+  hold the charged voltage H and the kept voltage, a nir.LIF with tau = dt (no memory) fires, a weight layer
+  -v_th feeds the spikes back, on the next step (NIR's convention for a recurrent edge).
+
+The read-out (the mean over T steps, or the sum for the converted network's q_mix) is an identity weight layer fed
+back to itself. Only NIR nodes that snnTorch 1.0.0 and Norse 1.1.0 import are written (Input, Conv2d, Flatten,
+Affine, LIF, Output), except nir.IF for a hard-reset IF (Norse only) and nir.Delay for the converted network's
+delayed schedule (neither); :func:`importer_limits` says which importer cannot run a graph and why.
+The flatten counts from the end (start_dim = -3), so the graph runs at any batch size in both importers.
 
 Thresholds: NIR fires on v > v_th, our neurons on V >= v_th. ``threshold_rule="float32"`` (the default) writes the
 largest float32 below v_th, so NIR's rule is ours for every float32 voltage; ``"nominal"`` writes v_th itself
@@ -39,6 +45,8 @@ from torch import nn
 from .networks import LAYER_NAMES, QNetwork
 
 DEFAULT_DT = 1e-4  # seconds per step, SpikingJelly's NIR default
+SNNTORCH_DT = 1e-4  # the step snnTorch 1.0.0's importer assumes (it cannot be told another)
+IMPORTERS = {"snntorch": "snnTorch 1.0.0", "norse": "Norse 1.1.0"}
 THRESHOLD_RULES = ("float32", "nominal")
 FORMAT = "dsqn-nir/1"  # the graph-level metadata layout written here (docs/NIR.md)
 INPUT = "frame stack / 255 (float, [history_len, 84, 84]), the same at every step"
@@ -90,7 +98,7 @@ def _array(tensor: torch.Tensor) -> np.ndarray:
 
 class GraphBuilder:
     """Nodes and edges of one graph, added in the order the signal flows (the order of a node's incoming edges is
-    the order in which a simulator sums them)."""
+    the order in which a simulator sums them). ``limits`` collects, per importer, why it cannot run the graph."""
 
     def __init__(self, dt: float, threshold_rule: str):
         if not (dt > 0 and math.isfinite(dt)):
@@ -101,6 +109,13 @@ class GraphBuilder:
         self.edges: list[tuple[str, str]] = []
         self.spike_nodes: dict[str, str] = {}  # layer name -> the node that emits its spikes
         self.thresholds: set[float] = set()  # the NIR thresholds written
+        self.limits: dict[str, list[str]] = {name: [] for name in IMPORTERS}
+        if self.dt != SNNTORCH_DT:
+            self.limit("snntorch", f"its importer assumes dt = {SNNTORCH_DT:g} s, this graph's dt is {self.dt:g} s")
+
+    def limit(self, importer: str, reason: str) -> None:
+        if reason not in self.limits[importer]:
+            self.limits[importer].append(reason)
 
     def add(self, name: str, node: nir.NIRNode, *sources: str) -> str:
         if name in self.nodes:
@@ -113,10 +128,16 @@ class GraphBuilder:
         """``source`` seen ``steps`` steps later (no node for 0 steps)."""
         if steps == 0:
             return source
+        reason = "it has no nir.Delay node (export the converted network with --schedule same_step)"
+        self.limit("snntorch", reason)
+        self.limit("norse", reason)
         return self.add(name, nir.Delay(delay=np.full(shape, steps * self.dt)), source)
 
-    def weight_layer(self, name: str, layer: nn.Module, source: str, input_shape: tuple[int, ...]) -> str:
-        """conv -> nir.Conv2d with its input shape; linear -> nir.Affine (a flatten first if its input is not 1-D)."""
+    def weight_layer(self, name: str, layer: nn.Module, source: str, input_shape: tuple[int, ...],
+                     below: str = "") -> str:
+        """conv -> nir.Conv2d with its input shape; linear -> nir.Affine (a flatten first if its input is not 1-D).
+        The flatten counts its dimensions from the end (start_dim = -3), which means the same with or without a
+        batch dimension in front: importers hand start_dim to torch.nn.Flatten as it is."""
         if isinstance(layer, nn.Conv2d):
             if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
                 raise ValueError(f"{name}: only ungrouped, zero-padded convolutions with numeric padding are exported")
@@ -125,10 +146,32 @@ class GraphBuilder:
                               padding=layer.padding, dilation=layer.dilation, groups=1, bias=_array(bias))
             return self.add(name, node, source)
         if len(input_shape) > 1:
-            source = self.add(f"{name}_flatten", nir.Flatten(input_type={"input": np.array(input_shape)},
-                                                             start_dim=0, end_dim=-1), source)
+            source = self.add(f"{below}_flatten", nir.Flatten(input_type={"input": np.array(input_shape)},
+                                                             start_dim=-len(input_shape), end_dim=-1), source)
         bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
         return self.add(name, nir.Affine(weight=_array(layer.weight), bias=_array(bias)), source)
+
+    def scale(self, name: str, source: str, shape: tuple[int, ...], factor: float) -> str:
+        """``factor`` times ``source``, element by element, as a weight layer every importer has: a 1x1
+        nir.Conv2d for a [C, H, W] signal, a diagonal nir.Affine for a vector; both without bias."""
+        if len(shape) == 3:
+            weight = np.zeros((shape[0], shape[0], 1, 1), dtype=np.float32)
+            weight[np.arange(shape[0]), np.arange(shape[0])] = factor
+            node = nir.Conv2d(input_shape=tuple(shape[1:]), weight=weight, stride=1, padding=0, dilation=1, groups=1,
+                              bias=np.zeros(shape[0], dtype=np.float32))
+        else:
+            node = nir.Affine(weight=(np.eye(shape[0]) * factor).astype(np.float32),
+                              bias=np.zeros(shape[0], dtype=np.float32))
+        return self.add(name, node, source)
+
+    def accumulator(self, name: str, source: str, shape: tuple[int, ...], factor: float = 1.0) -> str:
+        """A node holding the running sum of ``source`` times ``factor``: an identity weight layer whose output
+        is fed back to itself (a recurrent edge reads the previous step), after a scale node if factor != 1."""
+        if factor != 1.0:
+            source = self.scale(f"{name}_scale", source, shape, factor)
+        node = self.scale(name, source, shape, 1.0)
+        self.edges.append((node, node))
+        return node
 
     def neurons(self, layer: str, cell: Neuron, source: str, shape: tuple[int, ...]) -> str:
         """The neuron layer ``layer`` fed by ``source``; returns the node that emits its spikes."""
@@ -141,29 +184,46 @@ class GraphBuilder:
         self.thresholds.add(written)
         threshold = full(written)
         if cell.v_reset is not None:
+            if cell.v_reset != 0:
+                reason = f"its neurons reset to 0, these to {cell.v_reset:g}"
+                self.limit("snntorch", reason)
+                self.limit("norse", reason)
             if cell.leak is None:
-                node = nir.IF(r=full(cell.gain / dt), v_threshold=threshold, v_reset=full(cell.v_reset))
-            else:
-                node = nir.LIF(tau=full(dt / cell.leak), r=full(cell.gain), v_leak=full(cell.v_leak),
-                               v_threshold=threshold, v_reset=full(cell.v_reset))
-            spikes = self.add(f"{layer}_{'if' if cell.leak is None else 'lif'}", node, source)
-        else:
-            if cell.leak is None:
-                integrator, feedback = nir.I(r=full(cell.gain / dt)), -cell.v_threshold / cell.gain
-            else:
-                integrator = nir.LI(tau=full(dt / cell.leak), r=full(cell.gain), v_leak=full(cell.v_leak))
-                feedback = -(1.0 - cell.leak) * cell.v_threshold / (cell.leak * cell.gain)
-            voltage = self.add(f"{layer}_v", integrator, source)
-            spikes = self.add(f"{layer}_spikes", nir.Threshold(threshold=threshold), voltage)
-            self.add(f"{layer}_reset", nir.Scale(scale=full(feedback)), spikes)
-            self.edges.append((f"{layer}_reset", voltage))  # recurrent: acts on the next step
-        self.spike_nodes[layer] = spikes
-        return spikes
+                self.limit("snntorch", "its importer turns nir.IF into a leaky neuron (beta 0.9, reset by subtraction)")
+                node = nir.IF(r=full(cell.gain / dt), v_threshold=threshold, v_reset=full(cell.v_reset),
+                              metadata={"dt": dt})
+                return self._spikes(layer, self.add(f"{layer}_if", node, source))
+            if cell.gain != 1.0:  # importers take r = 1 (Norse ignores r): the input gain is a node of its own
+                source = self.scale(f"{layer}_gain", source, shape, cell.gain)
+            if cell.v_leak != 0:
+                reason = f"it requires v_leak = 0, these neurons leak towards {cell.v_leak:g}"
+                self.limit("snntorch", reason)
+            node = nir.LIF(tau=full(dt / cell.leak), r=full(1.0), v_leak=full(cell.v_leak), v_threshold=threshold,
+                           v_reset=full(cell.v_reset), metadata={"dt": dt})
+            return self._spikes(layer, self.add(f"{layer}_lif", node, source))
+        # soft reset: H_t = x_t + keep V_{t-1}, V_t = H_t - v_th S_t, with x_t the input (times the leak's input
+        # gain) and keep the share of the voltage a step keeps (1 - leak; 1 for IF). H and keep V live in identity
+        # weight layers fed back to each other (a recurrent edge reads the previous step); every node sums two
+        # inputs, so the order in which an importer sums them cannot change a float32 result. The nodes are
+        # numbered in the order a step computes them: a file lists its nodes alphabetically, and nirtorch (which
+        # snnTorch's importer uses) reads as "previous step" whichever input it has not computed yet.
+        keep = 1.0 if cell.leak is None else 1.0 - cell.leak
+        factor = cell.gain if cell.leak is None else cell.leak * cell.gain
+        if factor != 1.0:
+            source = self.scale(f"{layer}_1_input", source, shape, factor)
+        voltage = self.scale(f"{layer}_2_voltage", source, shape, 1.0)
+        firing = nir.LIF(tau=full(dt), r=full(1.0), v_leak=full(0.0), v_threshold=threshold, v_reset=full(0.0),
+                         metadata={"dt": dt})  # tau = dt: v = x at every step, a threshold without memory
+        spikes = self.add(f"{layer}_3_spikes", firing, voltage)
+        reset = self.scale(f"{layer}_4_reset", spikes, shape, -cell.v_threshold)
+        kept = self.scale(f"{layer}_5_kept", voltage, shape, keep)
+        self.edges.append((reset, kept))
+        self.edges.append((kept, voltage))  # recurrent: acts on the next step
+        return self._spikes(layer, spikes)
 
-    def integrator(self, name: str, source: str, shape: tuple[int, ...], steps: int) -> str:
-        """A non-spiking read-out: nir.I with r = 1 / (steps dt), i.e. after ``steps`` steps it holds the mean of its
-        input over them (steps = 1: the sum)."""
-        return self.add(name, nir.I(r=np.full(shape, 1.0 / (steps * self.dt), dtype=np.float64)), source)
+    def _spikes(self, layer: str, node: str) -> str:
+        self.spike_nodes[layer] = node
+        return node
 
     def output(self, name: str, source: str, shape: tuple[int, ...]) -> str:
         return self.add(name, nir.Output(output_type={"output": np.array(shape)}), source)
@@ -171,7 +231,8 @@ class GraphBuilder:
     def graph(self, metadata: dict) -> nir.NIRGraph:
         record = {"format": FORMAT, "input": INPUT, "dt": self.dt, "threshold_rule": self.threshold_rule,
                   "spike_nodes": json.dumps(self.spike_nodes), "nir_v_threshold": ", ".join(
-                      repr(value) for value in sorted(self.thresholds)), **metadata}
+                      repr(value) for value in sorted(self.thresholds)),
+                  "importers": json.dumps(self.limits), **metadata}
         return nir.NIRGraph(nodes=self.nodes, edges=self.edges, metadata=record, type_check=True)
 
 
@@ -193,7 +254,7 @@ def _trunk(builder: GraphBuilder, layers: list[nn.Module], cells: list[Neuron], 
     source_shape = input_shape
     for index, name in enumerate(LAYER_NAMES):
         node = builder.delay(f"{name}_delay", node, source_shape, delay)
-        node = builder.weight_layer(name, layers[index], node, source_shape)
+        node = builder.weight_layer(name, layers[index], node, source_shape, LAYER_NAMES[index - 1])
         if index < len(cells):
             node = builder.neurons(name, cells[index], node, shapes[index])
         source_shape = shapes[index]
@@ -203,14 +264,14 @@ def _trunk(builder: GraphBuilder, layers: list[nn.Module], cells: list[Neuron], 
 def qnetwork_to_nir(net: QNetwork, *, dt: float = DEFAULT_DT, threshold_rule: str = "float32",
                     source: str = "") -> nir.NIRGraph:
     """The NIR graph of a Dsqn, DsqnIF or DsqnSpike network simulated for ``net.T`` steps. Output "q" after the
-    T-th step is the network's Q: fc2 applied to fc1's firing rate (the read-out integrator on fc2's output, an
-    exact rewriting of fc2(mean_t s_t) = mean_t (W s_t + b)), or DsqnSpike's output firing rate."""
+    T-th step is the network's Q: the running sum of fc2's output / T (an exact rewriting of
+    fc2(mean_t s_t) = mean_t (W s_t + b)), or of DsqnSpike's output spikes / T (their firing rate)."""
     if not net.spiking:
         raise ValueError(f"{net.model} has no spiking neurons to export")
     builder = GraphBuilder(dt, threshold_rule)
     cells = [spikingjelly_neuron(module) for module in net.activations]
     last, shapes = _trunk(builder, net.weight_layers, cells, delay=0)
-    q = builder.integrator("readout", last, shapes[-1], net.T)
+    q = builder.accumulator("readout", last, shapes[-1], 1.0 / net.T)
     builder.output("q", q, shapes[-1])
     readout = ("firing rate of the fc2 neurons over T steps" if net.kind.spiking_output
                else "fc2 applied to the firing rate of the fc1 neurons over T steps (non-spiking)")
@@ -241,17 +302,24 @@ def spiking_network_to_nir(snn, T: int, *, schedule: str | None = None, dt: floa
     cell = converted_neuron(snn.node_type, snn.decay)
     spikes, shapes = _trunk(builder, snn.weight_layers, [cell] * len(LAYER_NAMES), delay)
     n_actions = shapes[-1]
-    builder.output("spike_count", builder.integrator("count", spikes, n_actions, 1), n_actions)
     metadata = {"model": "ConvertedSNN", "T": int(T), "source": source, "neurons": cell.describe(),
                 "node_type": snn.node_type, "schedule": schedule or snn.schedule, "delay_steps": delay,
-                "input": "frame stack / 255 (float, [history_len, 84, 84]), the same at every step",
                 "readout": "q_mix: output spike count over T steps + the output layer's voltage after step T"}
     if cell.v_reset is None:
-        builder.output("q_mix", builder.integrator("mix", "fc2", n_actions, 1), n_actions)
+        builder.output("q_mix", builder.accumulator("mix", "fc2", n_actions), n_actions)
         metadata["q_output"] = "q_mix"
     else:
+        builder.output("spike_count", builder.accumulator("count", spikes, n_actions), n_actions)
         metadata.update(q_output="spike_count", q_plus_voltage_of="fc2_lif")
+        reason = "Q needs the output neurons' voltage after step T, which no NIR node outputs (read it from the state)"
+        builder.limit("snntorch", reason)
+        builder.limit("norse", reason)
     return builder.graph(metadata)
+
+
+def importer_limits(graph: nir.NIRGraph) -> dict[str, list[str]]:
+    """Per importer (snntorch, norse), why it cannot run ``graph`` whole (empty: it can), from the metadata."""
+    return json.loads(graph.metadata.get("importers", "{}"))
 
 
 def graph_bytes(graph: nir.NIRGraph, compression: str | None = "gzip") -> bytes:

@@ -17,7 +17,11 @@ its source's output of the previous step, zero at the first step; every other ed
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import json
+import warnings
 from dataclasses import dataclass, field
 
 import nir
@@ -273,15 +277,81 @@ class Agreement:
 
 
 def compare(model, graph: nir.NIRGraph | str, frames: torch.Tensor, T: int | None = None,
-            schedule: str | None = None) -> Agreement:
-    """Simulate ``graph`` on ``frames`` / 255 and ``model`` on ``frames`` and compare spikes per layer and Q."""
-    simulator = GraphSimulator(graph)
-    T = int(simulator.metadata["T"]) if T is None else T
-    graph_run = simulator.run(frames.float() / 255.0, T)
+            schedule: str | None = None, importer: str | None = None) -> Agreement:
+    """Run ``graph`` on ``frames`` / 255 (in our simulator, or imported by ``importer``, "snntorch" or "norse") and
+    ``model`` on ``frames`` and compare spikes per layer and Q."""
+    graph = nir.read(graph) if isinstance(graph, str) else graph
+    metadata = dict(graph.metadata or {})
+    T = int(metadata["T"]) if T is None else T
+    x = frames.float() / 255.0
+    graph_run = GraphSimulator(graph).run(x, T) if importer is None else run_imported(graph, x, importer, T)
     trains, q = network_run(model, frames, T, schedule)
-    spike_nodes = json.loads(simulator.metadata["spike_nodes"])
+    spike_nodes = json.loads(metadata["spike_nodes"])
     differ = {layer: int((graph_run.spikes[node] != trains[layer]).sum()) for layer, node in spike_nodes.items()}
     counts = {layer: int(trains[layer].sum()) for layer in spike_nodes}
-    q_graph = graph_q(graph_run, simulator.metadata).to(q.dtype)
+    q_graph = graph_q(graph_run, metadata).to(q.dtype)
     equal = int((q_graph.argmax(1) == q.argmax(1)).sum())
     return Agreement(differ, counts, equal, len(frames), float((q_graph - q).abs().max()))
+
+
+# -- running a graph in snnTorch and Norse (docs/NIR.md, "In snnTorch and Norse") ------------------------------------
+
+
+def import_graph(graph: nir.NIRGraph, importer: str) -> nn.Module:
+    """``graph`` as a PyTorch module built by snnTorch's or Norse's own NIR importer. One call is one step:
+    ``out, state = module(x, state)``, from state None; Norse is told the graph's dt (its default is 1e-3 s;
+    snnTorch assumes 1e-4 s, the export's default)."""
+    if importer == "snntorch":
+        import snntorch.import_nir
+
+        with contextlib.redirect_stdout(io.StringIO()):  # its importer prints a line on every import
+            return snntorch.import_nir.import_from_nir(copy.deepcopy(graph))
+    if importer == "norse":
+        import norse.torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Norse 1.1.0 uses nirtorch.load
+            return norse.torch.from_nir(graph, dt=float(graph.metadata["dt"]), ignore_warnings=True)
+    raise ValueError(f"unknown importer {importer!r}; choose snntorch or norse")
+
+
+def reset_imported(module: nn.Module) -> None:
+    """Start a new action: snnTorch's neurons keep their voltage inside the module (Norse's live in the state)."""
+    for layer in module.modules():
+        if hasattr(layer, "reset_mem") and getattr(layer, "init_hidden", False):
+            layer.reset_mem()
+
+
+@torch.no_grad()
+def run_imported(graph: nir.NIRGraph, x: torch.Tensor, importer: str, T: int | None = None) -> GraphRun:
+    """Import ``graph`` with ``importer`` and present ``x`` ([B, *input shape]) at each of ``T`` steps; the spikes
+    of the nodes in the metadata's spike_nodes, the Output's value at every step and, for the node named by
+    q_plus_voltage_of, its voltage after the last step (taken from the importer's state)."""
+    metadata = dict(graph.metadata or {})
+    T = int(metadata["T"]) if T is None else T
+    module = import_graph(graph, importer)
+    reset_imported(module)
+    modules = dict(module.named_modules())
+    record = {node: [] for node in json.loads(metadata["spike_nodes"]).values()}
+    hooks = [modules[node].register_forward_hook(
+        lambda m, i, out, node=node: record[node].append(out[0] if isinstance(out, tuple) else out))
+        for node in record]
+    outputs, state = [], None
+    try:
+        for _ in range(T):
+            out, state = module(x, state)
+            outputs.append(out)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    spikes = {node: torch.stack(seq).bool() for node, seq in record.items()}
+    voltages = {}
+    name = metadata.get("q_plus_voltage_of")
+    if name:
+        if importer == "norse":
+            voltages[name] = state.state[name][0].v
+        else:  # snnTorch holds v / (r dt / tau) and, after two spikes in a row, the value before the reset
+            node = graph.nodes[name]
+            scale = torch.as_tensor(np.asarray(node.r * float(metadata["dt"]) / node.tau)).to(x.dtype)
+            voltages[name] = torch.where(spikes[name][-1], 0.0, modules[name].mem * scale)
+    return GraphRun({metadata["q_output"]: torch.stack(outputs)}, spikes, voltages)

@@ -24,6 +24,83 @@ from sweeping.state import OWN_FAILURE, SweepState
 from sweeping.worker import cleanup_node, execute
 
 EXIT_FAILED, EXIT_STOPPED = 1, 130
+PROBE_TIMEOUT_S = 10  # a TCP connection to --address host:port must open within this
+CONNECT_TIMEOUT_S = 60  # joining the cluster must succeed within this (environment: SWEEP_CONNECT_TIMEOUT)
+AUTH_HELP = ("set RAY_AUTH_MODE=token and make the cluster's token visible (~/.ray/auth_token, RAY_AUTH_TOKEN or "
+             "RAY_AUTH_TOKEN_PATH) in this shell as on every node, or start every node and this driver with "
+             "RAY_AUTH_MODE=disabled on a trusted network (docs/CLUSTER.md)")
+
+
+def split_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a --address, None for auto; a UserError for anything else."""
+    from utils.cli import UserError
+
+    if address == "auto":
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address {address}: give the head node's host:port (e.g. 10.0.0.1:6379) or auto")
+    return host.strip("[]"), int(port)
+
+
+def probe(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """A UserError, within ``timeout`` seconds, when nothing accepts a TCP connection at ``address``."""
+    import socket
+
+    from utils.cli import UserError
+
+    where = split_address(address)
+    if where is None:
+        return
+    try:
+        socket.create_connection(where, timeout=timeout).close()
+    except OSError as error:
+        reason = error.strerror or ("no answer" if isinstance(error, TimeoutError) else str(error) or "refused")
+        raise UserError(f"--address {address}: no Ray head node answers there ({reason}, {timeout:g} s limit); "
+                        f"start one with `ray start --head --port={where[1]}` or give its address") from None
+
+
+def connect(ray, address: str, job) -> None:
+    """ray.init(address=...) that ends, whatever happens, in one line: a UserError for an error Ray raises, and
+    after SWEEP_CONNECT_TIMEOUT seconds (default CONNECT_TIMEOUT_S) without an answer, one line on stderr and exit
+    status 2 (Ray keeps retrying an address where something listens that is not a Ray head node). Ray's own log
+    lines during the attempt are held back."""
+    import tempfile
+    import threading
+
+    from utils.cli import UserError
+
+    probe(address)
+    timeout = float(os.environ.get("SWEEP_CONNECT_TIMEOUT") or CONNECT_TIMEOUT_S)
+    sys.stderr.flush()
+    saved = os.dup(2)
+
+    def give_up() -> None:
+        os.dup2(saved, 2)
+        os.write(2, f"sweep.py: error: --address {address}: no Ray cluster answered within {timeout:g} s (is "
+                    "it the head node's GCS port, 6379 by default, and the same Ray version?)\n".encode())
+        os._exit(2)
+
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        timer = threading.Timer(timeout, give_up)
+        timer.daemon = True
+        timer.start()
+        try:
+            ray.init(address=address, log_to_driver=False, job_config=job)
+        except Exception as error:  # noqa: BLE001 - every way of not joining is the same one line
+            text = " ".join(str(error).split()) or type(error).__name__
+            held.seek(0)
+            said = held.read().decode(errors="replace")  # Ray names a refused token only in its log
+            if any("auth" in words.lower() for words in (text, type(error).__name__)) or "InvalidAuthToken" in said:
+                raise UserError(f"--address {address}: the cluster refused this driver's authentication: "
+                                f"{AUTH_HELP}") from None
+            raise UserError(f"--address {address}: could not join the Ray cluster: {text[:300]}") from None
+        finally:
+            timer.cancel()
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class Stop(Exception):
@@ -54,7 +131,7 @@ class Driver:
         if self.owns_ray:  # the workers import sweeping/ from this repository (the same path on every node)
             job = ray.job_config.JobConfig(code_search_path=[REPO_ROOT])
             if self.options.address:
-                ray.init(address=self.options.address, log_to_driver=False, job_config=job)
+                connect(ray, self.options.address, job)
             else:
                 ray.init(num_cpus=self.options.num_cpus, include_dashboard=False, log_to_driver=False, job_config=job,
                          object_store_memory=self.options.object_store_mb and self.options.object_store_mb << 20)

@@ -22,7 +22,7 @@ import torch
 
 from conversion_based_snn.snn.simulate import SpikingNetwork
 from neural_network import build_network, save_checkpoint
-from neural_network.nir_export import graph_bytes, qnetwork_to_nir, spiking_network_to_nir
+from neural_network.nir_export import graph_bytes, importer_limits, qnetwork_to_nir, spiking_network_to_nir
 from neural_network.nir_reader import GraphSimulator, compare, network_run, nirtorch_module
 from utils import export_nir
 
@@ -50,9 +50,11 @@ def on_grid(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def firing(net, mean: float = 0.9, std: float = 0.9):
+def firing(net, mean: float = 0.9, std: float = 0.9, frames: torch.Tensor | None = None):
     """Give ``net`` (a spiking QNetwork) grid weights whose neuron layers' input currents have about this mean and
-    standard deviation on FRAMES, layer after layer; a non-spiking fc2 gets small grid weights."""
+    standard deviation on ``frames`` (default FRAMES), layer after layer; a non-spiking fc2 gets small grid
+    weights."""
+    frames = FRAMES if frames is None else frames
     torch.manual_seed(0)
     neurons, seen = list(net.activations), {}
     for index, layer in enumerate(net.weight_layers):
@@ -62,7 +64,7 @@ def firing(net, mean: float = 0.9, std: float = 0.9):
             layer.weight.copy_(on_grid(layer.weight * 0.1))
             break
         hook = neurons[index].register_forward_pre_hook(lambda module, inputs: seen.__setitem__("x", inputs[0]))
-        net(FRAMES)
+        net(frames)
         hook.remove()
         scale = std / seen["x"].std()
         layer.weight.copy_(on_grid(layer.weight * scale))
@@ -112,12 +114,28 @@ def test_the_mapping_of_a_hard_reset_lif_and_of_a_soft_reset():
     assert float(lif.v_threshold[0, 0, 0]) == float(torch.tensor(1.0).nextafter(torch.tensor(0.0)))
     assert tuple(hard.nodes["conv1"].input_type["input"]) == (4, 84, 84)
     assert tuple(hard.nodes["conv3"].output_type["output"]) == (64, 7, 7)
-    assert isinstance(hard.nodes["fc1_flatten"], nir.Flatten) and isinstance(hard.nodes["fc2"], nir.Affine)
-    assert float(hard.nodes["readout"].r[0]) == pytest.approx(1 / (T * 1e-3))  # the mean over T steps
+    flatten = hard.nodes["conv3_flatten"]  # counted from the end: the same with a batch dimension in front
+    assert isinstance(flatten, nir.Flatten) and (flatten.start_dim, flatten.end_dim) == (-3, -1)
+    assert tuple(flatten.output_type["output"]) == (3136,) and isinstance(hard.nodes["fc2"], nir.Affine)
+    scale, readout = hard.nodes["readout_scale"], hard.nodes["readout"]  # the mean over T steps: sum of fc2 / T
+    assert torch.equal(torch.as_tensor(scale.weight), torch.eye(4) / T) and not scale.bias.any()
+    assert torch.equal(torch.as_tensor(readout.weight), torch.eye(4)) and ("readout", "readout") in hard.edges
+    assert float(lif.metadata["dt"]) == 1e-3
     soft = qnetwork_to_nir(build_network("DsqnIF", 4, T=T, v_reset=None), threshold_rule="nominal")
-    assert isinstance(soft.nodes["fc1_v"], nir.I) and isinstance(soft.nodes["fc1_spikes"], nir.Threshold)
-    assert float(soft.nodes["fc1_reset"].scale[0]) == -1.0 and ("fc1_reset", "fc1_v") in soft.edges
-    assert float(soft.nodes["fc1_spikes"].threshold[0]) == 1.0
+    firing_node = soft.nodes["fc1_3_spikes"]  # tau = dt: no memory, a threshold
+    assert isinstance(firing_node, nir.LIF) and float(firing_node.tau[0]) == float(soft.metadata["dt"])
+    assert float(firing_node.v_threshold[0]) == 1.0
+    assert float(soft.nodes["fc1_4_reset"].weight[0, 0]) == -1.0
+    assert float(soft.nodes["fc1_5_kept"].weight[0, 0]) == 1.0
+    assert {("fc1_2_voltage", "fc1_3_spikes"), ("fc1_3_spikes", "fc1_4_reset"), ("fc1_4_reset", "fc1_5_kept"),
+            ("fc1_2_voltage", "fc1_5_kept"), ("fc1_5_kept", "fc1_2_voltage")} <= set(soft.edges)
+    leaky = qnetwork_to_nir(build_network("Dsqn", 4, T=T, tau=4.0, v_reset=None))
+    assert float(leaky.nodes["conv1_1_input"].weight[0, 0, 0, 0]) == 0.25  # x / tau enters H
+    assert float(leaky.nodes["conv1_5_kept"].weight[0, 0, 0, 0]) == 0.75  # and (1 - 1 / tau) of V is kept
+    assert "conv1_1_input" not in soft.nodes  # IF: the input enters as it is
+    assert importer_limits(hard) == {"snntorch": ["its importer assumes dt = 0.0001 s, this graph's dt is 0.001 s"],
+                                     "norse": []}
+    assert importer_limits(soft) == {"snntorch": [], "norse": []}
 
 
 @pytest.mark.parametrize("model, v_reset", [("Dsqn", None), ("DsqnSpike", 0.0)])
@@ -127,7 +145,7 @@ def test_nirtorch_wires_the_graph_the_same_way(model, v_reset, tmp_path):
     net = firing(build_network(model, 4, T=T, v_reset=v_reset))
     graph = read_back(qnetwork_to_nir(net), tmp_path)
     module = nirtorch_module(graph)
-    layer, spike_node = ("fc1", "fc1_spikes") if v_reset is None else ("fc2", "fc2_lif")
+    layer, spike_node = ("fc1", "fc1_3_spikes") if v_reset is None else ("fc2", "fc2_lif")
     spikes = []  # a stateful node returns (output, state)
     module.get_submodule(spike_node).register_forward_hook(
         lambda m, i, out: spikes.append(out[0] if isinstance(out, tuple) else out))
@@ -225,7 +243,8 @@ def test_the_command_exports_a_run_folder_with_its_configuration(models, tmp_pat
     printed = capsys.readouterr().out
     assert "identical spike trains in every layer" in printed and "greedy actions equal in 1/1" in printed
     graph = nir.read(str(out))
-    assert isinstance(graph.nodes["conv1_v"], nir.LI)  # the run's soft reset (v_reset -1 in its config.json)
+    assert isinstance(graph.nodes["conv1_3_spikes"], nir.LIF)  # the run's soft reset (v_reset -1 in its config.json)
+    assert graph.metadata["source"] == "Dsqn_run/best.pkl"  # no absolute path
     assert graph.metadata["model"] == "Dsqn" and int(graph.metadata["T"]) == T
 
 

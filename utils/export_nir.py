@@ -5,8 +5,9 @@
 
 --model is a Dsqn, DsqnIF or DsqnSpike checkpoint saved by run.py (best.pkl) or its run folder, or a converted
 network saved by convert.py (snn.pt) or its run folder. The graph is written atomically to --out (HDF5, nir.write).
-Then, unless --check_frames 0, the file is read back with nir.read, simulated step by step in PyTorch
-(neural_network/nir_reader.py) beside the network on random frame stacks, and the agreement is printed.
+Then, unless --check_frames 0, the file is read back with nir.read and run beside the network on random frame
+stacks, step by step in PyTorch (neural_network/nir_reader.py) and in snnTorch and Norse where they are installed
+and can run the graph, and the agreement is printed. One line per importer says which cannot run the graph, and why.
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ def resolve_model(path: str) -> tuple[str, bool]:
     return path, isinstance(record, dict) and "state_dict" in record and "node_type" in record
 
 
+def source_name(path: str) -> str:
+    """The model file as the metadata names it: its run folder and file name, never an absolute path."""
+    return f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
+
+
 def export_checkpoint(config: ExportConfig, path: str) -> Exported:
     from neural_network import QNetwork, build_network, load_checkpoint, read_checkpoint
     from neural_network.nir_export import qnetwork_to_nir
@@ -108,7 +114,7 @@ def export_checkpoint(config: ExportConfig, path: str) -> Exported:
     net = build_network(info.model, info.n_actions, history_len=int(state["conv1.weight"].shape[1]), T=T, **hyper)
     load_checkpoint(net, path)
     net.eval().requires_grad_(False)
-    graph = qnetwork_to_nir(net, dt=config.dt, threshold_rule=config.threshold, source=path)
+    graph = qnetwork_to_nir(net, dt=config.dt, threshold_rule=config.threshold, source=source_name(path))
     hyper_text = ", ".join(f"{name} {value}" for name, value in hyper.items())
     origin = "the run's config.json" if trained else "run.py's defaults"
     return Exported(graph, net, None, f"{info.model}, T={T}, {hyper_text} (options given, else {origin})")
@@ -135,30 +141,54 @@ def export_converted(config: ExportConfig, path: str) -> Exported:
         raise UserError(f"{path} holds non-finite weights (NaN or infinity) and is refused")
     T = config.T or read_run_config(os.path.dirname(path), "convert.py").get("time") or ConvertConfig().time
     graph = spiking_network_to_nir(snn, T, schedule=config.schedule, dt=config.dt, threshold_rule=config.threshold,
-                                   source=path)
+                                   source=source_name(path))
     schedule = config.schedule or snn.schedule
     return Exported(graph, snn, schedule, f"converted network ({snn.node_type}, {schedule} schedule), T={T}")
 
 
-def check(exported: Exported, out: str, n: int) -> str:
-    """Read ``out`` back, simulate it beside the network on ``n`` random frame stacks; one line of findings."""
+def check(exported: Exported, out: str, n: int) -> list[str]:
+    """Read ``out`` back, run it beside the network on ``n`` random frame stacks, in our simulator and in each of
+    snnTorch and Norse that is installed and can run it; one line of findings per run."""
+    import importlib.util
+
     import nir
     import torch
 
+    from neural_network.nir_export import IMPORTERS, importer_limits
     from neural_network.nir_reader import compare
 
     graph = nir.read(out)
     generator = torch.Generator().manual_seed(0)
     channels = int(graph.nodes["input"].input_type["input"][0])
     frames = torch.randint(0, 256, (n, channels, 84, 84), generator=generator, dtype=torch.uint8)
-    agreement = compare(exported.network, graph, frames, schedule=exported.schedule)
-    differ = {layer: count for layer, count in agreement.layers.items() if count}
-    spikes = ", ".join(f"{layer} {count}" for layer, count in agreement.spikes.items())
-    verdict = ("identical spike trains in every layer" if not differ else "spike trains differ in " + ", ".join(
-        f"{layer} ({count} of {agreement.spikes[layer]} spikes)" for layer, count in differ.items()))
-    return (f"check: {out} read back and simulated on {n} random frame stacks beside the network: {verdict} "
-            f"(network spikes: {spikes}); greedy actions equal in {agreement.actions_equal}/{agreement.samples}; "
-            f"largest |Q difference| {agreement.max_q_difference:.3g}")
+    limits = importer_limits(graph)
+    runners = [(None, "simulated step by step")] + [
+        (importer, f"run in {IMPORTERS[importer]}") for importer in IMPORTERS
+        if not limits.get(importer) and importlib.util.find_spec(importer) is not None]
+    lines = []
+    for importer, how in runners:
+        agreement = compare(exported.network, graph, frames, schedule=exported.schedule, importer=importer)
+        differ = {layer: count for layer, count in agreement.layers.items() if count}
+        spikes = ", ".join(f"{layer} {count}" for layer, count in agreement.spikes.items())
+        verdict = ("identical spike trains in every layer" if not differ else "spike trains differ in " + ", ".join(
+            f"{layer} ({count} of {agreement.spikes[layer]} spikes)" for layer, count in differ.items()))
+        lines.append(f"check: {out} read back and {how} on {n} random frame stacks beside the network: {verdict} "
+                     f"(network spikes: {spikes}); greedy actions equal in {agreement.actions_equal}/"
+                     f"{agreement.samples}; largest |Q difference| {agreement.max_q_difference:.3g}")
+    return lines
+
+
+def importer_notes(graph) -> list[str]:
+    """One line per importer that cannot run ``graph`` whole, and how to import it."""
+    from neural_network.nir_export import IMPORTERS, importer_limits
+
+    notes = [f"  {IMPORTERS[importer]} cannot run this graph: {'; '.join(reasons)}"
+             for importer, reasons in importer_limits(graph).items() if reasons]
+    dt = graph.metadata["dt"]
+    notes.append(f"  import: snntorch.import_nir.import_from_nir(nir.read(FILE)) (assumes dt 1e-4 s); "
+                 f"norse.torch.from_nir(nir.read(FILE), dt={dt:g}); Q is output {graph.metadata['q_output']} "
+                 "after step T; docs/NIR.md")
+    return notes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,8 +216,11 @@ def main(argv: list[str] | None = None) -> None:
           f"dt {metadata['dt']:g} s, NIR v_threshold {metadata['nir_v_threshold']} ({config.threshold} rule)",
           flush=True)
     print(f"  neurons: {metadata['neurons']}; Q: {metadata['readout']}", flush=True)
+    for line in importer_notes(exported.graph):
+        print(line, flush=True)
     if config.check_frames:
-        print(check(exported, out, config.check_frames), flush=True)
+        for line in check(exported, out, config.check_frames):
+            print(line, flush=True)
 
 
 def cli(argv: list[str] | None = None) -> None:
