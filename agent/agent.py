@@ -68,13 +68,19 @@ class Agent:
     @torch.no_grad()
     def q_values(self, frame_stack: np.ndarray) -> torch.Tensor:
         """Q-values of one frame stack (uint8 [history_len, 84, 84]) as a 1-D float32 tensor on the CPU."""
-        q = self.graphs.q_values(frame_stack) if self.graphs is not None else None
+        return self.q_values_batch(np.asarray(frame_stack)[None])[0]
+
+    @torch.no_grad()
+    def q_values_batch(self, frame_stacks: np.ndarray) -> torch.Tensor:
+        """Q-values of a batch of frame stacks (uint8 [B, history_len, 84, 84]) as a [B, n_actions] float32 tensor
+        on the CPU: one forward pass (the samples of a batch do not interact: no normalisation across it)."""
+        q = self.graphs.q_values(frame_stacks) if self.graphs is not None else None
         if q is not None:
             return q
-        state = torch.from_numpy(np.asarray(frame_stack)).unsqueeze(0).to(self.device)
+        state = torch.from_numpy(np.ascontiguousarray(frame_stacks)).to(self.device)
         with self.autocast():
             q = self.net(state)
-        return q[0].float().cpu()
+        return q.float().cpu()
 
     def act(self, frame_stack: np.ndarray, epsilon: float, rng: np.random.Generator) -> tuple[int, torch.Tensor | None]:
         """Epsilon-greedy action drawn with ``rng``; also returns the Q-values when the action was the greedy one."""

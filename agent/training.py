@@ -209,7 +209,7 @@ class Trainer:
         self.bar.set_description("eval")
         done = []
 
-        def on_episode(result):
+        def on_episode(index, result):
             done.append(result.score)
             self.bar.set_postfix_str(f"eval game {len(done)}/{cfg.eval_episode_num} score {result.score:g}")
 
