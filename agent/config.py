@@ -19,7 +19,7 @@ from .robustness import PERTURBATIONS, non_negative_float, pixel_budget
 #: or, like the learning rate and the budget, are the point of continuing differently).
 RESUMABLE_OVERRIDES = frozenset({
     "timestep_num", "learning_rate", "eval_episode_num", "checkpoint_freq", "log_freq", "device", "gpu", "backend",
-    "compile", "output_dir",
+    "compile", "output_dir", "eval_envs", "eval_workers",
 })
 
 
@@ -84,6 +84,12 @@ class Config:
     eval_freq: int = option(250_000, "evaluate every this many learning steps, step 0 and the last step included",
                             parse=cli.positive_int)
     eval_episode_num: int = option(30, "episodes per evaluation, and per play run", parse=cli.positive_int)
+    eval_envs: int | None = option(None, "evaluation and play games played at once (one batched forward pass per "
+                                         "step, each game from its own seed; the same scores for any number): "
+                                         "default all of them; 1: one after the other", parse=cli.positive_int)
+    eval_workers: int | None = option(None, "processes that step the evaluation games' emulators (0: this "
+                                            "process); default: on CUDA one per game up to the CPU cores less "
+                                            "one, on the CPU 0", parse=cli.non_negative_int)
     eval_epsilon: float = option(0.05, "epsilon of the epsilon-greedy policy during evaluation and play",
                                  parse=cli.probability)
     max_episode_step: int = option(18_000, "time limit of a game in agent steps", parse=cli.positive_int)

@@ -107,6 +107,19 @@ def game_streams(evaluation_seed: int, episode_num: int) -> list[tuple[int, np.r
     return games
 
 
+def evaluation_envs(make: Callable[[int], object], config, device) -> EvaluationEnvs:
+    """The envs of an evaluation or play run: ``--eval_envs`` slots (default: one per game) stepped by
+    ``--eval_workers`` processes (default: on CUDA, where the network is fast and the emulators set the pace, one
+    per slot up to the CPU cores less one; on the CPU, which runs the network too, none)."""
+    import os
+
+    width = min(config.eval_envs or config.eval_episode_num, config.eval_episode_num)
+    workers = config.eval_workers
+    if workers is None:
+        workers = min(width, max((os.cpu_count() or 1) - 1, 0)) if torch.device(device).type == "cuda" else 0
+    return EvaluationEnvs(make, width, workers=workers)
+
+
 def _check_finite(q: torch.Tensor) -> None:
     if not bool(torch.isfinite(q).all()):
         raise NonFiniteQ(f"non-finite Q-values {q.tolist()}")
