@@ -139,7 +139,7 @@ def check_config(config, given: dict) -> None:
         if config.timestep_num > 0 and config.replay_start_size < config.minibatch_size:
             raise UserError(f"--replay_start_size ({config.replay_start_size}) must be at least --minibatch_size "
                             f"({config.minibatch_size}) so that the first update has a minibatch")
-    if config.compile and config.cuda_graphs:
+    if config.compile and given.get("cuda_graphs"):
         raise UserError("--cuda_graphs captures the eager networks; it cannot be combined with --compile (whose CUDA "
                         "mode captures graphs of its own): choose one")
     if config.use_video_recorder and importlib.util.find_spec("moviepy") is None:
@@ -247,13 +247,18 @@ def learn(config, run_dir: str | None) -> None:
 def prepare_device(config):
     """Resolve --device, tune the CPU allocator, and select the neuron kernel of a spiking network."""
     from neural_network import choose_backend, is_spiking, resolve_device
-    from neural_network.backend import forget_choice
+    from neural_network.backend import apply_numeric_regime, forget_choice
 
     device = resolve_device(config.device)
     if device.type == "cpu":
         from utils.malloc import tune_glibc_malloc
 
         tune_glibc_malloc()  # large CPU tensors without a page fault storm: see utils/malloc.py
+    if config.bf16 and device.type == "cuda" and is_spiking(config.model):
+        raise UserError("--bf16 is refused on CUDA: SpikingJelly has no bf16 neuron kernel there and falls back to its "
+                        "PyTorch reference, 16x slower than float32 on an H200; leave --bf16 out (float32 with CUDA "
+                        "graphs is the fast path)")
+    apply_numeric_regime(config.deterministic, device)
     forget_choice()
     if is_spiking(config.model):  # the neuron kernel, probed on the device (neural_network/backend.py)
         choose_backend(config.backend, device)

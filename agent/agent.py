@@ -41,7 +41,10 @@ class Agent:
         self.n_actions = net.n_actions
         self.rngs = rngs if rngs is not None else random_streams(config.seed)
         self.bf16 = config.bf16 and net.spiking  # --bf16: spiking networks only
-        graphs = config.cuda_graphs and self.device.type == "cuda"
+        # CUDA graphs: by default on CUDA (not with --compile, whose CUDA mode captures graphs of its own)
+        graphs = config.cuda_graphs and not config.compile and self.device.type == "cuda"
+        # --deterministic: the same Adam arithmetic (capturable) with and without graphs, so both give the same bits
+        capturable = graphs or (config.deterministic and self.device.type == "cuda")
         self.target_net = None
         if target_net is not None:
             self.target_net = target_net.to(device)
@@ -49,10 +52,10 @@ class Agent:
             self.target_net.eval()
             self.target_net.requires_grad_(False)
             # capturable: Adam's step count lives on the device, so that its step can be replayed in a CUDA graph
-            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate, capturable=graphs)
+            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate, capturable=capturable)
             self.loss_fn = nn.SmoothL1Loss()
         self.graphs = None
-        if graphs:  # --cuda_graphs on a CUDA device: act and update replayed as CUDA graphs (agent/cuda_graphs.py)
+        if graphs:  # act and update replayed as CUDA graphs (agent/cuda_graphs.py)
             from .cuda_graphs import CudaGraphs
 
             self.graphs = CudaGraphs(self)

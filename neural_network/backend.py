@@ -175,3 +175,31 @@ def describe_choice(choice: dict) -> str:
                        if k != choice["kernel"])
     return (f"neuron kernel {choice['kernel']} (--backend {choice['backend']})"
             + (f"; probed: {others}" if others else ""))
+
+
+#: The cuBLAS workspace setting that makes its matrix products deterministic (CUDA's documentation).
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def apply_numeric_regime(deterministic: bool, device: torch.device | str) -> dict:
+    """The floating-point regime of a run on ``device`` (docs/GPU.md); returns the settings it leaves in force.
+
+    CUDA, default: PyTorch's defaults with cuDNN's deterministic algorithms (no autotuning): float32 matrix
+    products, convolutions that cuDNN may run in TF32. Reductions may be ordered differently from run to run
+    (atomics), so two runs, or graphs and eager, agree to rounding, not bit for bit.
+    CUDA, ``deterministic``: torch.use_deterministic_algorithms (an operation without a deterministic kernel is an
+    error), ``CUBLAS_WORKSPACE_CONFIG`` (set here unless already set: it must precede the first cuBLAS call), TF32
+    off for matrix products and convolutions: the same inputs give the same bits.
+    CPU: nothing to set; its kernels are deterministic for a given thread count."""
+    if torch.device(device).type != "cuda":
+        return {"device": "cpu"}
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = not deterministic  # PyTorch's default: True
+    torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default
+    return {"deterministic": deterministic, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
