@@ -77,9 +77,9 @@ if [ "$DRY" != 1 ]; then
     {
         date -u
         nvidia-smi 2>/dev/null || echo "no nvidia-smi"
-        "$PYTHON" -c "import sys, torch, numpy, spikingjelly; print('python', sys.version.split()[0], 'torch', \
-torch.__version__, 'cuda', torch.version.cuda, 'spikingjelly', spikingjelly.__version__ if hasattr(spikingjelly, \
-'__version__') else '?', 'numpy', numpy.__version__)"
+        "$PYTHON" -c "import sys, torch; from importlib.metadata import version as v; print('python', \
+sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'spikingjelly', v('spikingjelly'), \
+'numpy', v('numpy'), 'gymnasium', v('gymnasium'), 'ale-py', v('ale-py'))"
     } >>"$OUT/machine.txt" 2>&1
 fi
 

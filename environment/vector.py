@@ -20,6 +20,7 @@ a new game, which is what an evaluation of whole games needs.
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 from collections.abc import Callable, Sequence
 
 import gymnasium as gym
@@ -58,6 +59,10 @@ class _Group:
 
 
 def _worker(connection, make, slots) -> None:
+    # Ctrl-C and SIGTERM are the parent's to handle (it saves its state and stops at a safe point, then closes the
+    # envs); a worker ends when told to or when the parent's end of the pipe is gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     group = None
     try:
         group = _Group(make, slots)
