@@ -49,3 +49,19 @@ def test_cuda_probe_names_every_kernel_and_auto_takes_the_first_that_runs():
             with pytest.raises(BackendError, match=f"kernels that run: {', '.join(running)}"):
                 choose_backend(kernel, "cuda")
     choose_backend("auto", "cuda")
+
+
+@cuda
+def test_run_py_refuses_a_kernel_that_does_not_run_and_bf16_on_cuda(tmp_path, capsys):
+    import run as run_py
+
+    tiny = ["--model", "Dsqn", "--device", "cuda", "--T", "4", "--timestep_num", "8", "--replay_start_size", "32",
+            "--replay_memory_size", "500", "--output_dir", str(tmp_path)]
+    broken = [kernel for kernel, error in probe_kernels("cuda").items() if error is not None]
+    for extra, words in [(["--bf16"], "--bf16")] + [(["--backend", k], "kernels that run") for k in broken]:
+        with pytest.raises(SystemExit) as exit_info:
+            run_py.cli(tiny + extra)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and words in err[0], err
+    assert os.listdir(tmp_path) == []  # refused before any run folder was made
+    choose_backend("auto", "cuda")
