@@ -98,8 +98,9 @@ class Config:
                                          "step, each game from its own seed; the same scores for any number): "
                                          "default all of them; 1: one after the other", parse=cli.positive_int)
     eval_workers: int | None = option(None, "processes that step the evaluation games' emulators (0: this "
-                                            "process); default: on CUDA one per game up to the CPU cores less "
-                                            "one, on the CPU 0", parse=cli.non_negative_int)
+                                            "process); default: on CUDA one per game up to the run's CPUs "
+                                            "(OMP_NUM_THREADS, else the CPUs it may use) less one, on the CPU 0",
+                                      parse=cli.non_negative_int)
     eval_epsilon: float = option(0.05, "epsilon of the epsilon-greedy policy during evaluation and play",
                                  parse=cli.probability)
     max_episode_step: int = option(18_000, "time limit of a game in agent steps", parse=cli.positive_int)

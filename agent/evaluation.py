@@ -110,14 +110,26 @@ def game_streams(evaluation_seed: int, episode_num: int) -> list[tuple[int, np.r
 def evaluation_envs(make: Callable[[int], object], config, device) -> EvaluationEnvs:
     """The envs of an evaluation or play run: ``--eval_envs`` slots (default: one per game) stepped by
     ``--eval_workers`` processes (default: on CUDA, where the network is fast and the emulators set the pace, one
-    per slot up to the CPU cores less one; on the CPU, which runs the network too, none)."""
-    import os
-
+    per slot up to the run's CPUs less one, the run's CPUs being OMP_NUM_THREADS where it is set (a sweep sets it to
+    --cpus_per_run), else the CPUs this process may use; on the CPU, which runs the network too, none)."""
     width = min(config.eval_envs or config.eval_episode_num, config.eval_episode_num)
     workers = config.eval_workers
     if workers is None:
-        workers = min(width, max((os.cpu_count() or 1) - 1, 0)) if torch.device(device).type == "cuda" else 0
+        workers = min(width, max(run_cpus() - 1, 0)) if torch.device(device).type == "cuda" else 0
     return EvaluationEnvs(make, width, workers=workers)
+
+
+def run_cpus() -> int:
+    """The CPUs a run may use: OMP_NUM_THREADS where set to a positive number, else this process's CPU affinity."""
+    import os
+
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        return int(threads)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _check_finite(q: torch.Tensor) -> None:
