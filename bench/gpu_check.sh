@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared GPU check (bench/README.md): on one CUDA machine without network, from carried wheels, sized to end
-# within 8 minutes on one H200 (its steps are cut at 150, 120 and 330 s):
+# within 8 minutes on one H200 (its steps are cut at 100, 100 and 270 s):
 #   1. the CUDA tests (tests/test_speed_paths.py, tests/test_kernels.py, tests/test_batched_evaluation.py),
 #   2. a short run.py run of Dsqn T=64 with the default options (CUDA graphs, --backend auto, 30 evaluation games
 #      played at once), its config.json and run.log kept,
@@ -14,7 +14,8 @@
 # Environment: PYTHON (default python3), WHEELS (default .whl: ours, installed into /tmp/gpu_check_site without
 # network; none there: the interpreter's own packages), ORIGINAL (default .original: a folder holding the original
 # code's agent/, neural_network/, replay_memory/; absent: the original is not timed), WHEELS_ORIGINAL (default
-# .whl_original: its SpikingJelly 0.0.0.0.8), BUDGET_S (default 230: the benchmark's --budget_s).
+# .whl_original: its SpikingJelly 0.0.0.0.8), BUDGET_S (default 190: the benchmark's --budget_s; the parts not
+# started by then are skipped and the networks part stops building variants).
 set -uo pipefail
 
 OUT=${1:-gpu_check_out}
@@ -22,7 +23,7 @@ PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
 ORIGINAL=${ORIGINAL:-.original}
 WHEELS_ORIGINAL=${WHEELS_ORIGINAL:-.whl_original}
-BUDGET_S=${BUDGET_S:-230}
+BUDGET_S=${BUDGET_S:-190}
 DRY=${GPU_CHECK_DRY_RUN:-0}
 REHEARSAL=${GPU_CHECK_REHEARSAL:-0}
 export PYTHONUNBUFFERED=1 CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}
@@ -84,12 +85,12 @@ sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 
 fi
 
 # 1. the CUDA tests
-run pytest 150 "$PYTHON" -m pytest -q -p no:cacheprovider -n "$PYTEST_WORKERS" "${TESTS[@]}" \
+run pytest 100 "$PYTHON" -m pytest -q -p no:cacheprovider -n "$PYTEST_WORKERS" "${TESTS[@]}" \
     > >(tee "$OUT/pytest.txt") 2>&1
 
 # 2. a short run with the defaults
 RUNS=$(mktemp -d /tmp/gpu_check_runs.XXXXXX)
-run runpy 120 "$PYTHON" run.py --model Dsqn --env_id BreakoutNoFrameskip-v4 "${RUN_ARGS[@]}" --output_dir "$RUNS" \
+run runpy 100 "$PYTHON" run.py --model Dsqn --env_id BreakoutNoFrameskip-v4 "${RUN_ARGS[@]}" --output_dir "$RUNS" \
     --run_name gpu_check > >(tee "$OUT/runpy.txt") 2>&1
 if [ "$DRY" != 1 ]; then
     cp "$RUNS/gpu_check/config.json" "$OUT/run_config.json" 2>/dev/null
@@ -98,6 +99,6 @@ fi
 rm -rf "$RUNS"
 
 # 3. the benchmark, the original beside ours (its report: <machine>.md and .json)
-run bench 330 "$PYTHON" bench/run.py "${BENCH_ARGS[@]}" --output "$OUT" > >(tee "$OUT/bench_progress.txt") 2>&1
+run bench 270 "$PYTHON" bench/run.py "${BENCH_ARGS[@]}" --output "$OUT" > >(tee "$OUT/bench_progress.txt") 2>&1
 
 [ "$DRY" = 1 ] || cat "$OUT/machine.txt" >&2

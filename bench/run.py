@@ -35,7 +35,7 @@ from utils.cli import ArgumentParser, UserError, non_negative_int, positive_floa
 PARTS = ("env", "replay", "networks", "end_to_end", "evaluation", "concurrent", "conversion", "bf16")
 #: option -> (default, help); "cpu|cuda" defaults differ by device
 OPTIONS = {
-    "parts": ({"cpu": ",".join(PARTS), "cuda": "env,replay,end_to_end,evaluation,concurrent,conversion,bf16,networks"},
+    "parts": ({"cpu": ",".join(PARTS), "cuda": "env,replay,end_to_end,evaluation,networks,concurrent,conversion,bf16"},
               "comma-separated parts, run in this order"),
     "repeats": (5, "rounds of the quick measurements"),
     "long_repeats": (3, "rounds of the slow ones (end-to-end runs, conversion)"),
@@ -53,10 +53,11 @@ OPTIONS = {
     "e2e_replay_start": (500, "exploration steps before learning"),
     "e2e_replay_capacity": (5000, "replay capacity of the end-to-end runs"),
     "eval_games": ({"cpu": 4, "cuda": 30}, "games of the timed evaluation (the paper: 30)"),
-    "eval_max_steps": ({"cpu": 60, "cuda": 400}, "step limit of its games (the paper: 18,000)"),
+    "eval_max_steps": ({"cpu": 60, "cuda": 200}, "step limit of its games (the paper: 18,000)"),
+    "eval_repeats": (2, "rounds of the timed evaluation (each plays it both ways)"),
     "eval_workers": (-1, "its env worker processes (-1: run.py's default for the device)"),
     "concurrent_k": ({"cpu": "1,2", "cuda": "1,2,4,8,12"}, "numbers of training runs at once of part concurrent"),
-    "concurrent_steps": ({"cpu": 42, "cuda": 1002}, "learning steps of each of them (2 + a multiple of 4)"),
+    "concurrent_steps": ({"cpu": 42, "cuda": 602}, "learning steps of each of them (2 + a multiple of 4)"),
     "conversion_T": (500, "simulation steps of the timed conversion"),
     "agreement_T": ("8,16,32,64,128,256,500", "T values of the conversion agreement curve"),
     "agreement_frames": (32, "Breakout frames of the conversion agreement"),
@@ -65,8 +66,8 @@ OPTIONS = {
 }
 TINY = {"repeats": 2, "long_repeats": 1, "min_time": 0.002, "T": "2", "modes": "eager", "compile_cases": "none",
         "replay_capacity": 600, "e2e_T": 2, "e2e_dqn_steps": 10, "e2e_dsqn_steps": 10, "e2e_replay_start": 40,
-        "e2e_replay_capacity": 200, "eval_games": 2, "eval_max_steps": 10, "concurrent_k": "1", "concurrent_steps": 10,
-        "conversion_T": 20, "agreement_T": "2,10", "agreement_frames": 4, "bf16_T": "2",
+        "e2e_replay_capacity": 200, "eval_games": 2, "eval_max_steps": 10, "eval_repeats": 1, "concurrent_k": "1",
+        "concurrent_steps": 10, "conversion_T": 20, "agreement_T": "2,10", "agreement_frames": 4, "bf16_T": "2",
         "bf16_frames": 4}
 PARSERS = {int: positive_int, float: positive_float}
 
@@ -260,7 +261,7 @@ def run_part(name: str, s: dict, args, device: str, progress, deadline: float | 
         default = f"Dsqn_T{s['e2e_T']}" + (" graphs" if device == "cuda" else "")
         rate = learning.get(default, {}).get("steps_per_s", {}).get("median")
         return evaluation.bench_evaluation("Dsqn", s["e2e_T"], s["eval_games"], s["eval_max_steps"],
-                                           None if s["eval_workers"] < 0 else s["eval_workers"], s["long_repeats"],
+                                           None if s["eval_workers"] < 0 else s["eval_workers"], s["eval_repeats"],
                                            device, seed, rate, progress)
     if name == "concurrent":
         run = end_to_end.Run("Dsqn", s["e2e_T"], "graphs" if device == "cuda" else "eager")
