@@ -35,7 +35,7 @@ from utils.cli import ArgumentParser, UserError, non_negative_int, positive_floa
 PARTS = ("env", "replay", "networks", "end_to_end", "evaluation", "concurrent", "conversion", "bf16")
 #: option -> (default, help); "cpu|cuda" defaults differ by device
 OPTIONS = {
-    "parts": ({"cpu": ",".join(PARTS), "cuda": "env,replay,end_to_end,evaluation,networks,concurrent,conversion,bf16"},
+    "parts": ({"cpu": ",".join(PARTS), "cuda": "env,replay,end_to_end,evaluation,networks,concurrent,conversion"},
               "comma-separated parts, run in this order"),
     "repeats": (5, "rounds of the quick measurements"),
     "long_repeats": (3, "rounds of the slow ones (end-to-end runs, conversion)"),
