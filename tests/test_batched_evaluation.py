@@ -143,3 +143,22 @@ def test_a_game_seed_depends_on_the_evaluation_seed_and_the_game_only():
     assert [seed for seed, _ in few] == [seed for seed, _ in many[:3]]
     assert [g.random() for _, g in few] == [g.random() for _, g in many[:3]]
     assert [seed for seed, _ in game_streams(12, 3)] != [seed for seed, _ in few]
+
+
+def test_play_writes_the_same_report_with_its_games_at_once_or_one_after_the_other(trained_run, tmp_path):
+    import json
+    import os
+
+    import run as run_py
+
+    played = {}
+    for name, extra in (("at_once", []), ("one_by_one", ["--eval_envs", "1"])):
+        run_py.main(["--method", "play", "--model_path", trained_run("Dsqn").model_path, "--eval_episode_num", "3",
+                     "--max_episode_step", "60", "--eval_epsilon", "0.2", "--use_spike_monitor", "--device", "cpu",
+                     "--output_dir", str(tmp_path), "--run_name", name, *extra])
+        with open(os.path.join(tmp_path, name, "summary.json")) as file:
+            played[name] = json.load(file)
+    at_once, one_by_one = played["at_once"], played["one_by_one"]
+    assert at_once["scores"] == one_by_one["scores"] and at_once["greedy_actions"] == one_by_one["greedy_actions"] > 0
+    assert at_once["layer_spikes_per_action"] == one_by_one["layer_spikes_per_action"]
+    assert math.isclose(at_once["average_max_q"], one_by_one["average_max_q"], rel_tol=1e-5)
