@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -162,3 +163,32 @@ def test_play_writes_the_same_report_with_its_games_at_once_or_one_after_the_oth
     assert at_once["scores"] == one_by_one["scores"] and at_once["greedy_actions"] == one_by_one["greedy_actions"] > 0
     assert at_once["layer_spikes_per_action"] == one_by_one["layer_spikes_per_action"]
     assert math.isclose(at_once["average_max_q"], one_by_one["average_max_q"], rel_tol=1e-5)
+
+
+def test_a_state_saved_with_one_evaluation_env_resumes_on_games_at_once(tmp_path):
+    """A run saved with a single evaluation env (as before the games were played at once) continues on an
+    EvaluationEnvs: its games start from their own seeds, so the old env's state is not needed."""
+    from synthetic import RememberTheSideEnv
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agent import Trainer
+    from replay_memory import ReplayMemory
+
+    def trainer(eval_env, folder: str, steps: int) -> Trainer:
+        config = Config(model="Dqn", timestep_num=steps, replay_start_size=32, eval_freq=10, eval_episode_num=2,
+                        replay_memory_size=500, seed=0, log_freq=5)
+        torch.manual_seed(0)
+        nets = [build_network("Dqn", 2, **config.network_kwargs()) for _ in range(2)]
+        agent = Agent(config, nets[0], torch.device("cpu"), target_net=nets[1])
+        os.makedirs(tmp_path / folder)
+        return Trainer(config, agent, RememberTheSideEnv(seed=1), eval_env,
+                       ReplayMemory(500, seed=agent.rngs["replay"]), str(tmp_path / folder),
+                       SummaryWriter(str(tmp_path / folder / "tb")))
+
+    old = trainer(RememberTheSideEnv(seed=2), "old", 12)
+    old.learn()
+    new = trainer(EvaluationEnvs(lambda slot: RememberTheSideEnv(seed=slot), 2), "new", 16)
+    new.restore(old.state(), replay_kept=False)
+    assert new.p.timestep == 12 and not new.p.finished  # a larger budget: it trains on
+    new.learn()  # and evaluates its final network on the games at once
+    assert new.p.timestep == 16 and new.p.finished
