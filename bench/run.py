@@ -8,10 +8,13 @@ Writes <output>/<machine>.md and <machine>.json, <machine> naming the CPU, the t
 and the torch and SpikingJelly versions. Figures are medians over repeats with min and max; comparisons are ratios
 of variants timed interleaved in the same run (bench/timing.py). Parts: env (steps/s of the training env), replay
 (bytes, append, sample), networks (act and update of Dqn and Dsqn at each T: every neuron kernel, eager, compiled
-(--compile), graphs (--cuda_graphs, CUDA only), bf16 (--bf16)), end_to_end (learning steps/s of the real training
-loop, a 50M-step run's duration, and with --original the original code's rate beside ours), conversion (the
-converted Dqn: layer-by-layer against step-by-step simulation, agreement with the ANN against T for both
-schedules) and bf16 (spike counts and greedy actions of --bf16 against float32).
+(--compile), graphs (--cuda_graphs, CUDA only), bf16 (--bf16, CPU only)), end_to_end (learning steps/s of the real
+training loop, a 50M-step run's duration, with --original the original code's rate beside ours, and a learning step
+taken apart into env, act, replay sample and update), evaluation (one evaluation's games one after the other
+against all at once, and a paper run's duration with its evaluations), concurrent (k training runs at once on one
+device, their aggregate rate), conversion (the converted Dqn: layer-by-layer against step-by-step simulation,
+agreement with the ANN against T for both schedules) and bf16 (spike counts and greedy actions of --bf16 against
+float32; CPU only).
 """
 
 from __future__ import annotations
