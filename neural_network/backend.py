@@ -29,9 +29,8 @@ BACKENDS = ("auto", "torch", "cuda", "cupy", "triton")
 _ENV_VARS = ("SJ_LIF_CUDA_IMPLEMENTATION", "SJ_IF_CUDA_IMPLEMENTATION")
 #: SpikingJelly's kernels on CUDA, fastest first (its own order of preference); the CPU has ``torch`` only.
 CUDA_KERNELS = ("cuda", "triton", "torch")
-NATIVE_HINT = ("SpikingJelly's native CUDA kernels come only with a build from source: SJ_BUILD_NATIVE_CUDA=1 pip "
-               "install --no-build-isolation --no-binary spikingjelly spikingjelly==2.0.0, with a CUDA toolkit "
-               "that matches torch's")
+NATIVE_HINT = ("SpikingJelly's native CUDA kernels come only with a build from source: install its source with "
+               "SJ_BUILD_NATIVE_CUDA=1 pip install --no-build-isolation, with a CUDA toolkit that matches torch's")
 
 
 class BackendError(ValueError):
