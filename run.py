@@ -14,6 +14,7 @@ robustness.csv and levels/ (one play summary per level; docs/ROBUSTNESS.md).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -142,7 +143,7 @@ def check_config(config, given: dict) -> None:
         if config.timestep_num > 0 and config.replay_start_size < config.minibatch_size:
             raise UserError(f"--replay_start_size ({config.replay_start_size}) must be at least --minibatch_size "
                             f"({config.minibatch_size}) so that the first update has a minibatch")
-    if config.compile and config.cuda_graphs:
+    if config.compile and given.get("cuda_graphs"):
         raise UserError("--cuda_graphs captures the eager networks; it cannot be combined with --compile (whose CUDA "
                         "mode captures graphs of its own): choose one")
     if config.use_video_recorder and importlib.util.find_spec("moviepy") is None:
@@ -162,17 +163,22 @@ def start_run(config, run_dir: str | None, n_actions: int, device=None):
     """Create the run folder (exclusively) unless one is given (resumed, or made earlier); write its config.json
     (the options, the command, and the provenance: library versions, device, neuron kernel, git state) and status;
     return the folder and the run's logger."""
+    from neural_network.backend import CHOSEN, describe_choice
     from utils.logging_setup import setup_file_logger, write_run_config
     from utils.runs import create_run_dir, provenance, timestamp, write_status
 
     if run_dir is None:
         run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
     logger = setup_file_logger(os.path.join(run_dir, "run.log"))
+    kernel = dict(CHOSEN) or None  # the neuron kernel prepare_device chose (spiking networks)
     write_run_config(os.path.join(run_dir, "config.json"), {
         **config.to_dict(), "program": "run.py", "run_name": os.path.basename(run_dir), "n_actions": n_actions,
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-        **provenance(REPO_ROOT, run_dir, device, neuron_kernel(config, device)),
+        **provenance(REPO_ROOT, run_dir, device, kernel["kernel"] if kernel else None),
+        **({"neuron_kernel_probe": kernel["probe"]} if kernel else {}),
     })
+    if kernel:
+        logger.info("%s", describe_choice(kernel))
     write_status(run_dir, "running")
     return run_dir, logger
 
@@ -184,8 +190,10 @@ def learn(config, run_dir: str | None) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     from agent import Agent, StopRequest, Trainer, random_streams
+    from agent.evaluation import evaluation_envs
     from agent.persistence import REPLAY_FRAMES
     from environment import make_env
+    from environment.vector import evaluation_env
     from neural_network import build_network, compile_network
     from replay_memory import ReplayMemory
     from utils.cli import Diverged, Stopped
@@ -196,8 +204,8 @@ def learn(config, run_dir: str | None) -> None:
     device = prepare_device(config)
     seed_everything(config.seed)
     env_args = dict(max_episode_step=config.max_episode_step, history_len=config.history_len, seed=config.seed)
-    train_env, eval_env = make_env(config.env_id, training=True, **env_args), make_env(config.env_id, training=False,
-                                                                                         **env_args)
+    train_env = make_env(config.env_id, training=True, **env_args)
+    eval_env = evaluation_envs(functools.partial(evaluation_env, env_id=config.env_id, **env_args), config, device)
     n_actions = int(eval_env.action_space.n)
     net = build_network(config.model, n_actions, **config.network_kwargs())
     target_net = build_network(config.model, n_actions, **config.network_kwargs())
@@ -247,30 +255,24 @@ def learn(config, run_dir: str | None) -> None:
     print(f"run folder: {shown(run_dir)}  (tensorboard --logdir {shown(run_dir)})")
 
 
-def neuron_kernel(config, device) -> str | None:
-    """The kernel SpikingJelly runs the neurons with (None for a network without spiking neurons)."""
-    from neural_network import is_spiking
-    from neural_network.backend import resolve_backend
-
-    if not is_spiking(config.model) or device is None:
-        return None
-    name = resolve_backend(config.backend, device)
-    if name == "auto":
-        return "torch" if str(device).startswith("cpu") else "auto (SpikingJelly's fastest CUDA kernel)"
-    return name
-
-
 def prepare_device(config):
     """Resolve --device, tune the CPU allocator, and select the neuron kernel of a spiking network."""
-    from neural_network import is_spiking, resolve_device, select_backend
+    from neural_network import choose_backend, is_spiking, resolve_device
+    from neural_network.backend import apply_numeric_regime, forget_choice
 
     device = resolve_device(config.device)
     if device.type == "cpu":
         from utils.malloc import tune_glibc_malloc
 
         tune_glibc_malloc()  # large CPU tensors without a page fault storm: see utils/malloc.py
-    if is_spiking(config.model):
-        select_backend(config.backend, device)
+    if config.bf16 and device.type == "cuda" and is_spiking(config.model):
+        raise UserError("--bf16 is refused on CUDA: SpikingJelly has no bf16 neuron kernel there and falls back to its "
+                        "PyTorch reference, 16x slower than float32 on an H200; leave --bf16 out (float32 with CUDA "
+                        "graphs is the fast path)")
+    apply_numeric_regime(config.deterministic, device)
+    forget_choice()
+    if is_spiking(config.model):  # the neuron kernel, probed on the device (neural_network/backend.py)
+        choose_backend(config.backend, device)
     return device
 
 
@@ -311,14 +313,14 @@ def play(config, given: dict) -> None:
 
     from agent import Agent, random_streams, summarize_play
     from agent.evaluation import play_games
-    from agent.robustness import observation_attack, perturbation_settings, play_env
+    from agent.robustness import observation_attack, perturbation_settings, play_envs
     from neural_network import SpikeMonitor
     from utils.energy import format_energy
     from utils.runs import create_run_dir, shown, timestamp, write_json, write_status
 
     model_path, net, device, spiking = load_played_network(config, given)
     run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
-    eval_env = play_env(config, os.path.join(run_dir, "videos") if config.use_video_recorder else None)
+    eval_env = play_envs(config, device, os.path.join(run_dir, "videos") if config.use_video_recorder else None)
     _, logger = start_run(config, run_dir, net.n_actions, device)
     agent = Agent(config, net, device, rngs=random_streams(config.seed))
     attack = observation_attack(config, agent)  # --fgsm_epsilon (agent/robustness.py)

@@ -41,7 +41,10 @@ class Agent:
         self.n_actions = net.n_actions
         self.rngs = rngs if rngs is not None else random_streams(config.seed)
         self.bf16 = config.bf16 and net.spiking  # --bf16: spiking networks only
-        graphs = config.cuda_graphs and self.device.type == "cuda"
+        # CUDA graphs: by default on CUDA (not with --compile, whose CUDA mode captures graphs of its own)
+        graphs = config.cuda_graphs and not config.compile and self.device.type == "cuda"
+        # --deterministic: the same Adam arithmetic (capturable) with and without graphs, so both give the same bits
+        capturable = graphs or (config.deterministic and self.device.type == "cuda")
         self.target_net = None
         if target_net is not None:
             self.target_net = target_net.to(device)
@@ -49,10 +52,10 @@ class Agent:
             self.target_net.eval()
             self.target_net.requires_grad_(False)
             # capturable: Adam's step count lives on the device, so that its step can be replayed in a CUDA graph
-            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate, capturable=graphs)
+            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate, capturable=capturable)
             self.loss_fn = nn.SmoothL1Loss()
         self.graphs = None
-        if graphs:  # --cuda_graphs on a CUDA device: act and update replayed as CUDA graphs (agent/cuda_graphs.py)
+        if graphs:  # act and update replayed as CUDA graphs (agent/cuda_graphs.py)
             from .cuda_graphs import CudaGraphs
 
             self.graphs = CudaGraphs(self)
@@ -68,13 +71,19 @@ class Agent:
     @torch.no_grad()
     def q_values(self, frame_stack: np.ndarray) -> torch.Tensor:
         """Q-values of one frame stack (uint8 [history_len, 84, 84]) as a 1-D float32 tensor on the CPU."""
-        q = self.graphs.q_values(frame_stack) if self.graphs is not None else None
+        return self.q_values_batch(np.asarray(frame_stack)[None])[0]
+
+    @torch.no_grad()
+    def q_values_batch(self, frame_stacks: np.ndarray) -> torch.Tensor:
+        """Q-values of a batch of frame stacks (uint8 [B, history_len, 84, 84]) as a [B, n_actions] float32 tensor
+        on the CPU: one forward pass (the samples of a batch do not interact: no normalisation across it)."""
+        q = self.graphs.q_values(frame_stacks) if self.graphs is not None else None
         if q is not None:
             return q
-        state = torch.from_numpy(np.asarray(frame_stack)).unsqueeze(0).to(self.device)
+        state = torch.from_numpy(np.ascontiguousarray(frame_stacks)).to(self.device)
         with self.autocast():
             q = self.net(state)
-        return q[0].float().cpu()
+        return q.float().cpu()
 
     def act(self, frame_stack: np.ndarray, epsilon: float, rng: np.random.Generator) -> tuple[int, torch.Tensor | None]:
         """Epsilon-greedy action drawn with ``rng``; also returns the Q-values when the action was the greedy one."""

@@ -20,6 +20,7 @@ from .robustness import PERTURBATIONS, non_negative_float, pixel_budget
 RESUMABLE_OVERRIDES = frozenset({
     "timestep_num", "learning_rate", "eval_episode_num", "checkpoint_freq", "log_freq", "device", "gpu", "backend",
     "compile", "output_dir", "track", "wandb_project", "wandb_entity", "capture_video", "video_freq",
+    "eval_envs", "eval_workers", "cuda_graphs", "deterministic",
 })
 
 
@@ -74,11 +75,21 @@ class Config:
     backend: str = option("auto", "neuron kernel: auto (SpikingJelly's choice), torch, cuda (alias cupy) or triton",
                           choices=BACKENDS)
     compile: bool = option(False, "torch.compile the networks (CUDA: with CUDA graphs); pays off on long runs")
-    cuda_graphs: bool = option(False, "CUDA: act and update replayed as captured CUDA graphs (static input buffers "
-                                      "filled from pinned memory without blocking, capturable Adam, no host sync); "
-                                      "the same numbers as without; not with --compile; no effect on the CPU")
-    bf16: bool = option(False, "spiking networks: forward passes of act and update in bfloat16 (torch.autocast on "
-                               "the device, the CPU included); off: float32 throughout")
+    cuda_graphs: bool = option(True, "CUDA: act and update replayed as captured CUDA graphs (static input buffers "
+                                     "filled from pinned memory without blocking, capturable Adam, no host sync); "
+                                     "eager's numbers up to float rounding (bit for bit with --deterministic); a "
+                                     "capture that fails is one warning and eager; --no-cuda_graphs: eager; off "
+                                     "with --compile, no effect on the CPU")
+    bf16: bool = option(False, "spiking networks: forward passes of act and update in bfloat16 (torch.autocast); "
+                               "CPU only (on CUDA SpikingJelly has no bf16 kernel but its slow PyTorch reference, "
+                               "so it is refused). It changes the numbers: on untrained Dsqn (docs/benchmarks) it "
+                               "moved Q by up to 17 %% (T=64) to 30 %% (T=8) of max |Q| and changed the spike count "
+                               "of 47 %% (T=64) / 24 %% (T=8) of fc1's neurons, the greedy action kept on 64 frames")
+    deterministic: bool = option(False, "CUDA: deterministic algorithms (torch.use_deterministic_algorithms, "
+                                        "CUBLAS_WORKSPACE_CONFIG=:4096:8), TF32 off for matmul and cuDNN and the "
+                                        "same (capturable) Adam with and without graphs: graphs and eager give "
+                                        "identical bits and a resumed run is bit-exact on the GPU too; slower. "
+                                        "The CPU is deterministic without it (docs/GPU.md)")
     # -- saving and logging -----------------------------------------------------------------------------------------
     checkpoint_freq: int | None = option(None, "save the full training state every this many learning steps "
                                                "(default: at every evaluation)", parse=cli.positive_int)
@@ -97,6 +108,13 @@ class Config:
                                               "episode; at_budget: after exactly timestep_num steps, always",
                              choices=("one_more_step", "at_budget"))
     eval_episode_num: int = option(30, "episodes per evaluation, and per play run", parse=cli.positive_int)
+    eval_envs: int | None = option(None, "evaluation and play games played at once (one batched forward pass per "
+                                         "step, each game from its own seed; the same scores for any number): "
+                                         "default all of them; 1: one after the other", parse=cli.positive_int)
+    eval_workers: int | None = option(None, "processes that step the evaluation games' emulators (0: this "
+                                            "process); default: on CUDA one per game up to the run's CPUs "
+                                            "(OMP_NUM_THREADS, else the CPUs it may use) less one, on the CPU 0",
+                                      parse=cli.non_negative_int)
     eval_epsilon: float = option(0.05, "epsilon of the epsilon-greedy policy during evaluation and play",
                                  parse=cli.probability)
     max_episode_step: int = option(18_000, "time limit of a game in agent steps", parse=cli.positive_int)

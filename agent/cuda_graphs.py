@@ -9,8 +9,10 @@ the arithmetic, set the time. Here each of the two is captured once into a CUDA 
   and compile the neuron kernels and build Adam's state); what the warm-up did to the weights and to Adam's state
   is undone, so the first replay is the first update. A replaced optimizer state or learning rate (a resumed run,
   --learning_rate) is captured again.
-* act: the no-grad forward of one frame stack into a static Q output (not while forward hooks, e.g. a
-  SpikeMonitor, watch the network: they would only see the capture).
+* act: the no-grad forward of a batch of frame stacks into a static Q output, one graph per batch size (a power
+  of two: 1 for acting while learning, up to the number of evaluation games played at once), smaller batches
+  padded with zero rows (not while forward hooks, e.g. a SpikeMonitor, watch the network: they would only see the
+  capture).
 * a minibatch or a frame stack reaches the static buffers from pinned host memory by a non-blocking copy
   (:class:`PinnedStaging`); nothing in an update waits for the device: the loss stays there.
 
@@ -72,7 +74,7 @@ class CudaGraphs:
         self.agent = agent
         self.failed: str | None = None  # why a capture failed: eager from then on
         self.batches = self.update_graph = self.loss_out = self.signature = None
-        self.frames = self.act_graph = self.q_out = None
+        self.act: dict[int, tuple] = {}  # batch size -> (staging, graph, Q output) of act
 
     # -- update ------------------------------------------------------------------------------------------------------
 
@@ -130,31 +132,38 @@ class CudaGraphs:
     # -- act ---------------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def q_values(self, frame_stack: np.ndarray) -> torch.Tensor | None:
+    def q_values(self, frame_stacks: np.ndarray) -> torch.Tensor | None:
+        """Q-values of a batch of frame stacks: the graph of the smallest captured batch size (a power of two)
+        that holds them, the rows past them filled with zeros (each row is computed on its own)."""
         net = self.agent.net
         if self.failed or any(m._forward_hooks or m._forward_pre_hooks for m in net.modules()):
             return None
-        frame = torch.from_numpy(np.asarray(frame_stack)).unsqueeze(0)
-        if self.frames is None:
-            self.frames = PinnedStaging((frame,), self.agent.device)
-        self.frames.copy((frame,))
-        if self.act_graph is None:
-            self._capture(self._capture_act)
+        frames = torch.from_numpy(np.ascontiguousarray(frame_stacks))
+        n = frames.shape[0]
+        size = 1 << (n - 1).bit_length()
+        if size != n:
+            frames = torch.cat([frames, frames.new_zeros((size - n, *frames.shape[1:]))])
+        if size not in self.act:
+            staging = PinnedStaging((frames,), self.agent.device)
+            staging.copy((frames,))
+            self._capture(lambda: self._capture_act(size, staging))
             if self.failed:
                 return None
-        self.act_graph.replay()
-        return self.q_out[0].cpu()
+        staging, graph, q_out = self.act[size]
+        staging.copy((frames,))
+        graph.replay()
+        return q_out[:n].cpu()
 
-    def _forward(self) -> torch.Tensor:
-        with self.agent.autocast():
-            return self.agent.net(self.frames.buffers[0]).float()
+    def _capture_act(self, size: int, staging: PinnedStaging) -> None:
+        def forward() -> torch.Tensor:
+            with self.agent.autocast():
+                return self.agent.net(staging.buffers[0]).float()
 
-    def _capture_act(self) -> None:
-        self._warm_up(self._forward)
+        self._warm_up(forward)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            q = self._forward()
-        self.act_graph, self.q_out = graph, q
+            q = forward()
+        self.act[size] = (staging, graph, q)
 
     # -- capture -----------------------------------------------------------------------------------------------------
 

@@ -178,10 +178,12 @@ def level_config(config, level: float):
 # -- the perturbations ------------------------------------------------------------------------------------------------
 
 
-def perturbation_rng(seed: int) -> np.random.Generator:
+def perturbation_rng(seed: int, slot: int = 0) -> np.random.Generator:
     """The generator of the perturbations' draws: from ``seed``, independent of the agent's streams
-    (:func:`agent.random_streams`), so that drawing noise never shifts an exploration, replay or evaluation draw."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(PERTURBATION_STREAM,)))
+    (:func:`agent.random_streams`), so that drawing noise never shifts an exploration, replay or evaluation draw;
+    one per env slot of games played at once (slot 0: the one of a single env)."""
+    key = (PERTURBATION_STREAM,) if slot == 0 else (PERTURBATION_STREAM, slot)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
 class GaussianNoise:
@@ -229,19 +231,37 @@ class FgsmAttack:
         return fgsm(self.agent.net, frame_stack, self.epsilon, self.agent.device, self.agent.autocast)
 
 
-def env_options(config) -> dict:
-    """make_env's perturbation arguments for a configuration (the noise with its own generator from --seed)."""
-    noise = GaussianNoise(config.obs_noise, perturbation_rng(config.seed)) if config.obs_noise > 0 else None
+def env_options(config, slot: int = 0) -> dict:
+    """make_env's perturbation arguments for a configuration (the noise with its own generator from --seed, one
+    per env slot)."""
+    noise = GaussianNoise(config.obs_noise, perturbation_rng(config.seed, slot)) if config.obs_noise > 0 else None
     return dict(sticky_actions=config.sticky_actions, game_mode=config.game_mode,
                 game_difficulty=config.game_difficulty, frame_transform=noise)
 
 
-def play_env(config, video_dir: str | None = None):
+def play_env(config, video_dir: str | None = None, slot: int = 0):
     """The evaluation env of a play run, with the configuration's perturbations of the env and its frames."""
     from environment import make_env
 
     return make_env(config.env_id, training=False, max_episode_step=config.max_episode_step,
-                    history_len=config.history_len, seed=config.seed, video_dir=video_dir, **env_options(config))
+                    history_len=config.history_len, seed=config.seed, video_dir=video_dir,
+                    **env_options(config, slot))
+
+
+def _play_slot(config, slot: int):
+    return play_env(config, slot=slot)
+
+
+def play_envs(config, device, video_dir: str | None = None):
+    """The envs of a play run: with videos one env (each game's video in turn), else the games played at once
+    (agent.evaluation.evaluation_envs; the same scores). The noise of --obs_noise is drawn per env slot."""
+    import functools
+
+    from .evaluation import evaluation_envs
+
+    if video_dir is not None:
+        return play_env(config, video_dir)
+    return evaluation_envs(functools.partial(_play_slot, config), config, device)
 
 
 def observation_attack(config, agent):
@@ -289,7 +309,7 @@ def run_sweep(config, net, device, run_dir: str, logger, levels: list[float], mo
         shown = format_level(config.robustness, level)
         cfg = level_config(config, level)
         agent = Agent(cfg, net, device, rngs=random_streams(cfg.seed))
-        env = play_env(cfg, os.path.join(run_dir, "videos", shown) if cfg.use_video_recorder else None)
+        env = play_envs(cfg, device, os.path.join(run_dir, "videos", shown) if cfg.use_video_recorder else None)
         try:
             results = play_games(agent, env, cfg, monitor, observation_attack(cfg, agent),
                                  desc=f"{config.robustness} {shown}", progress=progress)

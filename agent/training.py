@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from environment.state import env_state, restore_env_state
+from environment.vector import EvaluationEnvs
 from neural_network import save_checkpoint
 from utils.cli import EXIT_SIGINT, EXIT_SIGTERM, Diverged, Stopped, UserError
 from utils.runs import RateMeter, evaluation_row, write_evaluation, write_status
@@ -246,7 +247,7 @@ class Trainer:
         self.bar.set_description("eval")
         done = []
 
-        def on_episode(result):
+        def on_episode(index, result):
             done.append(result.score)
             self.bar.set_postfix_str(f"eval game {len(done)}/{cfg.eval_episode_num} score {result.score:g}")
 
@@ -334,7 +335,8 @@ class Trainer:
         agent.rngs["evaluate"].bit_generator.state = state["rngs"]["evaluate"]
         torch.set_rng_state(state["rngs"]["torch"])
         restore_env_state(self.train_env, state["train_env"])
-        restore_env_state(self.eval_env, state["eval_env"])
+        if not isinstance(self.eval_env, EvaluationEnvs):  # its games start from their own seeds: nothing to restore
+            restore_env_state(self.eval_env, state["eval_env"])
         self.obs = None if state["obs"] is None else state["obs"].numpy().copy()
         self.losses.load(state["losses"])
         if replay_kept:

@@ -57,8 +57,62 @@ class Run:
         return " ".join([case] + ([self.mode] if self.mode != "eager" else []) + (["bf16"] if self.bf16 else []))
 
 
-def learn_run(run: Run, steps: int, replay_start: int, capacity: int, device: str, seed: int = 0) -> float:
-    """One short Trainer.learn(); seconds per learning step."""
+class Stages:
+    """--breakdown of a learning step: the time of each stage of Trainer.train_step (the env step, act, the replay
+    sample, the update), each closed by a device sync so that a stage's GPU work is charged to it (the syncs make
+    the sum a little longer than an unsynchronised step), over learning steps 1 .. steps-1."""
+
+    NAMES = ("env", "act", "replay sample", "update")
+
+    def __init__(self, device: str):
+        self.cuda = device == "cuda"
+        self.seconds = dict.fromkeys(self.NAMES, 0.0)
+        self.on = False
+        self.steps = 0
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def wrap(self, name: str, function):
+        def timed(*args, **kwargs):
+            if not self.on:
+                return function(*args, **kwargs)
+            self._sync()
+            start = time.perf_counter()
+            out = function(*args, **kwargs)
+            self._sync()
+            self.seconds[name] += time.perf_counter() - start
+            return out
+
+        return timed
+
+    def install(self, trainer) -> None:
+        trainer.agent.act = self.wrap("act", trainer.agent.act)
+        trainer.agent.update = self.wrap("update", trainer.agent.update)
+        trainer.replay.sample = self.wrap("replay sample", trainer.replay.sample)
+        trainer.train_env.step = self.wrap("env", trainer.train_env.step)
+        train_step = trainer.train_step
+
+        def step(t: int) -> None:
+            self.on = t >= 1
+            try:
+                train_step(t)
+            finally:
+                self.steps += self.on
+                self.on = False
+
+        trainer.train_step = step
+
+    def per_step_ms(self) -> dict[str, float]:
+        return {name: 1e3 * value / max(self.steps, 1) for name, value in self.seconds.items()}
+
+
+def learn_window(run: Run, steps: int, replay_start: int, capacity: int, device: str, seed: int = 0,
+                 stages: Stages | None = None, before_learning=None) -> tuple[float, float]:
+    """One short Trainer.learn(); the training env's clock at learning steps 1 and steps-1 (perf_counter: the
+    system's monotonic clock, comparable between processes). ``stages``: also time the stages of each step;
+    ``before_learning``: called once, after the exploration phase, before learning step 0."""
     from torch.utils.tensorboard import SummaryWriter
 
     from agent import Agent, Config, Trainer, random_streams
@@ -80,8 +134,20 @@ def learn_run(run: Run, steps: int, replay_start: int, capacity: int, device: st
     with tempfile.TemporaryDirectory(prefix="bench_e2e_") as run_dir, open(os.devnull, "w") as devnull:
         writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
         try:
+            trainer = Trainer(config, agent, train_env, eval_env, replay, run_dir, writer)
+            if stages is not None:
+                stages.install(trainer)
+            if before_learning is not None:
+                train_step = trainer.train_step
+
+                def first_step(t: int) -> None:
+                    before_learning()
+                    trainer.train_step = train_step
+                    train_step(t)
+
+                trainer.train_step = first_step
             with contextlib.redirect_stderr(devnull):  # tqdm still draws its bar, into /dev/null
-                Trainer(config, agent, train_env, eval_env, replay, run_dir, writer).learn()
+                trainer.learn()
         finally:
             writer.close()
             train_env.close()
@@ -90,7 +156,23 @@ def learn_run(run: Run, steps: int, replay_start: int, capacity: int, device: st
         raise RuntimeError(f"CUDA graph capture failed: {agent.graphs.failed}")
     stamps = train_env.stamps[replay_start:]
     assert len(stamps) == steps, (len(stamps), steps)
-    return (stamps[steps - 1] - stamps[1]) / (steps - 2)
+    return stamps[1], stamps[steps - 1]
+
+
+def learn_run(run: Run, steps: int, replay_start: int, capacity: int, device: str, seed: int = 0) -> float:
+    """One short Trainer.learn(); seconds per learning step."""
+    first, last = learn_window(run, steps, replay_start, capacity, device, seed)
+    return (last - first) / (steps - 2)
+
+
+def breakdown(run: Run, steps: int, replay_start: int, capacity: int, device: str, seed: int = 0) -> dict:
+    """A learning step taken apart (:class:`Stages`): ms per step of each stage, the rest, and the largest."""
+    stages = Stages(device)
+    first, last = learn_window(run, steps, replay_start, capacity, device, seed, stages)
+    per_step = stages.per_step_ms()
+    total = 1e3 * (last - first) / (steps - 2)
+    return {"run": run.key, "ms_per_step": total, "stages_ms": per_step,
+            "rest_ms": total - sum(per_step.values()), "largest": max(per_step, key=per_step.get)}
 
 
 def bench_end_to_end(runs: list[Run], steps: dict[str, int], repeats: int, replay_start: int, capacity: int,

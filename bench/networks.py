@@ -49,23 +49,21 @@ class Variant:
 
 
 def usable_backends(device: str) -> tuple[list[str], dict[str, str]]:
-    """SpikingJelly's kernels that can run on ``device`` (CUDA: cuda, triton, torch) and why the others cannot."""
-    from neural_network import BackendError, resolve_backend
+    """SpikingJelly's kernels that run on ``device``, fastest first (probed: neural_network.probe_kernels; the first
+    is what --backend auto resolves to), and why the others do not."""
+    from neural_network import probe_kernels
 
-    usable, skipped = [], {}
-    for backend in (["cuda", "triton", "torch"] if device == "cuda" else ["torch"]):
-        try:
-            usable.append(resolve_backend(backend, device))
-        except BackendError as error:
-            skipped[backend] = str(error)
-    return usable, skipped
+    probe = probe_kernels(device)
+    return [k for k, error in probe.items() if error is None], {k: e for k, e in probe.items() if e is not None}
 
 
 def plan(device: str, Ts: list[int], modes: list[str], bf16: bool, compile_cases: list[str]) -> list[Variant]:
     """Dqn in each mode; Dsqn at each T on every usable kernel (eager float32), and on the default kernel in the
-    other modes and with bf16. ``compile_cases``: which cases are compiled (compiling is slow: on 2 CPU cores a
-    cold compile of Dsqn_T8 takes minutes)."""
+    other modes and with bf16 (on the CPU only: run.py refuses --bf16 on CUDA, where SpikingJelly has no bf16
+    kernel). ``compile_cases``: which cases are compiled (compiling is slow: on 2 CPU cores a cold compile of
+    Dsqn_T8 takes minutes)."""
     backends, _ = usable_backends(device)
+    bf16 = bf16 and device != "cuda"
     first = backends[0]
     modes = [m for m in modes if m != "graphs" or device == "cuda"]
     out = [Variant("Dqn", None, mode=m, default_backend=first) for m in modes

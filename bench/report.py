@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 
 SECTIONS = {"env": "## Environment steps", "replay": "## Replay memory", "networks": "## Networks: act and update",
-            "end_to_end": "## End to end: learning steps per second", "conversion": "## Conversion baseline",
+            "end_to_end": "## End to end: learning steps per second",
+            "evaluation": "## Evaluation: the games one after the other and at once",
+            "concurrent": "## Several training runs on one device", "conversion": "## Conversion baseline",
             "bf16": "## bf16 against float32"}
 
 
@@ -115,7 +117,59 @@ def render_end_to_end(part):
                   f"(bench/original.py): {o['backend']} neurons on {o['device']}, versions {o['versions']}"
                   + ("; the CuPy backend it hard-codes needs CUDA, so SpikingJelly's torch backend stood in for it"
                      if o["backend"] != "cupy" else "") + ".", ""]
+    lines += render_breakdown(part.get("breakdown", []))
     return lines + ([f"Original not timed: {part['original_error']}", ""] if part.get("original_error") else [])
+
+
+def render_breakdown(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    stages = list(rows[0]["stages_ms"])
+    lines = [("A learning step taken apart (run.py's default options; each stage closed by a device sync, so that "
+              "its GPU work is charged to it: the stages may sum to more than the unsynchronised step), ms per "
+              "learning step:"), ""]
+    body = [[r["run"], fmt(r["ms_per_step"]), *(fmt(r["stages_ms"][k]) for k in stages), fmt(r["rest_ms"]),
+             f"**{r['largest']}**"] for r in rows]
+    return lines + table(["run", "step (unsynchronised)", *stages, "rest of the loop", "largest"], body)
+
+
+def render_evaluation(part):
+    lines = [(f"One evaluation of {part['games']} Breakout games of {part['model']} T={part['T']} (untrained) at "
+              f"epsilon {part['epsilon']}, cut at {part['max_episode_step']:,} steps: one after the other on one env "
+              f"(batch 1) against all at once ({part['slots']} env slots, {part['workers']} worker processes, one "
+              f"batched forward pass per step). The same seeds give the same games both ways: "
+              f"{', '.join(f'{n:,}' for n in part['agent_steps_per_evaluation'])} agent steps per evaluation."), ""]
+    rows = [[name, fs(part["evaluation_seconds"][name]), fs(part["agent_steps_per_s"][name])]
+            for name in part["evaluation_seconds"]]
+    lines += table(["games", "seconds per evaluation", "agent steps/s"], rows)
+    lines += [f"Speed-up at once / one after the other: {fx(part['speedup'])}", ""]
+    p = part["paper"]
+    lines += [(f"A paper run has {p['evaluations']} evaluations of 30 games; at most (every game reaching the "
+               f"18,000-step cap) {p['agent_steps_per_evaluation_at_most']:,} agent steps each, at the rates above: "
+               + "; ".join(f"{name} {fmt(h)} h" for name, h in p["evaluation_hours_at_most"].items()) + ".")]
+    if "run_hours_at_most" in p:
+        lines += [(f"With its 50M learning steps at {fmt(p['learning_rate'])} steps/s ({fmt(p['training_hours'])} "
+                   "h, part end_to_end), a whole paper run takes at most: "
+                   + "; ".join(f"evaluations {name}: {fmt(h)} h ({fmt(h / 24)} days)"
+                               for name, h in p["run_hours_at_most"].items()) + ".")]
+    return lines + [""]
+
+
+def render_concurrent(part):
+    lines = [(f"k training runs at once ({part['run']}, run.py's default options, {part['learning_steps']} "
+              f"learning steps each, {part['threads_per_run']} torch thread each), each its own process. "
+              "Aggregate: the sum of the runs' rates (read it with the share of the span in which all k ran), and "
+              "all their steps over the whole span."), ""]
+    rows = []
+    for k, r in part["k"].items():
+        if "error" in r:
+            rows.append([k, r["error"], "", "", "", ""])
+        else:
+            scaling = f"{fmt(r['scaling'])}×" if r.get("scaling") else ""
+            rows.append([k, fs(r["per_run_steps_per_s"]), fmt(r["sum_of_rates"]), scaling,
+                         fmt(r["aggregate_steps_per_s"]), percent(r["overlap_fraction"])])
+    return lines + table(["k", "steps/s per run", "sum of rates", "× one run", "steps / span", "all k running"],
+                         rows)
 
 
 def render_conversion(part):
@@ -145,7 +199,8 @@ def render_bf16(part):
 
 
 RENDERERS = {"env": render_env, "replay": render_replay, "networks": render_networks,
-             "end_to_end": render_end_to_end, "conversion": render_conversion, "bf16": render_bf16}
+             "end_to_end": render_end_to_end, "evaluation": render_evaluation, "concurrent": render_concurrent,
+             "conversion": render_conversion, "bf16": render_bf16}
 
 
 # -- the README's table ---------------------------------------------------------------------------------------------

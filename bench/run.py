@@ -8,10 +8,13 @@ Writes <output>/<machine>.md and <machine>.json, <machine> naming the CPU, the t
 and the torch and SpikingJelly versions. Figures are medians over repeats with min and max; comparisons are ratios
 of variants timed interleaved in the same run (bench/timing.py). Parts: env (steps/s of the training env), replay
 (bytes, append, sample), networks (act and update of Dqn and Dsqn at each T: every neuron kernel, eager, compiled
-(--compile), graphs (--cuda_graphs, CUDA only), bf16 (--bf16)), end_to_end (learning steps/s of the real training
-loop, a 50M-step run's duration, and with --original the original code's rate beside ours), conversion (the
-converted Dqn: layer-by-layer against step-by-step simulation, agreement with the ANN against T for both
-schedules) and bf16 (spike counts and greedy actions of --bf16 against float32).
+(--compile), graphs (--cuda_graphs, CUDA only), bf16 (--bf16, CPU only)), end_to_end (learning steps/s of the real
+training loop, a 50M-step run's duration, with --original the original code's rate beside ours, and a learning step
+taken apart into env, act, replay sample and update), evaluation (one evaluation's games one after the other
+against all at once, and a paper run's duration with its evaluations), concurrent (k training runs at once on one
+device, their aggregate rate), conversion (the converted Dqn: layer-by-layer against step-by-step simulation,
+agreement with the ANN against T for both schedules) and bf16 (spike counts and greedy actions of --bf16 against
+float32; CPU only).
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ if REPO_ROOT not in sys.path:
 
 from utils.cli import ArgumentParser, UserError, non_negative_int, positive_float, positive_int, run_cli
 
-PARTS = ("env", "replay", "networks", "end_to_end", "conversion", "bf16")
+PARTS = ("env", "replay", "networks", "end_to_end", "evaluation", "concurrent", "conversion", "bf16")
 #: option -> (default, help); "cpu|cuda" defaults differ by device
 OPTIONS = {
-    "parts": ({"cpu": ",".join(PARTS), "cuda": "env,replay,end_to_end,conversion,bf16,networks"},
+    "parts": ({"cpu": ",".join(PARTS), "cuda": "env,replay,end_to_end,evaluation,networks,concurrent,conversion"},
               "comma-separated parts, run in this order"),
     "repeats": (5, "rounds of the quick measurements"),
     "long_repeats": (3, "rounds of the slow ones (end-to-end runs, conversion)"),
@@ -52,6 +55,12 @@ OPTIONS = {
     "e2e_dsqn_steps": ({"cpu": 42, "cuda": 202}, "learning steps of an end-to-end Dsqn run (2 + a multiple of 4)"),
     "e2e_replay_start": (500, "exploration steps before learning"),
     "e2e_replay_capacity": (5000, "replay capacity of the end-to-end runs"),
+    "eval_games": ({"cpu": 4, "cuda": 30}, "games of the timed evaluation (the paper: 30)"),
+    "eval_max_steps": ({"cpu": 60, "cuda": 200}, "step limit of its games (the paper: 18,000)"),
+    "eval_repeats": (2, "rounds of the timed evaluation (each plays it both ways)"),
+    "eval_workers": (-1, "its env worker processes (-1: run.py's default for the device)"),
+    "concurrent_k": ({"cpu": "1,2", "cuda": "1,2,4,8,12"}, "numbers of training runs at once of part concurrent"),
+    "concurrent_steps": ({"cpu": 42, "cuda": 602}, "learning steps of each of them (2 + a multiple of 4)"),
     "conversion_T": (500, "simulation steps of the timed conversion"),
     "agreement_T": ("8,16,32,64,128,256,500", "T values of the conversion agreement curve"),
     "agreement_frames": (32, "Breakout frames of the conversion agreement"),
@@ -60,7 +69,8 @@ OPTIONS = {
 }
 TINY = {"repeats": 2, "long_repeats": 1, "min_time": 0.002, "T": "2", "modes": "eager", "compile_cases": "none",
         "replay_capacity": 600, "e2e_T": 2, "e2e_dqn_steps": 10, "e2e_dsqn_steps": 10, "e2e_replay_start": 40,
-        "e2e_replay_capacity": 200, "conversion_T": 20, "agreement_T": "2,10", "agreement_frames": 4, "bf16_T": "2",
+        "e2e_replay_capacity": 200, "eval_games": 2, "eval_max_steps": 10, "eval_repeats": 1, "concurrent_k": "1",
+        "concurrent_steps": 10, "conversion_T": 20, "agreement_T": "2,10", "agreement_frames": 4, "bf16_T": "2",
         "bf16_frames": 4}
 PARSERS = {int: positive_int, float: positive_float}
 
@@ -74,7 +84,8 @@ def build_parser() -> ArgumentParser:
             p.add_argument(f"--{name}", action="store_true", default=None, help=f"{text} (default on)")
             p.add_argument(f"--no-{name}", dest=name, action="store_false", help="the opposite")
         else:
-            p.add_argument(f"--{name}", type=PARSERS.get(kind, str), help=f"{text} (default {shown})")
+            parse = int if name == "eval_workers" else PARSERS.get(kind, str)
+            p.add_argument(f"--{name}", type=parse, help=f"{text} (default {shown})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available")
     p.add_argument("--original", metavar="CHECKOUT", help="also time the original DSQN code of this checkout in the "
                                                          "end-to-end part (bench/original.py)")
@@ -124,13 +135,15 @@ def resolve_settings(args, device: str) -> dict:
     s["parts"] = names(s["parts"], "parts", PARTS)
     s["modes"] = names(s["modes"], "modes", ("eager", "compiled", "graphs"))
     s["games"] = names(s["games"], "games", GAMES)
-    for key in ("T", "agreement_T", "bf16_T"):
+    for key in ("T", "agreement_T", "bf16_T", "concurrent_k"):
         s[key] = sorted(set(int_list(s[key], key)))
     cases = ["Dqn"] + [f"Dsqn_T{T}" for T in s["T"]]
     s["compile_cases"] = [] if s["compile_cases"] == "none" else names(s["compile_cases"], "compile_cases", cases)
-    for key in ("e2e_dqn_steps", "e2e_dsqn_steps"):
+    for key in ("e2e_dqn_steps", "e2e_dsqn_steps", "concurrent_steps"):
         if s[key] < 6 or (s[key] - 2) % 4:
             raise UserError(f"--{key} must be 2 + a positive multiple of 4 (e.g. 42), got {s[key]}")
+    if s["eval_workers"] < -1:
+        raise UserError(f"--eval_workers takes -1 (the device's default), 0 or more, got {s['eval_workers']}")
     if s["e2e_replay_start"] < 32 or s["replay_capacity"] < 64:
         raise UserError("--e2e_replay_start must be at least 32 and --replay_capacity at least 64")
     if args.tag and not all(c.isalnum() or c in "-_" for c in args.tag):
@@ -189,6 +202,10 @@ def measure(args, s: dict, device: str, output: str, argv: list[str]) -> None:
         print(f"[bench {time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     info = machine_info(device)
+    from neural_network import choose_backend
+
+    kernel, probe = choose_backend("auto", device)  # the base kernel of every part: what run.py's auto resolves to
+    info.update(neuron_kernel=kernel, neuron_kernel_probe=probe)
     stem = report_stem(info) + (f"_{args.tag}" if args.tag else "")
     report = {"command": "python bench/run.py " + " ".join(argv),
               "started": datetime.now().isoformat(timespec="seconds"), "machine": info,
@@ -202,7 +219,7 @@ def measure(args, s: dict, device: str, output: str, argv: list[str]) -> None:
         part_started = time.perf_counter()
         try:
             deadline = started + args.budget_s if args.budget_s else None
-            report["parts"][name] = run_part(name, s, args, device, progress, deadline)
+            report["parts"][name] = run_part(name, s, args, device, progress, deadline, report["parts"])
         except Exception:  # noqa: BLE001 - recorded; the run goes on and exits non-zero at the end
             report["parts"][name] = {"error": traceback.format_exc()}
             progress(f"part {name} FAILED:\n{report['parts'][name]['error']}")
@@ -226,8 +243,8 @@ def measure(args, s: dict, device: str, output: str, argv: list[str]) -> None:
         sys.exit(1)
 
 
-def run_part(name: str, s: dict, args, device: str, progress, deadline: float | None) -> dict:
-    from bench import end_to_end, networks, parts
+def run_part(name: str, s: dict, args, device: str, progress, deadline: float | None, previous: dict) -> dict:
+    from bench import concurrent, end_to_end, evaluation, networks, parts
 
     seed = args.seed
     if name == "env":
@@ -242,11 +259,23 @@ def run_part(name: str, s: dict, args, device: str, progress, deadline: float | 
                                       device, seed, args.dqn_checkpoint)
     if name == "bf16":
         return parts.bf16_agreement(s["bf16_T"], s["bf16_frames"], device, seed, args.dsqn_checkpoint)
+    if name == "evaluation":
+        learning = previous.get("end_to_end", {}).get("runs", {})
+        default = f"Dsqn_T{s['e2e_T']}" + (" graphs" if device == "cuda" else "")
+        rate = learning.get(default, {}).get("steps_per_s", {}).get("median")
+        return evaluation.bench_evaluation("Dsqn", s["e2e_T"], s["eval_games"], s["eval_max_steps"],
+                                           None if s["eval_workers"] < 0 else s["eval_workers"], s["eval_repeats"],
+                                           device, seed, rate, progress)
+    if name == "concurrent":
+        run = end_to_end.Run("Dsqn", s["e2e_T"], "graphs" if device == "cuda" else "eager")
+        return concurrent.bench_concurrent(run, s["concurrent_k"], s["concurrent_steps"], s["e2e_replay_start"],
+                                           s["e2e_replay_capacity"], device, seed, progress=progress)
     T = s["e2e_T"]
-    runs = [end_to_end.Run("Dqn", None), end_to_end.Run("Dsqn", T), end_to_end.Run("Dsqn", T, bf16=True)]
-    if device == "cuda":
-        runs += [end_to_end.Run("Dqn", None, "graphs"), end_to_end.Run("Dsqn", T, "graphs"),
-                 end_to_end.Run("Dsqn", T, "graphs", bf16=True)]
+    runs = [end_to_end.Run("Dqn", None), end_to_end.Run("Dsqn", T)]
+    if device == "cuda":  # graphs: run.py's default on CUDA; --bf16 is refused there
+        runs += [end_to_end.Run("Dqn", None, "graphs"), end_to_end.Run("Dsqn", T, "graphs")]
+    else:
+        runs += [end_to_end.Run("Dsqn", T, bf16=True)]
     steps = {"Dqn": s["e2e_dqn_steps"], "Dsqn": s["e2e_dsqn_steps"]}
     import shutil
     import tempfile
@@ -256,6 +285,10 @@ def run_part(name: str, s: dict, args, device: str, progress, deadline: float | 
         original, prepared = prepare_original(args, s, device, workdir, progress) if args.original else (None, {})
         out = end_to_end.bench_end_to_end(runs, steps, s["long_repeats"], s["e2e_replay_start"],
                                           s["e2e_replay_capacity"], device, seed, original, progress)
+        mode = "graphs" if device == "cuda" else "eager"  # run.py's defaults, taken apart
+        out["breakdown"] = [end_to_end.breakdown(run, steps[run.model], s["e2e_replay_start"],
+                                                 s["e2e_replay_capacity"], device, seed)
+                            for run in runs if run.mode == mode and not run.bf16]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {**out, **prepared}

@@ -55,6 +55,21 @@ def test_tiny_run_measures_every_part(tiny):
     assert parts["networks"]["ratios"] and parts["networks"]["backends"] == ["torch"]
     e2e = parts["end_to_end"]["runs"]
     assert set(e2e) == {"Dqn", "Dsqn_T2", "Dsqn_T2 bf16"} and all(r["paper_run_days"] > 0 for r in e2e.values())
+    breakdown = {row["run"]: row for row in parts["end_to_end"]["breakdown"]}
+    assert set(breakdown) == {"Dqn", "Dsqn_T2"}
+    for row in breakdown.values():  # every stage measured, the largest named
+        assert set(row["stages_ms"]) == {"env", "act", "replay sample", "update"}
+        assert all(v > 0 for v in row["stages_ms"].values()) and row["largest"] == max(row["stages_ms"],
+                                                                                       key=row["stages_ms"].get)
+    evaluation = parts["evaluation"]  # the same games both ways, timed; the paper run with its evaluations
+    assert evaluation["slots"] == 2 and evaluation["agent_steps_per_evaluation"][0] > 0
+    assert set(evaluation["agent_steps_per_s"]) == {"one after the other", "at once"}
+    assert evaluation["paper"]["evaluations"] == 201 and evaluation["paper"]["learning_rate"] == pytest.approx(
+        e2e["Dsqn_T2"]["steps_per_s"]["median"])
+    hours = evaluation["paper"]["run_hours_at_most"]["at once"]
+    assert hours > evaluation["paper"]["training_hours"] > 0
+    assert parts["concurrent"]["k"]["1"]["sum_of_rates"] > 0
+    assert report["machine"]["neuron_kernel"] == "torch" and report["machine"]["neuron_kernel_probe"] == {"torch": None}
     conversion = parts["conversion"]
     assert set(conversion["agreement"]) == {"delayed", "same_step"}
     assert all(0 <= v <= 1 for curve in conversion["agreement"].values() for v in curve.values())

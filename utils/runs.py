@@ -244,9 +244,11 @@ def git_tree(repo_root: str, run_dir: str) -> dict:
 
 
 def provenance(repo_root: str, run_dir: str, device=None, neuron_kernel: str | None = None) -> dict:
-    """What config.json records besides the options: library versions, the device's name, the neuron kernel (None
+    """What config.json records besides the options: library versions, the device's name, the neuron kernel (absent
     for a network without spiking neurons) and the state of the git checkout (see :func:`git_tree`)."""
-    record = {"versions": library_versions(), "neuron_kernel": neuron_kernel, **git_tree(repo_root, run_dir)}
+    record = {"versions": library_versions(), **git_tree(repo_root, run_dir)}
+    if neuron_kernel is not None:
+        record["neuron_kernel"] = neuron_kernel
     if device is not None:
         record["device_name"] = device_name(device)
     return record
