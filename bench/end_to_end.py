@@ -122,7 +122,8 @@ def learn_window(run: Run, steps: int, replay_start: int, capacity: int, device:
 
     config = Config(model=run.model, T=run.T or 64, device=device, seed=seed, timestep_num=steps, eval_freq=10**9,
                     eval_episode_num=1, replay_memory_size=capacity, replay_start_size=replay_start,
-                    init_epsilon=EPSILON, final_epsilon=EPSILON, cuda_graphs=run.mode == "graphs", bf16=run.bf16)
+                    init_epsilon=EPSILON, final_epsilon=EPSILON, cuda_graphs=run.mode == "graphs", bf16=run.bf16,
+                    final_eval="at_budget")  # exactly `steps` learning steps
     torch.manual_seed(seed)
     train_env = StepClock(make_env(GAMES["Breakout"], training=True, seed=seed))
     eval_env = make_env(GAMES["Breakout"], training=False, max_episode_step=5, seed=seed)
