@@ -143,7 +143,7 @@ def resolve_settings(args, device: str) -> dict:
         raise UserError("--e2e_replay_start must be at least 32 and --replay_capacity at least 64")
     if args.tag and not all(c.isalnum() or c in "-_" for c in args.tag):
         raise UserError(f"--tag may only hold letters, digits, - and _, got {args.tag!r}")
-    if args.original and not os.path.isdir(args.original):
+    if args.original is not None and not os.path.isdir(args.original):
         raise UserError(f"--original {args.original} is not a folder (give a checkout of the original code)")
     return s
 

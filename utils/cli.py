@@ -144,9 +144,16 @@ def given_options(namespace: argparse.Namespace) -> dict:
 def apply_gpu_option(argv: list[str] | None) -> None:
     """Set CUDA_VISIBLE_DEVICES from ``--gpu`` before CUDA is initialised; without ``--gpu`` leave it alone (a
     scheduler such as SLURM or Ray may have set it)."""
-    pre = argparse.ArgumentParser(add_help=False)
+    class Quiet(argparse.ArgumentParser):
+        def error(self, message):  # noqa: D401 - argparse's name; the program's own parser reports it
+            raise ValueError(message)
+
+    pre = Quiet(add_help=False)
     pre.add_argument("--gpu", default=None)
-    known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    except ValueError:
+        return
     if known.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = known.gpu
 

@@ -22,7 +22,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from utils import cli
-from utils.cli import UserError, option, options_parser, run_cli
+from utils.cli import UserError, check_path, option, options_parser, run_cli
 from utils.runs import read_run_config
 
 PROG = "export_nir.py"
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("no model given; pass --model PATH to a spiking checkpoint or run folder, or an snn.pt")
     if not config.out:
         raise UserError("no output file given; pass --out FILE, e.g. --out agent.nir")
-    out = cli.check_path(config.out, "--out", reserve=8)
+    out = check_path(config.out, "--out", reserve=8)
     if os.path.isdir(out):
         raise UserError(f"--out {out} is a folder; give a file name such as agent.nir")
     if os.path.exists(os.path.dirname(out)) and not os.path.isdir(os.path.dirname(out)):
