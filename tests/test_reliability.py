@@ -141,9 +141,13 @@ def _journal_row_out_of_range(run_dir):
 
 
 def _journal_bit_flip(run_dir):
-    data = bytearray(_journal(run_dir).read_bytes())
-    data[8 + 100] ^= 1
-    _journal(run_dir).write_bytes(bytes(data))
+    """A well-formed record (row 0 as the frames file holds it), then one bit of its frame flipped."""
+    frame = (run_dir / "state" / "replay-frames.u8").read_bytes()[: 84 * 84]
+    record = np.int64(0).tobytes() + frame
+    record = bytearray(record + np.uint32(zlib.crc32(record)).tobytes())
+    record[8 + 100] ^= 1
+    with open(_journal(run_dir), "ab") as journal:
+        journal.write(bytes(record))
 
 
 def _frames_bit_flip(run_dir):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import gc
 import math
 import os
 import sys
@@ -354,5 +353,4 @@ def run_cli(main: Callable[[], object], prog: str, user_errors: Iterable = ()) -
         release_all()
     if message is not None:
         print(message, file=sys.stderr, flush=True)
-        gc.collect()  # the unwound program's objects go now, not in a report of objects alive at exit (nanobind's)
-        sys.exit(status)
+        sys.exit(status)  # outside the except blocks: the failed program's frames (an emulator...) are freed now
