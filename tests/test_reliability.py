@@ -25,7 +25,6 @@ from conftest import GAME, REPO_ROOT
 import run as run_py
 from agent.persistence import load_state
 from utils.cli import run_cli
-from utils.runlock import run_is_live
 
 TINY = ["--model", "Dqn", "--env_id", GAME, "--timestep_num", "30", "--replay_start_size", "16", "--minibatch_size",
         "8", "--replay_memory_size", "48", "--eval_freq", "10", "--eval_episode_num", "1", "--max_episode_step", "60",
@@ -216,6 +215,8 @@ def test_a_refused_resume_stores_nothing_and_start_over_is_asked_for_in_so_many_
 
 
 def test_a_live_run_folder_is_locked_and_status_json_tells_live_from_dead(finished_run, tmp_path, capsys):
+    from utils.runlock import run_is_live
+
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
     process = subprocess.Popen([sys.executable, "run.py", "--resume", str(run_dir), "--timestep_num", "100000"],
