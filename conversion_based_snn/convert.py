@@ -28,6 +28,11 @@ REPO_ROOT = os.path.dirname(HERE)
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+if __name__ == "__main__":
+    from utils.cli import quiet_interrupt
+
+    quiet_interrupt("convert.py")  # Ctrl-C during the imports below: one line
+
 import argparse
 import contextlib
 import math

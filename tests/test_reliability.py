@@ -305,10 +305,10 @@ def test_an_error_after_the_emulator_started_prints_one_line_and_no_leak_report(
     assert "leaked" not in process.stderr and os.listdir(tmp_path) == []
 
 
-def test_ctrl_c_during_the_imports_is_one_line(tmp_path):
-    process = subprocess.Popen([sys.executable, "run.py", "--model", "Dqn", "--device", "cpu", "--output_dir",
-                                str(tmp_path)], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+@pytest.mark.parametrize("program", ["run.py", "conversion_based_snn/convert.py"])
+def test_ctrl_c_during_the_imports_is_one_line(tmp_path, program):
+    process = subprocess.Popen([sys.executable, program, "--device", "cpu", "--output_dir", str(tmp_path)],
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while process.poll() is None and time.monotonic() < deadline:  # interrupt once torch is being loaded
         with contextlib.suppress(OSError):
@@ -317,7 +317,7 @@ def test_ctrl_c_during_the_imports_is_one_line(tmp_path):
         time.sleep(0.005)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130 and err == "run.py: interrupted\n", err
+    assert process.returncode == 130 and err == f"{os.path.basename(program)}: interrupted\n", err
 
 
 BAD_VALUES = ["", "-1", "nan", "x", "n" * 300, "/dev/null/x"]

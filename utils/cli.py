@@ -312,6 +312,22 @@ def _is_one_of(error: BaseException, kinds: Iterable) -> bool:
     return False
 
 
+_quiet_handlers: list = []
+
+
+def quiet_interrupt(prog: str) -> None:
+    """Until :func:`run_cli` starts, Ctrl-C ends the program with one line and status 130: for a program whose
+    module-level imports are heavy (call it before them, when run as a program)."""
+    import signal
+
+    def interrupted(signum, frame):
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        os._exit(EXIT_SIGINT)  # nothing is written yet: no clean-up to run
+
+    _quiet_handlers.append(interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+
+
 def run_cli(main: Callable[[], object], prog: str, user_errors: Iterable = ()) -> None:
     """Run ``main`` (the whole program: its heavy imports too) and turn what is not a bug into one line on stderr
     and an exit status:
@@ -324,6 +340,10 @@ def run_cli(main: Callable[[], object], prog: str, user_errors: Iterable = ()) -
     =====  ============================================================================================
 
     Anything else is a bug and keeps its traceback; with ``DSQN_TRACEBACK=1`` every failure shows its traceback."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) in _quiet_handlers:  # Ctrl-C is KeyboardInterrupt again (quiet_interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     status, message = 0, None
     try:
         main()
