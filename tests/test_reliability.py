@@ -227,7 +227,7 @@ def test_a_live_run_folder_is_locked_and_status_json_tells_live_from_dead(finish
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         assert run_is_live(str(run_dir))
-        one_line(capsys, run_py.cli, ["--resume", str(run_dir), "--timestep_num", "100000"], 2,
+        one_line(capsys, run_py.cli, ["--resume", str(run_dir), "--timestep_num", "100000"], 75,
                  "is in use by another process", f"pid {process.pid}")
     finally:
         process.kill()

@@ -22,6 +22,7 @@ from dataclasses import MISSING, Field, field, fields
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_IO = 4
+EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: try again later (a run folder in use by another process)
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 #: The environment variable that makes every failure show its full traceback (for a report).
@@ -36,6 +37,10 @@ USER_OS_ERRORS = tuple(IO_ERRNOS | PATH_ERRNOS)
 
 class UserError(Exception):
     """A mistake in what the user asked for; its message says what is wrong and what to do."""
+
+
+class Busy(UserError):
+    """What the user asked for is in use by another process (a live run's folder); it can be tried again later."""
 
 
 class Diverged(Exception):
@@ -336,6 +341,7 @@ def run_cli(main: Callable[[], object], prog: str, user_errors: Iterable = ()) -
     2      a user mistake or damaged input (:class:`UserError`, ``user_errors``), a path the system refuses
     3      a diverged run (:class:`Diverged`)
     4      a storage failure: a full disk, a quota, an I/O error, a read-only file system (with what to do)
+    75     busy: a run folder in use by another process (:class:`Busy`); try again once it has ended
     130    Ctrl-C (anywhere, imports included); 130 / 143 a run stopped by a signal after saving (:class:`Stopped`)
     =====  ============================================================================================
 
@@ -354,7 +360,9 @@ def run_cli(main: Callable[[], object], prog: str, user_errors: Iterable = ()) -
     except KeyboardInterrupt:
         status, message = EXIT_SIGINT, f"{prog}: interrupted"
     except BaseException as error:  # noqa: BLE001 - sorted below; a bug is raised again
-        if _is_one_of(error, (UserError, *user_errors)):
+        if isinstance(error, Busy):
+            text, status = str(error), EXIT_BUSY
+        elif _is_one_of(error, (UserError, *user_errors)):
             text, status = str(error) or type(error).__name__, EXIT_USAGE
         elif isinstance(error, Diverged):
             text, status = str(error), EXIT_DIVERGED

@@ -15,13 +15,13 @@ import fcntl
 import os
 import time
 
-from utils.cli import UserError
+from utils.cli import Busy
 
 _held: dict[str, int] = {}
 
 
 def lock_run_dir(run_dir: str, wait_s: float = 1.0) -> None:
-    """Take the exclusive lock of ``run_dir`` for this process (again: nothing), or raise :class:`UserError` if
+    """Take the exclusive lock of ``run_dir`` for this process (again: nothing), or raise :class:`Busy` (exit 75) if
     another process holds it. A reader that only looks (:func:`run_is_live`) holds it for an instant: it is
     retried for ``wait_s`` seconds."""
     path = os.path.realpath(run_dir)
@@ -36,7 +36,7 @@ def lock_run_dir(run_dir: str, wait_s: float = 1.0) -> None:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 os.close(fd)
-                raise UserError(f"{run_dir} is in use by another process{_holder(path)}: wait until it ends, or "
+                raise Busy(f"{run_dir} is in use by another process{_holder(path)}: wait until it ends, or "
                                 "stop it (kill -TERM <pid> saves its state) before running in that folder") from None
             time.sleep(0.05)
     _held[path] = fd
