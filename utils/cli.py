@@ -350,6 +350,7 @@ def run_cli(main: Callable[[], object], prog: str, user_errors: Iterable = ()) -
 
     if signal.getsignal(signal.SIGINT) in _quiet_handlers:  # Ctrl-C is KeyboardInterrupt again (quiet_interrupt)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    set_recovery(None)  # what a previous program run in this process said does not hold for this one
     status, message = 0, None
     try:
         main()
