@@ -14,6 +14,7 @@ robustness.csv and levels/ (one play summary per level; docs/ROBUSTNESS.md).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -28,6 +29,7 @@ from utils.cli import (
     UserError,
     apply_gpu_option,
     check_output_dir,
+    check_path,
     check_run_name,
     given_options,
     options_parser,
@@ -92,18 +94,24 @@ def run_method(config, run_dir: str | None, given: dict) -> None:
 def resumed_config(given: dict):
     """The saved configuration of the run folder ``--resume`` names, with the overrides a resume allows."""
     from agent.config import RESUMABLE_OVERRIDES, Config
+    from agent.persistence import check_run_folder
+    from utils.cli import check_saved_options
+    from utils.runlock import lock_run_dir
 
-    run_dir = os.path.abspath(os.path.expanduser(given["resume"]))
+    run_dir = check_path(given["resume"], "--resume")
     config_path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(config_path):
+    if not os.path.isdir(run_dir) or not os.path.lexists(config_path):
         raise UserError(f"--resume {given['resume']}: no run folder there (it has no config.json); give a folder "
                         "that run.py created under runs/")
+    check_run_folder(run_dir)  # files where files belong, nothing pointing outside the folder
+    lock_run_dir(run_dir)  # before anything is read: a live run's folder is refused
     try:
         with open(config_path, encoding="utf-8") as file:
             saved = json.load(file)
-        config = Config.from_dict(saved)
-    except (OSError, ValueError, TypeError):
-        raise UserError(f"{config_path} is damaged; the run cannot be resumed") from None
+    except (OSError, ValueError):
+        raise UserError(f"{config_path} is damaged (not JSON); the run cannot be resumed") from None
+    check_saved_options(Config, saved, config_path)
+    config = Config.from_dict(saved)
     if config.method != "learn":
         raise UserError(f"--resume {given['resume']} is a play run; only learning runs can be resumed")
     refused = sorted(name for name, value in given.items()
@@ -150,7 +158,9 @@ def check_config(config, given: dict) -> None:
         raise UserError("--use_video_recorder needs moviepy: pip install -e \".[video]\"")
     if config.action_repeat != 4:
         raise UserError("--action_repeat other than 4 is not supported by the ALE pipeline of this repo")
-    check_run_name(config.run_name)
+    if config.start_over and not config.resume:
+        raise UserError("--start_over is for --resume: it starts a run folder's training again from step 0")
+    check_run_name(config.run_name, config.output_dir)
 
 
 def run_name(config, time_str: str) -> str:
@@ -165,10 +175,12 @@ def start_run(config, run_dir: str | None, n_actions: int, device=None):
     return the folder and the run's logger."""
     from neural_network.backend import CHOSEN, describe_choice
     from utils.logging_setup import setup_file_logger, write_run_config
+    from utils.runlock import lock_run_dir
     from utils.runs import create_run_dir, provenance, timestamp, write_status
 
     if run_dir is None:
         run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
+    lock_run_dir(run_dir)  # this process's folder (a resume took it before reading it)
     logger = setup_file_logger(os.path.join(run_dir, "run.log"))
     kernel = dict(CHOSEN) or None  # the neuron kernel prepare_device chose (spiking networks)
     write_run_config(os.path.join(run_dir, "config.json"), {
@@ -191,13 +203,13 @@ def learn(config, run_dir: str | None) -> None:
 
     from agent import Agent, StopRequest, Trainer, random_streams
     from agent.evaluation import evaluation_envs
-    from agent.persistence import REPLAY_FRAMES
+    from agent.persistence import REPLAY_FRAMES, check_resume, replay_file_allocated, start_over
     from environment import make_env
     from environment.vector import evaluation_env
     from neural_network import build_network, compile_network
     from replay_memory import ReplayMemory
-    from utils.cli import Diverged, Stopped
-    from utils.runs import shown, write_status
+    from utils.cli import Diverged, Stopped, set_recovery
+    from utils.runs import remove_stale_temporaries, shown, write_status
     from utils.tracking import Tracking, check
 
     check(config)  # --track, --capture_video: their packages
@@ -209,10 +221,18 @@ def learn(config, run_dir: str | None) -> None:
     n_actions = int(eval_env.action_space.n)
     net = build_network(config.model, n_actions, **config.network_kwargs())
     target_net = build_network(config.model, n_actions, **config.network_kwargs())
+    # A resume checks the whole folder and its saved state before it writes anything (agent/persistence.py).
+    loaded = check_resume(run_dir, config) if config.resume else None
+    allocated = run_dir is not None and replay_file_allocated(os.path.join(run_dir, "state", REPLAY_FRAMES), config)
     ReplayMemory.check_fits(config.replay_memory_size, config.history_len,
-                            folder=config.output_dir if config.save_replay else None)
+                            folder=config.output_dir if config.save_replay and not allocated else None)
     run_dir, logger = start_run(config, run_dir, n_actions, device)
+    set_recovery(f"continue with  python run.py --resume {shown(run_dir)}")
     rngs = random_streams(config.seed)
+    if config.resume:
+        if config.start_over:
+            start_over(os.path.join(run_dir, "state"))  # asked for in so many words: the old state goes
+        remove_stale_temporaries(os.path.join(run_dir, "state"))  # of a save that was cut off
     frames_file = os.path.join(run_dir, "state", REPLAY_FRAMES) if config.save_replay else None
     if frames_file:
         os.makedirs(os.path.dirname(frames_file), exist_ok=True)
@@ -224,7 +244,7 @@ def learn(config, run_dir: str | None) -> None:
     agent = Agent(config, net, device, target_net=target_net, rngs=rngs)
     with StopRequest() as stop:
         trainer = Trainer(config, agent, train_env, eval_env, replay, run_dir, writer=None, stop=stop)
-        manifest = trainer.resume() if config.resume else None
+        manifest = trainer.resume(loaded) if config.resume else None
         if config.resume:
             agent.set_learning_rate(config.learning_rate)  # an override takes effect on the restored optimizer
             where = (f"resumed at learning step {manifest['timestep']} (exploration step {manifest['explored']})"
@@ -243,7 +263,8 @@ def learn(config, run_dir: str | None) -> None:
         except (Stopped, Diverged):
             raise  # they wrote their own status
         except BaseException as error:
-            write_status(run_dir, "failed", timestep=trainer.p.timestep, error=f"{type(error).__name__}: {error}")
+            with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
+                write_status(run_dir, "failed", timestep=trainer.p.timestep, error=f"{type(error).__name__}: {error}")
             raise
         finally:
             trainer.writer.close()
@@ -400,15 +421,14 @@ def play_energy(net, summary: dict, spiking: bool) -> dict | None:
     return snn_energy(net, summary["layer_sops_per_action"], "dsqn")
 
 
-def cli(argv: list[str] | None = None) -> None:
-    """run.py as a program: one line and exit status 2 for a user's mistake (see utils.cli.run_cli)."""
-    from agent.persistence import StateError
-    from environment import UnknownEnvError
-    from neural_network import BackendError, CheckpointError
-    from replay_memory import ReplayMemoryTooLargeError
+#: The errors of the project's modules that are the user's to fix (named: no import before run_cli runs main).
+USER_ERRORS = ("environment.UnknownEnvError", "neural_network.CheckpointError", "neural_network.BackendError",
+               "replay_memory.ReplayMemoryTooLargeError", "agent.persistence.StateError")
 
-    run_cli(lambda: main(argv), "run.py",
-            user_errors=(UnknownEnvError, CheckpointError, BackendError, ReplayMemoryTooLargeError, StateError))
+
+def cli(argv: list[str] | None = None) -> None:
+    """run.py as a program: one line and an exit status for what is not a bug (see utils.cli.run_cli)."""
+    run_cli(lambda: main(argv), "run.py", user_errors=USER_ERRORS)
 
 
 if __name__ == "__main__":

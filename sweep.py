@@ -23,7 +23,7 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from utils.cli import UserError, run_cli
+from utils.cli import UserError, check_output_dir, run_cli
 
 PROG = "sweep.py"
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None, out=None) -> int:
 
     out = out or sys.stdout
     options, run_words, grid_name = parse_command_line(sys.argv[1:] if argv is None else argv)
-    sweep_dir = (os.path.abspath(os.path.expanduser(options.sweep_dir)) if options.sweep_dir
+    sweep_dir = (check_output_dir(options.sweep_dir, "--sweep_dir") if options.sweep_dir
                  else os.path.join(REPO_ROOT, "sweeps", grid_name or "default"))
     if os.path.exists(sweep_dir) and not os.path.isdir(sweep_dir):
         raise UserError(f"--sweep_dir {sweep_dir} is a file, not a folder")

@@ -20,7 +20,7 @@ from .robustness import PERTURBATIONS, non_negative_float, pixel_budget
 RESUMABLE_OVERRIDES = frozenset({
     "timestep_num", "learning_rate", "eval_episode_num", "checkpoint_freq", "log_freq", "device", "gpu", "backend",
     "compile", "output_dir", "track", "wandb_project", "wandb_entity", "capture_video", "video_freq",
-    "eval_envs", "eval_workers", "cuda_graphs", "deterministic",
+    "eval_envs", "eval_workers", "cuda_graphs", "deterministic", "start_over",
 })
 
 
@@ -70,6 +70,8 @@ class Config:
     run_name: str | None = option(None, "the run folder's name (default: <model>_<game>_seed<seed>_<time>, "
                                         "or ..._play_<time>); an existing name is never reused")
     resume: str | None = option(None, "continue the run in this run folder from its last saved state")
+    start_over: bool = option(False, "with --resume: train again from step 0 in that folder, deleting its saved "
+                                     "state (refused without it when the folder holds one that cannot be used)")
     device: str = option("auto", "auto: cuda if available, else cpu", choices=("auto", "cuda", "cpu"))
     gpu: str | None = option(None, "set CUDA_VISIBLE_DEVICES to this (default: leave it as the scheduler set it)")
     backend: str = option("auto", "neuron kernel: auto (SpikingJelly's choice), torch, cuda (alias cupy) or triton",

@@ -353,11 +353,12 @@ class Trainer:
                 self.p.timestep, self.p.final_step = self.p.timestep + 1, False
         self.last_saved = self.p.timestep
 
-    def resume(self) -> dict | None:
-        """Continue from the run folder's saved state (its manifest), None if no state was saved yet. With the
-        replay memory kept, the frames overwritten since that state are put back from the undo journal first."""
+    def resume(self, loaded: tuple[dict, dict] | None | bool = True) -> dict | None:
+        """Continue from the run folder's saved state (its manifest; or ``loaded``, the (state, manifest) already
+        read and checked), None if no state was saved yet. With the replay memory kept, the frames overwritten since
+        that state are put back from the undo journal first."""
         state_dir = self.path("state")
-        loaded = load_state(state_dir)
+        loaded = load_state(state_dir) if loaded is True else loaded
         if loaded is None:
             return None
         state, manifest = loaded

@@ -33,7 +33,15 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == BENCH_DIR:
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from utils.cli import ArgumentParser, UserError, non_negative_int, positive_float, positive_int, run_cli
+from utils.cli import (
+    ArgumentParser,
+    UserError,
+    check_output_dir,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 
 PARTS = ("env", "replay", "networks", "end_to_end", "evaluation", "concurrent", "conversion", "bf16")
 #: option -> (default, help); "cpu|cuda" defaults differ by device
@@ -148,18 +156,31 @@ def resolve_settings(args, device: str) -> dict:
         raise UserError("--e2e_replay_start must be at least 32 and --replay_capacity at least 64")
     if args.tag and not all(c.isalnum() or c in "-_" for c in args.tag):
         raise UserError(f"--tag may only hold letters, digits, - and _, got {args.tag!r}")
-    if args.original and not os.path.isdir(args.original):
+    if args.original is not None and not os.path.isdir(args.original):
         raise UserError(f"--original {args.original} is not a folder (give a checkout of the original code)")
     return s
+
+
+def report_table(path: str) -> str:
+    """--readme_table: the README's table of a report, or one line saying why the file is not a report."""
+    from bench.report import readme_table
+
+    if not os.path.isfile(path):
+        raise UserError(f"--readme_table {path}: no such file; give a <machine>.json written by bench/run.py")
+    try:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+        return readme_table(report, os.path.relpath(path, REPO_ROOT))
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        what = f"it has no {error}" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
+        raise UserError(f"--readme_table {path} is not a report written by bench/run.py ({what}); give its "
+                        "<machine>.json") from None
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.readme_table:
-        from bench.report import readme_table
-
-        with open(args.readme_table, encoding="utf-8") as f:
-            print(readme_table(json.load(f), os.path.relpath(args.readme_table, REPO_ROOT)))
+        print(report_table(args.readme_table))
         return
     import torch
 
@@ -167,9 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA device is available; use --device auto or cpu")
     s = resolve_settings(args, device)
-    output = os.path.abspath(args.output)
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise UserError(f"--output {args.output} is a file; give a folder")
+    output = check_output_dir(args.output, "--output")
     if args.threads:
         torch.set_num_threads(args.threads)
     import shutil

@@ -30,7 +30,13 @@ REPO_ROOT = os.path.dirname(HERE)
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+if __name__ == "__main__":
+    from utils.cli import quiet_interrupt
+
+    quiet_interrupt("convert.py")  # Ctrl-C during the imports below: one line
+
 import argparse
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     if "game" not in given and "env_id" in trained:
         config.game = trained["env_id"]
     config.output_dir = check_output_dir(config.output_dir or os.path.join(REPO_ROOT, "runs"))
-    check_run_name(config.run_name)
+    check_run_name(config.run_name, config.output_dir)
     convert(config, model_path)
 
 
@@ -129,6 +135,7 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     from environment import action_count, check_env_id
     from neural_network import build_network, load_checkpoint, read_checkpoint, resolve_device
     from utils.logging_setup import close_file_logger, setup_file_logger, write_run_config
+    from utils.runlock import lock_run_dir
     from utils.runs import create_run_dir, provenance, timestamp, write_status
 
     check_env_id(config.game)
@@ -144,6 +151,7 @@ def convert(config: ConvertConfig, model_path: str) -> None:
 
     run_dir = create_run_dir(config.output_dir, config.run_name or f"ConvSNN_{config.game}_T{config.time}_"
                                                                    f"{timestamp()}")
+    lock_run_dir(run_dir)
     logger = setup_file_logger(os.path.join(run_dir, "run.log"))
     record = {**asdict(config), "model": model_path, "program": PROG, "run_name": os.path.basename(run_dir),
               "epsilon": EPSILON, "command": " ".join([PROG, *sys.argv[1:]]),
@@ -154,8 +162,9 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     try:
         summary = normalise_and_play(config, ann, model_path, device, rng, run_dir, record, logger)
     except BaseException as error:
-        write_status(run_dir, "stopped" if isinstance(error, KeyboardInterrupt) else "failed",
-                     error=f"{type(error).__name__}: {error}")
+        with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
+            write_status(run_dir, "stopped" if isinstance(error, KeyboardInterrupt) else "failed",
+                         error=f"{type(error).__name__}: {error}")
         raise
     finally:
         close_file_logger()
@@ -274,13 +283,13 @@ def print_summary(summary: dict, run_dir: str) -> None:
     print("\n".join(lines), flush=True)
 
 
-def cli(argv: list[str] | None = None) -> None:
-    from conversion_based_snn.snn import NormalisationError
-    from environment import UnknownEnvError
-    from neural_network import BackendError, CheckpointError
+#: The errors of the project's modules that are the user's to fix (named: no import before run_cli runs main).
+USER_ERRORS = ("neural_network.CheckpointError", "environment.UnknownEnvError",
+               "conversion_based_snn.snn.NormalisationError", "neural_network.BackendError")
 
-    run_cli(lambda: main(argv), PROG, user_errors=(CheckpointError, UnknownEnvError, NormalisationError,
-                                                   BackendError))
+
+def cli(argv: list[str] | None = None) -> None:
+    run_cli(lambda: main(argv), PROG, user_errors=USER_ERRORS)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from utils.cli import (
     positive_float,
     positive_int,
     seed_int,
+    shell_words,
 )
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,11 +53,13 @@ class SweepOptions:
     seeds: tuple = option((0, 1, 2), "seeds", parse=seed_int, metavar="SEED")
     convert: tuple = option(("all",), "convert.py run for each finished Dqn run: all games, or only these games; "
                                       "--no-convert: none", metavar="GAME")
-    convert_options: str | None = option(None, "convert.py options for every conversion run, e.g. \"--time 500\"")
+    convert_options: str | None = option(None, "convert.py options for every conversion run, e.g. \"--time 500\"",
+                                         parse=shell_words)
     play_games: int = option(30, "games of the play run (run.py --method play --use_spike_monitor) of each finished "
                                  "training run's best checkpoint: its score and, for a spiking network, its spikes "
                                  "and operations; 0: no play runs", parse=non_negative_int)
-    play_options: str | None = option(None, "extra run.py options of every play run, e.g. \"--eval_epsilon 0.01\"")
+    play_options: str | None = option(None, "extra run.py options of every play run, e.g. \"--eval_epsilon 0.01\"",
+                                      parse=shell_words)
     grid: str | None = option(None, "read the grid (any of these option names) from a YAML file, e.g. "
                                     "grids/paper.yaml")
     sweep_dir: str | None = option(None, "the sweep's folder: runs/ (one folder per run), its state and figures/ "
@@ -88,7 +91,7 @@ class SweepOptions:
                                          "the newest fitting one in docs/benchmarks/)")
     refresh: float = option(5.0, "seconds between refreshes of the progress table", parse=positive_float)
     plot: bool = option(True, "run plot.py on the sweep's runs/ at the end")
-    plot_options: str | None = option(None, "extra plot.py options, e.g. \"--format pdf\"")
+    plot_options: str | None = option(None, "extra plot.py options, e.g. \"--format pdf\"", parse=shell_words)
 
 
 LIST_FIELDS = {f.name for f in fields(SweepOptions) if isinstance(f.default, tuple)}
@@ -150,7 +153,10 @@ def option_words(value, where: str) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
-        return shlex.split(value)
+        try:
+            return shlex.split(value)
+        except ValueError as error:
+            raise UserError(f"{where}: cannot be split into words as a shell would ({error})") from None
     if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
         return [str(v) for v in value]
     if isinstance(value, dict):

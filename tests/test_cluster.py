@@ -111,8 +111,8 @@ def test_a_sweep_joins_a_two_node_cluster_with_token_authentication(shell, tmp_p
                                     "Breakout", "--models", "Dsqn", "--seeds", "0"], cwd=REPO_ROOT, env=shell,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         process, _ = sweep(["--address", f"127.0.0.1:{port}", "--sweep_dir", str(tmp_path / "sweep"), "--games",
-                            "Breakout", "--models", "Dsqn", "--seeds", "0", "1", "--refresh", "1", "--play_games", "0", "--",
-                            *TINY],
+                            "Breakout", "--models", "Dsqn", "--seeds", "0", "1", "--refresh", "1", "--play_games", "0",
+                            "--", *TINY],
                            cluster, timeout=400)
         assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
         assert "Ray: 2 node(s), 2 CPUs" in process.stdout

@@ -182,11 +182,13 @@ def test_a_full_disk_while_saving_keeps_the_previous_state(tmp_path, capsys, mon
         real_atomic_write(path, write)
 
     monkeypatch.setattr("agent.persistence.atomic_write", atomic_write)
-    one_line_error(capsys, [*args, "--output_dir", str(tmp_path), "--run_name", "run"], "No space left on device")
+    # exit 4 (a storage failure), naming the file and how to continue (tests/test_reliability.py: a real tmpfs)
+    one_line_error(capsys, [*args, "--output_dir", str(tmp_path), "--run_name", "run"], "No space left on device",
+                   "state-000003.pt.tmp", f"python run.py --resume {run_dir}", status=4)
     assert json.load(open(run_dir / "status.json"))["status"] == "failed"
     state, manifest = load_state(str(run_dir / "state"))
     assert manifest["sequence"] == 2 and state["progress"]["timestep"] == 6  # saved after steps 0 and 5
-    assert not [f for f in os.listdir(run_dir / "state") if f.endswith(".tmp")]  # cleaned by the next load
     monkeypatch.undo()
     run_py.cli(["--resume", str(run_dir)])
+    assert not [f for f in os.listdir(run_dir / "state") if f.endswith(".tmp")]  # cleaned by the resume
     assert json.load(open(run_dir / "status.json"))["status"] == "finished"

@@ -3,7 +3,9 @@
 * Every option is defined once, as a dataclass field made by :func:`option` (default, help text, value parser,
   choices); :func:`add_options` turns the fields into argparse options and :func:`given_options` reads back only
   the options the user actually typed (so a resumed run can tell an override from a default).
-* User mistakes end with one line on stderr and exit status 2, never with a traceback (:func:`run_cli`).
+* Every program's entry point is :func:`run_cli`: whatever is not a bug in the project (a user mistake, a damaged
+  input, a full disk, Ctrl-C) ends with one line on stderr and an exit status of its own; a bug keeps its
+  traceback. ``DSQN_TRACEBACK=1`` shows the full trace of every failure, for a report.
 """
 
 from __future__ import annotations
@@ -13,19 +15,32 @@ import errno
 import math
 import os
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, field, fields
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_IO = 4
+EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: try again later (a run folder in use by another process)
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
-#: Operating-system failures that are the user's to fix (a full disk, a read-only or forbidden folder).
-USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR)
+#: The environment variable that makes every failure show its full traceback (for a report).
+TRACEBACK_VARIABLE = "DSQN_TRACEBACK"
+#: Storage failures (exit 4): the system could not write or read what the program needed to.
+IO_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
+#: Operating-system refusals about a path the user gave or a folder the user controls (exit 2).
+PATH_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT,
+                         errno.EEXIST, errno.ELOOP, errno.ENOTEMPTY, errno.ETXTBSY, errno.EBUSY, errno.ESTALE})
+USER_OS_ERRORS = tuple(IO_ERRNOS | PATH_ERRNOS)
 
 
 class UserError(Exception):
     """A mistake in what the user asked for; its message says what is wrong and what to do."""
+
+
+class Busy(UserError):
+    """What the user asked for is in use by another process (a live run's folder); it can be tried again later."""
 
 
 class Diverged(Exception):
@@ -47,7 +62,7 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-# -- value parsers ----------------------------------------------------------------------------------------------------
+# -- value parsers -----------------------------------------------------------------------------------------------------
 
 
 def _number(text: str, kind: type):
@@ -78,7 +93,19 @@ probability = checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 greater_than_one = checked(float, lambda v: math.isfinite(v) and v > 1.0, "a (finite) number greater than 1")
 
 
-# -- options as dataclass fields --------------------------------------------------------------------------------------
+def shell_words(text: str) -> str:
+    """A value parser for an option that holds other programs' options as one string: it must split as a shell
+    would (closed quotes); the text is kept as given."""
+    import shlex
+
+    try:
+        shlex.split(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"cannot be split into words as a shell would ({error}): {text}") from None
+    return text
+
+
+# -- options as dataclass fields ---------------------------------------------------------------------------------------
 
 
 def option(default, help: str, *, parse: Callable | None = None, choices=None, metavar: str | None = None,
@@ -121,60 +148,238 @@ def given_options(namespace: argparse.Namespace) -> dict:
 def apply_gpu_option(argv: list[str] | None) -> None:
     """Set CUDA_VISIBLE_DEVICES from ``--gpu`` before CUDA is initialised; without ``--gpu`` leave it alone (a
     scheduler such as SLURM or Ray may have set it)."""
-    pre = argparse.ArgumentParser(add_help=False)
+    class Quiet(argparse.ArgumentParser):
+        def error(self, message):  # noqa: D401 - argparse's name; the program's own parser reports it
+            raise ValueError(message)
+
+    pre = Quiet(add_help=False)
     pre.add_argument("--gpu", default=None)
-    known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    except ValueError:
+        return
     if known.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = known.gpu
 
 
-# -- output folders and running a program -----------------------------------------------------------------------------
+# -- paths -------------------------------------------------------------------------------------------------------------
+
+#: Room kept below the file system's limits for what a program adds to a path it is given: a run folder's "_9999"
+#: suffix (names) and its deepest file, state/replay-undo-000001.bin.tmp (paths).
+NAME_RESERVE, PATH_RESERVE = 5, 64
+
+
+def _limits(path: str) -> tuple[int, int]:
+    """(longest name, longest path) in bytes that the file system holding ``path`` (or its nearest existing
+    ancestor) allows."""
+    probe = path
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    try:
+        return os.pathconf(probe or os.sep, "PC_NAME_MAX"), os.pathconf(probe or os.sep, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 255, 4096
+
+
+def check_path(path: str, option_name: str, reserve: int = PATH_RESERVE) -> str:
+    """The absolute path of ``path``; a one-line error naming ``option_name`` if one of its names, or the whole path
+    with ``reserve`` bytes to spare, is longer than the file system allows."""
+    path = os.path.abspath(os.path.expanduser(path))
+    name_max, path_max = _limits(path)
+    for name in path.split(os.sep):
+        if len(os.fsencode(name)) > name_max:
+            raise UserError(f"{option_name}: the name {name[:24]}...{name[-8:]} is {len(os.fsencode(name))} bytes "
+                            f"long; the file system allows {name_max}: choose a shorter name")
+    if len(os.fsencode(path)) + reserve > path_max:
+        raise UserError(f"{option_name}: the path {path[:40]}... is {len(os.fsencode(path))} bytes long; the file "
+                        f"system allows {path_max} (with {reserve} to spare for the files written inside): choose a "
+                        "shorter one")
+    return path
 
 
 def check_output_dir(path: str, option_name: str = "--output_dir") -> str:
-    """The absolute path of an output folder; a one-line error if it names an existing file."""
-    path = os.path.abspath(os.path.expanduser(path))
+    """The absolute path of an output folder; a one-line error if it names an existing file or is too long."""
+    path = check_path(path, option_name, reserve=PATH_RESERVE + 2 * NAME_RESERVE + 64)
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{option_name} {path} is a file, not a folder; give a folder")
     return path
 
 
-def check_run_name(name: str | None) -> None:
-    """``--run_name`` must name one plain folder (no path, not hidden, not empty)."""
-    if name is not None and (os.sep in name or name.startswith(".") or not name.strip()):
+def check_run_name(name: str | None, parent: str | None = None) -> None:
+    """``--run_name`` must name one plain folder (no path, not hidden, not empty) that fits the file system (in
+    ``parent``, with room for a ``_2`` ... suffix and the run's files)."""
+    if name is None:
+        return
+    if os.sep in name or name.startswith(".") or not name.strip() or "\0" in name:
         raise UserError(f"--run_name {name!r} must be a plain folder name")
+    name_max, _ = _limits(parent or os.getcwd())
+    if len(os.fsencode(name)) + NAME_RESERVE > name_max:
+        raise UserError(f"--run_name is {len(os.fsencode(name))} bytes long; the file system allows "
+                        f"{name_max - NAME_RESERVE} for a run folder's name: choose a shorter name")
+    if parent is not None:
+        check_path(os.path.join(parent, name), "--run_name", reserve=PATH_RESERVE + NAME_RESERVE)
 
 
-def _os_error_line(error: OSError) -> str:
-    where = f" ({error.filename})" if error.filename else ""
-    return f"{os.strerror(error.errno)}{where}; nothing already written was lost, free space or fix the folder's " \
-           "permissions and run again"
+# -- saved options -----------------------------------------------------------------------------------------------------
 
 
-def run_cli(main: Callable[[], None], prog: str, user_errors: tuple[type[BaseException], ...] = ()) -> None:
-    """Run ``main`` and turn what a user can act on into one line on stderr and an exit status:
+def check_saved_options(cls, values, where: str) -> None:
+    """Check a saved configuration (a run's config.json) against the :func:`option` fields of ``cls``: a mapping,
+    each known option of the type and in the range its command-line option accepts; a one-line error naming
+    ``where`` and the option otherwise. Keys that are not options (the git commit, the command) are not checked."""
+    if not isinstance(values, dict):
+        raise UserError(f"{where} holds a {type(values).__name__}, not the mapping of options run.py writes; it was "
+                        "damaged or edited by hand")
+    for f in fields(cls):
+        if f.name not in values or "help" not in f.metadata:
+            continue
+        value, default, meta = values[f.name], f.default, f.metadata
+        problem = _saved_value_problem(value, default, meta)
+        if problem:
+            raise UserError(f"{where}: {f.name} is {value!r}, {problem}; it was damaged or edited by hand: put back "
+                            "the value the run was started with")
 
-    a user mistake (:class:`UserError` and ``user_errors``) and an operating-system failure such as a full disk
-    exit 2; a diverged run (:class:`Diverged`) 3; a run stopped by a signal after saving (:class:`Stopped`) 130 or
-    143; Ctrl-C anywhere else 130."""
+
+def _saved_value_problem(value, default, meta) -> str | None:
+    if value is None:
+        return None if default is None else "not a value"
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "not true or false"
+    if meta.get("nargs"):
+        if not isinstance(value, list):
+            return "not a list"
+        items = value
+    else:
+        items = [value]
+    parse = meta.get("parse") or (type(default) if default is not None else str)
+    for item in items:
+        if isinstance(item, (bool, dict, list)) or (parse in (str,) and not isinstance(item, str)):
+            return "not of the option's type"
+        if isinstance(item, str) and parse is not str and not isinstance(default, str):
+            return "text where a number belongs"
+        if isinstance(item, float) and parse in (int,) or (isinstance(item, float) and not item.is_integer()
+                                                            and isinstance(default, int)):
+            return "not an integer"
+        try:
+            parsed = parse(str(item))
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+            return str(error) or "out of range"
+        if meta.get("choices") is not None and parsed not in meta["choices"]:
+            return f"not one of {', '.join(map(str, meta['choices']))}"
+    return None
+
+
+# -- running a program -------------------------------------------------------------------------------------------------
+
+_recovery: str | None = None
+
+
+def set_recovery(text: str | None) -> None:
+    """What an I/O failure's line tells the user to do once the disk is fixed, e.g. ``continue with  python run.py
+    --resume <folder>`` (default: run the command again)."""
+    global _recovery
+    _recovery = text
+
+
+def os_error_of(error: BaseException) -> OSError | None:
+    """The operating-system failure behind ``error``: itself, or for an error raised by a C++ library that lost it
+    (torch.save on a full disk raises RuntimeError "unexpected pos" with the OSError as its context), that one."""
+    seen = 0
+    while error is not None and seen < 4:
+        if isinstance(error, OSError) and error.errno in USER_OS_ERRORS:
+            return error
+        if not isinstance(error, (OSError, RuntimeError)):
+            return None
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+def _os_error_line(error: OSError) -> tuple[str, int]:
+    name = error.filename or getattr(error, "filename2", None)
+    where = f" ({name})" if name else ""
+    what = error.strerror or os.strerror(error.errno)
+    if error.errno in IO_ERRNOS:
+        then = _recovery or "run the command again"
+        return (f"{what}{where}; everything saved before is intact: free space (or fix the file system), then "
+                f"{then}", EXIT_IO)
+    return f"{what}{where}; fix the path or its permissions and run again", EXIT_USAGE
+
+
+def _is_one_of(error: BaseException, kinds: Iterable) -> bool:
+    """``kinds``: exception classes, or ``"module.Class"`` names looked up only in modules already imported (an
+    error cannot come from a module that was never imported, and naming it costs no import)."""
+    for kind in kinds:
+        if isinstance(kind, str):
+            module, _, name = kind.rpartition(".")
+            kind = getattr(sys.modules.get(module), name, None)
+        if isinstance(kind, type) and isinstance(error, kind):
+            return True
+    return False
+
+
+_quiet_handlers: list = []
+
+
+def quiet_interrupt(prog: str) -> None:
+    """Until :func:`run_cli` starts, Ctrl-C ends the program with one line and status 130: for a program whose
+    module-level imports are heavy (call it before them, when run as a program)."""
+    import signal
+
+    def interrupted(signum, frame):
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        os._exit(EXIT_SIGINT)  # nothing is written yet: no clean-up to run
+
+    _quiet_handlers.append(interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+
+
+def run_cli(main: Callable[[], object], prog: str, user_errors: Iterable = ()) -> None:
+    """Run ``main`` (the whole program: its heavy imports too) and turn what is not a bug into one line on stderr
+    and an exit status:
+
+    =====  ============================================================================================
+    2      a user mistake or damaged input (:class:`UserError`, ``user_errors``), a path the system refuses
+    3      a diverged run (:class:`Diverged`)
+    4      a storage failure: a full disk, a quota, an I/O error, a read-only file system (with what to do)
+    75     busy: a run folder in use by another process (:class:`Busy`); try again once it has ended
+    130    Ctrl-C (anywhere, imports included); 130 / 143 a run stopped by a signal after saving (:class:`Stopped`)
+    =====  ============================================================================================
+
+    Anything else is a bug and keeps its traceback; with ``DSQN_TRACEBACK=1`` every failure shows its traceback."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) in _quiet_handlers:  # Ctrl-C is KeyboardInterrupt again (quiet_interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    set_recovery(None)  # what a previous program run in this process said does not hold for this one
+    status, message = 0, None
     try:
         main()
-    except (UserError, *user_errors) as error:
-        _fail(prog, str(error) or type(error).__name__, EXIT_USAGE)
-    except Diverged as error:
-        _fail(prog, str(error), EXIT_DIVERGED)
+    except SystemExit:
+        raise
     except Stopped as stopped:
-        print(f"{prog}: {stopped}", file=sys.stderr)
-        sys.exit(stopped.exit_status)
-    except OSError as error:
-        if error.errno not in USER_OS_ERRORS:
-            raise
-        _fail(prog, _os_error_line(error), EXIT_USAGE)
+        status, message = stopped.exit_status, f"{prog}: {stopped}"
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(EXIT_SIGINT)
+        status, message = EXIT_SIGINT, f"{prog}: interrupted"
+    except BaseException as error:  # noqa: BLE001 - sorted below; a bug is raised again
+        if isinstance(error, Busy):
+            text, status = str(error), EXIT_BUSY
+        elif _is_one_of(error, (UserError, *user_errors)):
+            text, status = str(error) or type(error).__name__, EXIT_USAGE
+        elif isinstance(error, Diverged):
+            text, status = str(error), EXIT_DIVERGED
+        elif os_error_of(error) is not None:
+            text, status = _os_error_line(os_error_of(error))
+        else:
+            raise
+        if os.environ.get(TRACEBACK_VARIABLE):
+            traceback.print_exception(error)
+        message = f"{prog}: error: {' '.join(text.split())}"
+        error.__traceback__ = None
+        del error
+    finally:
+        from utils.runlock import release_all
 
-
-def _fail(prog: str, message: str, status: int) -> None:
-    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(status)
+        release_all()
+    if message is not None:
+        print(message, file=sys.stderr, flush=True)
+        sys.exit(status)  # outside the except blocks: the failed program's frames (an emulator...) are freed now

@@ -23,7 +23,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from utils import cli
-from utils.cli import UserError, option, options_parser, run_cli
+from utils.cli import UserError, check_path, option, options_parser, run_cli
 from utils.runs import read_run_config
 
 PROG = "export_nir.py"
@@ -51,6 +51,7 @@ class ExportConfig:
                                          "run's, else 0)", parse=cli.finite_float)
     check_frames: int = option(2, "random frame stacks for the check after writing (0: no check)",
                                parse=cli.non_negative_int)
+    overwrite: bool = option(False, "replace --out if it exists (never the --model file itself)")
 
 
 @dataclass
@@ -197,12 +198,16 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("no model given; pass --model PATH to a spiking checkpoint or run folder, or an snn.pt")
     if not config.out:
         raise UserError("no output file given; pass --out FILE, e.g. --out agent.nir")
-    out = os.path.abspath(os.path.expanduser(config.out))
+    out = check_path(config.out, "--out", reserve=8)
     if os.path.isdir(out):
         raise UserError(f"--out {out} is a folder; give a file name such as agent.nir")
     if os.path.exists(os.path.dirname(out)) and not os.path.isdir(os.path.dirname(out)):
         raise UserError(f"--out {out}: {os.path.dirname(out)} is a file, not a folder")
     path, converted = resolve_model(config.model)
+    if os.path.exists(out) and os.path.samefile(out, path):
+        raise UserError(f"--out {out} is the --model file itself; give another file name such as agent.nir")
+    if os.path.lexists(out) and not config.overwrite:
+        raise UserError(f"--out {out} exists; give another file name, or pass --overwrite to replace it")
     exported = (export_converted if converted else export_checkpoint)(config, path)
 
     from neural_network.nir_export import graph_bytes
@@ -224,9 +229,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    from neural_network import CheckpointError
-
-    run_cli(lambda: main(argv), PROG, user_errors=(CheckpointError,))
+    run_cli(lambda: main(argv), PROG, user_errors=("neural_network.CheckpointError",))
 
 
 if __name__ == "__main__":

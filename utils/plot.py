@@ -22,10 +22,16 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from plotting.cli import PROG, main
 from utils.cli import run_cli
 
-__all__ = ["main"]
+PROG = "plot.py"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from plotting.cli import main as plot_main
+
+    return plot_main(argv)
+
 
 if __name__ == "__main__":
-    run_cli(lambda: main(), PROG)
+    run_cli(main, PROG)  # plotting's imports run inside: Ctrl-C there is one line too

@@ -60,9 +60,14 @@ def atomic_write(path: str, write) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        from utils.cli import os_error_of
+
+        cause = os_error_of(error)  # torch.save on a full disk: a RuntimeError that lost the file's name
+        if cause is not None and not cause.filename:
+            raise OSError(cause.errno, cause.strerror or os.strerror(cause.errno), tmp) from error
         raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
