@@ -234,7 +234,9 @@ def test_a_live_run_folder_is_locked_and_status_json_tells_live_from_dead(finish
         process.wait()
     status = json.load(open(run_dir / "status.json"))
     assert status["status"] == "running" and not run_is_live(str(run_dir))  # killed: the status is that of a dead run
-    run_py.cli(["--resume", str(run_dir), "--timestep_num", "35"])  # and a resume takes the folder over
+    # and a resume takes the folder over (the killed run may have saved steps past the first budget: finish there)
+    done = json.load(open(run_dir / "state" / "manifest.json"))["timestep"]
+    run_py.cli(["--resume", str(run_dir), "--timestep_num", str(done)])
     assert json.load(open(run_dir / "status.json"))["status"] == "finished"
 
 
