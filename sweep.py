@@ -23,7 +23,7 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from utils.cli import UserError, check_output_dir, run_cli
+from utils.cli import UserError, check_output_dir, require_extra, run_cli
 
 PROG = "sweep.py"
 
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None, out=None) -> int:
     specs = build_plan(options, run_words)
     runs_dir = os.path.join(sweep_dir, "runs")
     check_existing(specs, runs_dir)
+    if not options.dry_run:  # the plan (--dry_run) needs no Ray; running it does
+        require_extra("ray", "Ray", "sweep", "running a sweep")
     if options.address and not options.dry_run:  # a dead address: one line within seconds, before anything is written
         from sweeping.driver import probe
 

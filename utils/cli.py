@@ -162,6 +162,18 @@ def apply_gpu_option(argv: list[str] | None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = known.gpu
 
 
+def require_extra(module: str, name: str, extra: str, what: str) -> None:
+    """Import ``module`` (a package of the optional dependency group ``extra`` in pyproject.toml); if it cannot be
+    imported, a :class:`UserError` saying that ``what`` needs ``name`` and how to install it."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        broken = "" if error.name == module and "No module named" in str(error) else f" ({error})"
+        raise UserError(f"{what} needs {name}{broken}: pip install -e \".[{extra}]\"") from None
+
+
 # -- paths -------------------------------------------------------------------------------------------------------------
 
 #: Room kept below the file system's limits for what a program adds to a path it is given: a run folder's "_9999"

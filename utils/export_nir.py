@@ -23,7 +23,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from utils import cli
-from utils.cli import UserError, check_path, option, options_parser, run_cli
+from utils.cli import UserError, check_path, option, options_parser, require_extra, run_cli
 from utils.runs import read_run_config
 
 PROG = "export_nir.py"
@@ -194,6 +194,7 @@ def importer_notes(graph) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     config = ExportConfig(**vars(build_parser().parse_args(argv)))
+    require_extra("nir", "the nir package", "nir", "exporting to NIR")
     if not config.model:
         raise UserError("no model given; pass --model PATH to a spiking checkpoint or run folder, or an snn.pt")
     if not config.out:
