@@ -3,22 +3,75 @@
 Every test, and every program a test starts, computes with one torch (OpenMP) thread: the tests' tensors are small,
 and on a 2-core machine two threads contending with another process for the cores are many times slower than one.
 It also makes the results of a test's in-process runs and of the programs it starts comparable bit for bit.
+
+Tests are isolated from each other's process-wide settings (:func:`process_state`): what a test, or a program's
+``main`` it runs in this process, changes in the environment variables, the global random generators, the cuDNN,
+TF32 and deterministic-algorithm flags or torch's thread count is put back after it. glibc's allocator settings
+cannot be read back, so they are set once for the whole session, as run.py sets them on the CPU.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import random
 import subprocess
 import sys
 from dataclasses import dataclass
 
 os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported; inherited by every program a test starts
 
+import numpy as np
 import pytest
 import torch
 
+from utils.malloc import tune_glibc_malloc
+
 torch.set_num_threads(1)
+tune_glibc_malloc()  # what run.py's main does in-process: the same allocator for every test, whichever runs first
+
+
+def _torch_flags() -> tuple:
+    return (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32, torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled())
+
+
+def _set_torch_flags(flags: tuple) -> None:
+    (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+     torch.backends.cuda.matmul.allow_tf32) = flags[:4]
+    torch.use_deterministic_algorithms(flags[4], warn_only=flags[5])
+
+
+def _environ() -> dict:
+    """os.environ without the variable in which pytest names the test it runs."""
+    return {key: value for key, value in os.environ.items() if key != "PYTEST_CURRENT_TEST"}
+
+
+@pytest.fixture(autouse=True)
+def process_state():
+    """Put back, after each test, the process-wide settings it may change: os.environ (SpikingJelly's SJ_*
+    backend choice, CUBLAS_WORKSPACE_CONFIG, CUDA_VISIBLE_DEVICES from --gpu, ...), the global random generators
+    (torch's, CUDA's once initialised, numpy's legacy one, Python's), the cuDNN/TF32/deterministic flags and
+    torch's thread count."""
+    environ = _environ()
+    flags = _torch_flags()
+    torch_rng, numpy_rng, python_rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    yield
+    if _environ() != environ:
+        current = os.environ.get("PYTEST_CURRENT_TEST")
+        os.environ.clear()
+        os.environ.update(environ, **({"PYTEST_CURRENT_TEST": current} if current is not None else {}))
+    if _torch_flags() != flags:
+        _set_torch_flags(flags)
+    torch.set_rng_state(torch_rng)
+    np.random.set_state(numpy_rng)
+    random.setstate(python_rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state_all(cuda_rng)
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GAME = "BreakoutNoFrameskip-v4"

@@ -78,6 +78,7 @@ def _log_body(path: str) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_runs(trained_run, tmp_path):
     first = trained_run("Dqn")
     process = run_program(["run.py", "--model", "Dqn", "--env_id", GAME, *TINY_LEARN, "--output_dir", str(tmp_path)])
@@ -158,6 +159,7 @@ def test_cli_errors(tmp_path, capsys):
     assert not os.path.exists(out) or os.listdir(out) == []
 
 
+@pytest.mark.slow
 def test_two_runs_started_at_once_get_their_own_folders(tmp_path):
     import subprocess
     import sys

@@ -41,6 +41,7 @@ def tiny(tmp_path_factory):
             "stderr": process.stderr}
 
 
+@pytest.mark.slow
 def test_tiny_run_measures_every_part(tiny):
     from bench.machine import report_stem
 

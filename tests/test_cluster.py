@@ -57,6 +57,7 @@ def shell(tmp_path):
     return dict(env, HOME=str(home), PYTHONUNBUFFERED="1")
 
 
+@pytest.mark.slow
 def test_a_dead_or_wrong_address_is_one_line_and_exit_2_in_time(shell, tmp_path):
     dead = free_port()  # nothing listens there
     process, seconds = sweep(["--address", f"127.0.0.1:{dead}", "--sweep_dir", str(tmp_path / "s"),
@@ -91,6 +92,7 @@ def start_node(args: list[str], env: dict, log: str) -> subprocess.Popen:
     return process
 
 
+@pytest.mark.slow
 def test_a_sweep_joins_a_two_node_cluster_with_token_authentication(shell, tmp_path):
     # a token in ~/.ray, as a local ray.init() (a local sweep) leaves it: Ray's `ray start --head` then turns token
     # authentication on by itself, and the nodes and the driver need RAY_AUTH_MODE=token (docs/CLUSTER.md)

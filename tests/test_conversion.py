@@ -709,6 +709,7 @@ def block_dqn():
     return ann.eval().requires_grad_(False), frames
 
 
+@pytest.mark.slow
 def test_converted_trained_dqn_agrees_with_it(block_dqn):
     ann, train_frames = block_dqn
     frames, sides = block_frames(20, seed=1)  # held out
@@ -800,6 +801,7 @@ def check_outputs(process, output_dir, episodes=1, T=50, schedule="delayed"):
     return summary
 
 
+@pytest.mark.slow
 def test_convert_end_to_end_from_the_repo_root(tmp_path):
     torch.manual_seed(0)
     model = tmp_path / "Dqn_random.pkl"
@@ -810,6 +812,7 @@ def test_convert_end_to_end_from_the_repo_root(tmp_path):
     check_outputs(process, str(out), schedule="same_step")
 
 
+@pytest.mark.slow
 def test_convert_end_to_end_inside_the_folder_on_a_run_py_checkpoint(trained_run, tmp_path):
     run = trained_run("Dqn")  # trained by run.py with a tiny budget (tests/conftest.py)
     out = tmp_path / "out"

@@ -303,6 +303,7 @@ def test_known_ids_accepted():
         assert check_env_id(env_id) is None
 
 
+@pytest.mark.slow
 def test_all_games_construct_reset_and_step():
     for env_id in GAMES:
         for training in (True, False):

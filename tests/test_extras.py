@@ -102,3 +102,21 @@ def test_training_conversion_and_plots_run_without_the_extensions(tmp_path):
                        "--bootstrap_samples", "100")
     assert plot.returncode == 0, plot.stderr[-3000:]
     assert os.listdir(tmp_path / "figs")
+
+
+def test_lock_file_agrees_with_the_pins():
+    """requirements-lock.txt (a tested environment) has every package of every group, at the version that
+    pyproject.toml pins where it pins one."""
+    with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    with open(os.path.join(REPO_ROOT, "requirements-lock.txt")) as f:
+        lines = [line.strip() for line in f if line.strip() and not line.startswith(("#", "-"))]
+    locked = {name.lower().replace("_", "-"): version.split("+")[0]
+              for name, version in (line.split("==") for line in lines)}
+    requirements = [*project["dependencies"], *(r for group in project["optional-dependencies"].values()
+                                               for r in group if not r.startswith(project["name"]))]
+    for requirement in requirements:
+        name, = names([requirement])
+        assert name in locked, requirement
+        if "==" in requirement:
+            assert locked[name] == requirement.split("==")[1].split()[0], (requirement, locked[name])

@@ -35,7 +35,7 @@ def train(model: str, steps: int, tmp_path, discount_factor: float = 0.99) -> tu
     return before, greedy_score(agent)
 
 
-@pytest.mark.parametrize(("model", "steps"), [("Dqn", 100), ("Dsqn", 100)])
+@pytest.mark.parametrize(("model", "steps"), [("Dqn", 100), pytest.param("Dsqn", 100, marks=pytest.mark.slow)])
 def test_agent_learns_a_choice_whose_reward_comes_later(model, steps, tmp_path):
     before, after = train(model, steps, tmp_path)
     # Untrained, the choice is blind (about half right); trained, the network has carried the delayed reward

@@ -543,6 +543,7 @@ def test_help_names_both_layouts(capsys):
 # -- real runs (the one test that starts programs) --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_runs_play_convert_and_plot(trained_run, tmp_path, capsys):
     import run as run_py
     from conversion_based_snn import convert

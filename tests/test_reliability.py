@@ -299,6 +299,7 @@ def test_sweep_and_bench_inputs_are_one_line(tmp_path, capsys):
 # -- the programs as a user starts them --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_error_after_the_emulator_started_prints_one_line_and_no_leak_report(tmp_path):
     process = subprocess.run([sys.executable, "run.py", "--model", "Dqn", "--replay_memory_size", "100000000000",
                               "--device", "cpu", "--output_dir", str(tmp_path)], cwd=REPO_ROOT, capture_output=True,

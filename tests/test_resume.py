@@ -86,6 +86,7 @@ def uninterrupted(tmp_path_factory):
     return str(out / "run")
 
 
+@pytest.mark.slow
 def test_killed_at_random_points_and_resumed_equals_the_run_never_interrupted(uninterrupted, tmp_path):
     rng = random.Random(0)
     run_dir = str(tmp_path / "run")
@@ -121,6 +122,7 @@ def test_killed_at_random_points_and_resumed_equals_the_run_never_interrupted(un
     assert json.load(open(os.path.join(run_dir, "status.json")))["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_without_the_replay_memory_a_resumed_run_refills_it_and_says_so(tmp_path, capsys):
     args = [a for a in RESUMABLE if a != "--save_replay"]
     args[args.index("--timestep_num") + 1] = "30"

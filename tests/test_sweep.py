@@ -69,6 +69,7 @@ def local_grid(tmp_path_factory):
     return sweep_dir, process
 
 
+@pytest.mark.slow
 def test_local_grid_ends_with_every_run_and_the_scores_table(local_grid):
     sweep_dir, process = local_grid
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
@@ -96,6 +97,7 @@ def test_local_grid_ends_with_every_run_and_the_scores_table(local_grid):
     assert conversion["seed"] == 0 and conversion["model"].endswith("Dqn_BreakoutNoFrameskip-v4_seed0/best.pkl")
 
 
+@pytest.mark.slow
 def test_a_run_by_hand_gives_the_same_result_as_in_the_sweep(local_grid, tmp_path):
     import torch
 
@@ -135,6 +137,7 @@ def cluster(tmp_path_factory):
     cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_cluster_without_a_shared_folder_returns_every_run_to_the_driver(cluster, tmp_path):
     sweep_dir = tmp_path / "sweep"
     process = run_sweep(sweep_dir, "--games", "Breakout", "Pong", "--models", "Dqn", "--seeds", "0", "--convert",
@@ -160,6 +163,7 @@ def test_cluster_without_a_shared_folder_returns_every_run_to_the_driver(cluster
     assert not [d for d in cluster.node_dirs if d.exists() and os.listdir(d)]  # node-local copies removed
 
 
+@pytest.mark.slow
 def test_killed_worker_is_resumed_and_a_bad_option_is_reported_once(cluster, tmp_path):
     sweep_dir = tmp_path / "sweep"
     longer = {**dict(zip(TINY[::2], TINY[1::2])), "--timestep_num": "150", "--eval_freq": "75"}

@@ -42,6 +42,7 @@ def run_program_env(args, env):
                           env=env, check=False)
 
 
+@pytest.mark.slow
 def test_the_config_is_in_tensorboard_as_text_and_hyperparameters(tracked_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -60,6 +61,7 @@ def test_the_config_is_in_tensorboard_as_text_and_hyperparameters(tracked_run):
     assert start.hparams["replay_start_size"].number_value == 200 and start.hparams["model"].string_value == "Dqn"
 
 
+@pytest.mark.slow
 def test_track_logs_the_run_to_wandb_offline(tracked_run):
     logs = glob.glob(os.path.join(tracked_run, "wandb", "offline-run-*", "run-*.wandb"))
     run_id = open(os.path.join(tracked_run, "wandb-run-id")).read().strip()
@@ -70,6 +72,7 @@ def test_track_logs_the_run_to_wandb_offline(tracked_run):
         assert key in data, key
 
 
+@pytest.mark.slow
 def test_capture_video_records_every_n_th_training_game(tracked_run):
     from moviepy import VideoFileClip
 
