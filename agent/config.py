@@ -49,7 +49,7 @@ class Config:
                                             "action of a spiking network")
     # -- perturbed play: generalisation and robustness (play, robustness; docs/ROBUSTNESS.md) ------------------------
     sticky_actions: float = option(0.0, "play: the ALE's repeat_action_probability: at each emulator frame "
-                                        "the previous action is kept with this cli.probability (Machado et al. 2018: "
+                                        "the previous action is kept with this probability (Machado et al. 2018: "
                                         "0.25; the paper: 0)", parse=cli.probability)
     game_mode: int | None = option(None, "play: an ALE mode of the game, one of its available modes "
                                          "(default: the game's default)", parse=cli.non_negative_int)

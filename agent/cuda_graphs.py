@@ -16,9 +16,11 @@ the arithmetic, set the time. Here each of the two is captured once into a CUDA 
 * a minibatch or a frame stack reaches the static buffers from pinned host memory by a non-blocking copy
   (:class:`PinnedStaging`); nothing in an update waits for the device: the loss stays there.
 
-The same operations in the same order as eager, so the same numbers up to the rounding of Adam's capturable
-arithmetic (tests/test_training.py compares both on a GPU). If a capture fails (a kernel that cannot be captured),
-the reason is logged and the eager path is used from then on.
+The same operations in the same order as eager. With --deterministic both paths use the capturable Adam and
+deterministic kernels and give identical bits; in the default regime eager keeps the plain Adam, whose float32
+rounding differs from the capturable one's by a few units in the last place, and non-deterministic kernels (TF32,
+atomics) make eager differ from itself as much (tests/test_speed_paths.py compares both on a GPU). If a capture
+fails (a kernel that cannot be captured), the reason is logged and the eager path is used from then on.
 
 Why the next minibatch is not sampled ahead: the minibatch of a step may hold the transition of that step, and the
 step before it has to act with the weights of the previous update, so sampling, copying, updating and acting form

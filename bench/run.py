@@ -1,6 +1,6 @@
 """Benchmark the training loop's stages, the CUDA and bf16 paths and the conversion baseline on this machine.
 
-    python bench/run.py                          # everything: about 15 minutes on 2 CPU cores
+    python bench/run.py                          # everything: 21.5 min on 2 shared CPU cores (docs/benchmarks/)
     python bench/run.py --device cuda --budget_s 330 --original ORIGINAL --original_wheels WHEELS_ORIGINAL
     python bench/run.py --tiny --output /tmp/bench   # seconds; what the test suite runs
 

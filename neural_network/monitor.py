@@ -3,7 +3,7 @@
 :class:`SpikeMonitor` hooks the neuron layers of a spiking :class:`~neural_network.QNetwork` (PyTorch forward
 hooks) and keeps, for the latest forward pass, the spike count of every neuron summed over the T steps. The
 firing rates, spikes per action and synaptic operations of a play report are computed from these maps
-(``agent.play`` and ``utils.energy``).
+(``agent.evaluation`` and ``utils.energy``, for ``run.py --method play --use_spike_monitor``).
 """
 
 from __future__ import annotations
