@@ -25,13 +25,12 @@ import json
 import os
 import re
 import time
-import warnings
 
 import numpy as np
 import torch
 
 from utils.cli import UserError
-from utils.runs import atomic_write, sha256_of, write_json
+from utils.files import atomic_write, load_weights_only, sha256_of, write_json
 
 MANIFEST = "manifest.json"
 REPLAY_FRAMES = "replay-frames.u8"
@@ -135,9 +134,7 @@ def load_state(state_dir: str) -> tuple[dict, dict] | None:
         raise StateError(f"{path} is damaged: its size or checksum differs from {MANIFEST} (truncated or altered); "
                          "it will not be loaded")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except Exception:  # noqa: BLE001 - any failure to unpickle an untrusted file is the same answer
         raise StateError(f"{path} is not a readable weights-only training state; it will not be loaded") from None
     return state, manifest

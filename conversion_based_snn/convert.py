@@ -182,7 +182,7 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
         make_game_env,
         summarise,
     )
-    from utils.runs import write_json
+    from utils.files import write_json
 
     # 1. normalisation data
     started = time.perf_counter()

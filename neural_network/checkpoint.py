@@ -10,12 +10,11 @@ A checkpoint with a NaN or infinite weight (from a diverged run) is refused as w
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 
 import torch
 
-from utils.runs import atomic_write
+from utils.files import atomic_write, load_weights_only
 
 from .networks import MODELS, QNetwork
 
@@ -56,9 +55,7 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], CheckpointInfo]
     if not os.path.isfile(path):
         raise CheckpointError(f"model file not found: {path}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing a file
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except Exception:  # noqa: BLE001 - any failure to unpickle an untrusted file is the same answer
         raise CheckpointError(
             f"{path} is not a readable weights-only checkpoint: it is damaged, not a torch file, or holds "
