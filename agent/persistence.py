@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,6 +36,20 @@ from utils.files import atomic_write, load_weights_only, sha256_of, write_json
 
 MANIFEST = "manifest.json"
 REPLAY_FRAMES = "replay-frames.u8"
+
+
+@dataclass
+class Progress:
+    """The loop's counters: with the networks, optimizer, envs, generators and replay memory, the whole state."""
+
+    explored: int = 0  # exploration steps done
+    timestep: int = 0  # learning steps done
+    pending_eval: int | None = None  # an evaluation that is due (or was cut short by a signal) at this label
+    finished: bool = False  # the final evaluation is done (or skipped)
+    last_done: bool = False  # the last learning step ended an episode (the final evaluation's skip rule)
+    final_step: bool = False  # step timestep_num was taken for the final evaluation (--final_eval one_more_step)
+    best_score: float = -math.inf
+    games: int = 0  # training games finished (for train/episode_return)
 
 
 class StateError(Exception):
@@ -173,8 +189,6 @@ def check_run_folder(run_dir: str) -> None:
 
 
 def _state_problem(state) -> str | None:
-    from .training import Progress
-
     if not isinstance(state, dict):
         return "not a mapping"
     missing = [key for key in ("progress", "config", "net", "target_net", "optimizer", "rngs", "train_env",

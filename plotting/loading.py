@@ -18,6 +18,14 @@ from plotting.common import CONVERSION, RUN_MODELS, Notes, conversion_model, mod
 CSV_NAME = re.compile(r"^game_(?P<game>.+?)_episode_\d+_time_(?P<T>\d+)_percentile_[^_]+(_\d+)?\.csv$")
 UNFINISHED = "a run that is starting or died early"
 
+#: The perturbation options of a play (agent/robustness.py) at their defaults: the paper's environment.
+SETTINGS = {"sticky_actions": 0.0, "obs_noise": 0.0, "fgsm_epsilon": 0, "game_mode": None, "game_difficulty": None}
+
+
+def perturbed_settings(config: dict) -> dict:
+    """The perturbation options of a run.py configuration that are not at their default (the paper's env)."""
+    return {name: config[name] for name, default in SETTINGS.items() if config.get(name, default) != default}
+
 
 @dataclass
 class LearnRun:
@@ -164,7 +172,7 @@ def _seed(config: dict, where: str, notes: Notes) -> int | None:
     return None
 
 
-def _identity(config: dict, where: str, notes: Notes) -> tuple[str, str, int | None] | None:
+def run_identity(config: dict, where: str, notes: Notes) -> tuple[str, str, int | None] | None:
     """(model, game, seed) of a run.py configuration; None (with a note) when it is not a usable one."""
     model, env_id, double = config.get("model"), config.get("env_id"), config.get("double", False)
     if model not in RUN_MODELS or not isinstance(env_id, str) or not env_id or not isinstance(double, bool):
@@ -190,7 +198,7 @@ def _play_run(name, model, game, seed, summary_path, checkpoint, notes: Notes, h
 
 
 def _run_py_folder(folder, name, config, notes, keep) -> LearnRun | PlayRun | None:
-    identity = _identity(config, name, notes)
+    identity = run_identity(config, name, notes)
     if identity is None or not keep(identity[0], identity[1]):
         return None
     method = config.get("method")
@@ -201,8 +209,6 @@ def _run_py_folder(folder, name, config, notes, keep) -> LearnRun | PlayRun | No
             return None
         return LearnRun(name, *identity, event_dir, config, checkpoint_key=("run", name))
     if method == "play":
-        from plotting.robustness import perturbed_settings
-
         if perturbed_settings(config):
             notes.add(f"{name}: a play under perturbation {perturbed_settings(config)}, left out of the scores (see "
                       "robustness runs: docs/ROBUSTNESS.md)")
@@ -303,7 +309,7 @@ def _legacy_run_py(log_dirs, notes: Notes, keep) -> list[LearnRun | PlayRun]:
             if config_path.endswith("_summary.json"):
                 continue
             config = read_json(config_path)
-            identity = _identity(config, config_path, notes) if isinstance(config, dict) else None
+            identity = run_identity(config, config_path, notes) if isinstance(config, dict) else None
             if identity is None:
                 if not isinstance(config, dict):
                     notes.add(f"{config_path}: not a run.py run configuration, skipped")

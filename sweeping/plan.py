@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from plotting.common import DOUBLE
 from sweeping.options import SweepOptions, expand_games
-from utils.cli import UserError
+from utils.cli import UserError, options_parser
 from utils.runs import read_status
 
 #: Options the sweep sets itself for every training / conversion run.
@@ -61,9 +61,9 @@ def _parse(parser, words: list[str], what: str) -> dict:
 
 
 def _run_parser():
-    import run
+    from agent.config import Config
 
-    return run.build_parser()
+    return options_parser("run.py", "", Config)  # run.py's own options (run.build_parser), without its help text
 
 
 def _convert_parser():
