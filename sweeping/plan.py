@@ -67,9 +67,9 @@ def _run_parser():
 
 
 def _convert_parser():
-    from conversion_based_snn import convert
+    from conversion_based_snn.config import ConvertConfig
 
-    return convert.build_parser()
+    return options_parser("convert.py", "", ConvertConfig)  # convert.py's own options, without its help text
 
 
 def build_plan(options: SweepOptions, run_words: list[str]) -> list[RunSpec]:
@@ -133,7 +133,7 @@ def plays(options: SweepOptions, train: list[RunSpec]) -> list[RunSpec]:
 def conversions(options: SweepOptions, games: list[str], train: list[RunSpec]) -> list[RunSpec]:
     if not options.convert:
         return []
-    from conversion_based_snn.convert import ConvertConfig
+    from conversion_based_snn.config import ConvertConfig
 
     words = shlex.split(options.convert_options or "")
     given = _parse(_convert_parser(), words, "--convert_options")

@@ -117,7 +117,7 @@ def export_checkpoint(config: ExportConfig, path: str) -> Exported:
 def export_converted(config: ExportConfig, path: str) -> Exported:
     import torch
 
-    from conversion_based_snn.convert import ConvertConfig
+    from conversion_based_snn.config import ConvertConfig
     from conversion_based_snn.snn.simulate import SpikingNetwork
     from neural_network.nir_export import spiking_network_to_nir
 
