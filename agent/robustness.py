@@ -108,6 +108,8 @@ def game_settings(env_id: str) -> tuple[list[int], list[int]]:
     """The ALE's available modes and difficulties of a game."""
     import gymnasium as gym
 
+    import environment.atari  # noqa: F401 - registers the ALE's games with gymnasium
+
     env = gym.make(env_id)
     try:
         ale = env.unwrapped.ale

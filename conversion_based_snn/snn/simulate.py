@@ -48,9 +48,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from neural_network.architecture import LAYER_NAMES
+
 NODE_TYPES = ("SubtractiveResetIFNodes", "LIFNodes")
 SCHEDULES = ("delayed", "same_step")
-LAYER_NAMES = ("conv1", "conv2", "conv3", "fc1", "fc2")
 THRESHOLD = 1.0
 
 
@@ -179,9 +180,10 @@ class SpikingNetwork(nn.Module):
 
         record = load_weights_only(path)
         weights = record["state_dict"]
-        conv = [nn.Conv2d(4, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2), nn.Conv2d(64, 64, 3, stride=1)]
-        fc = [nn.Linear(3136, 512), nn.Linear(512, weights["fc2.weight"].shape[0])]
-        snn = cls(*conv, *fc, node_type=record["node_type"], tau=record["tau"], lambdas=record["lambdas"],
+        from neural_network.networks import nature_dqn_layers
+
+        layers = nature_dqn_layers(weights["fc2.weight"].shape[0]).values()
+        snn = cls(*layers, node_type=record["node_type"], tau=record["tau"], lambdas=record["lambdas"],
                   schedule=record["schedule"])
         snn.load_state_dict(weights)
         return snn.requires_grad_(False)
