@@ -3,7 +3,7 @@
 The names below are imported from their modules on first use, so that ``environment.games`` (the paper's games)
 can be read without importing the emulator."""
 
-import importlib
+from utils.lazy import lazy_exports
 
 #: Every public name of the package and the module it lives in.
 _HOMES = {
@@ -12,14 +12,4 @@ _HOMES = {
 }
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted({*globals(), *_HOMES})
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -3,8 +3,9 @@
 The names below are imported from their modules on first use, so that ``neural_network.architecture`` (the models'
 names and shapes) can be read without importing torch."""
 
-import importlib
 import logging
+
+from utils.lazy import lazy_exports
 
 # Importing SpikingJelly makes torch log "Triton not available" on machines without Triton (every CPU machine);
 # it is not a problem, so keep it off the programs' stderr.
@@ -23,14 +24,4 @@ _HOMES = {
 }
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted({*globals(), *_HOMES})
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -3,7 +3,6 @@ modules."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
@@ -11,6 +10,7 @@ import re
 
 from environment.games import SHORT_NAMES
 from neural_network.architecture import LAYER_NAMES, MODELS
+from utils import files
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_FILE = os.path.join(REPO_ROOT, "utils", "reference_scores.csv")
@@ -153,16 +153,9 @@ class Notes:
             print(f"note: {text}", flush=True)
 
 
-@contextlib.contextmanager
 def replacing(path: str):
     """Yields a temporary path next to ``path`` to write to; it replaces ``path`` only once the writing succeeded,
-    so an existing file is never left half-written (the temporary file is removed on failure)."""
+    so an existing file is never left half-written (:func:`utils.files.replacing`; a hidden name of this process,
+    so that two plot.py runs writing the same folder do not share it)."""
     folder, base = os.path.split(path)
-    temporary = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
+    return files.replacing(path, os.path.join(folder, f".{base}.{os.getpid()}.tmp"))

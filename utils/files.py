@@ -26,15 +26,19 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, write) -> None:
-    """Write ``path`` through ``write(file)`` (a binary file object) atomically; on failure the temporary file is
-    removed and the old ``path``, if any, is untouched."""
-    tmp = f"{path}.tmp"
+@contextlib.contextmanager
+def replacing(path: str, temporary: str | None = None):
+    """Yields a temporary path next to ``path`` (``temporary``, default ``path.tmp``) to write to; once the writing
+    succeeded it is flushed to disk and replaces ``path``. On failure the temporary file is removed and the old
+    ``path``, if any, is untouched."""
+    tmp = temporary or f"{path}.tmp"
     try:
-        with open(tmp, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
@@ -44,6 +48,12 @@ def atomic_write(path: str, write) -> None:
             raise OSError(cause.errno, cause.strerror or os.strerror(cause.errno), tmp) from error
         raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_write(path: str, write) -> None:
+    """Write ``path`` through ``write(file)`` (a binary file object) atomically (:func:`replacing`)."""
+    with replacing(path) as tmp, open(tmp, "wb") as file:
+        write(file)
 
 
 def _finite_or_none(value):
