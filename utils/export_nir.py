@@ -24,7 +24,7 @@ if REPO_ROOT not in sys.path:
 
 from utils import cli
 from utils.cli import UserError, check_path, option, options_parser, run_cli
-from utils.files import load_weights_only
+from utils.files import read_model_file
 from utils.runs import read_run_config
 
 PROG = "export_nir.py"
@@ -75,13 +75,9 @@ def resolve_model(path: str) -> tuple[str, bool]:
             if os.path.isfile(os.path.join(path, name)):
                 return os.path.join(path, name), name == "snn.pt"
         raise UserError(f"{path} is a folder with neither best.pkl (a run.py run) nor snn.pt (a convert.py run)")
-    if not os.path.isfile(path):
-        raise UserError(f"model file not found: {path}")
-    try:
-        record = load_weights_only(path)
-    except Exception:  # noqa: BLE001 - any failure to unpickle an untrusted file is the same answer
-        raise UserError(f"{path} is not readable as a weights-only torch file: it is damaged, not a model saved by "
-                        "run.py or convert.py, or holds objects other than tensors (refused for safety)") from None
+    record = read_model_file(path, "readable as a weights-only torch file: it is damaged, not a model saved by "
+                             "run.py or convert.py, or holds objects other than tensors (refused for safety)",
+                             UserError)
     return path, isinstance(record, dict) and "state_dict" in record and "node_type" in record
 
 

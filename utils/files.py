@@ -88,3 +88,14 @@ def load_weights_only(path: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_model_file(path: str, unreadable: str, error: type[Exception]):
+    """:func:`load_weights_only` of a model file the user named, or ``error`` with one line: ``model file not
+    found: PATH``, or ``PATH is not <unreadable>`` for a file that cannot be read as plain tensors and values."""
+    if not os.path.isfile(path):
+        raise error(f"model file not found: {path}")
+    try:
+        return load_weights_only(path)
+    except Exception:  # noqa: BLE001 - any failure to unpickle an untrusted file is the same answer
+        raise error(f"{path} is not {unreadable}") from None
