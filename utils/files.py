@@ -18,7 +18,8 @@ import warnings
 from utils.errors import os_error_of
 
 
-def fsync_dir(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """Flush a file, or a folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -34,11 +35,7 @@ def replacing(path: str, temporary: str | None = None):
     tmp = temporary or f"{path}.tmp"
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
@@ -47,7 +44,7 @@ def replacing(path: str, temporary: str | None = None):
         if cause is not None and not cause.filename:
             raise OSError(cause.errno, cause.strerror or os.strerror(cause.errno), tmp) from error
         raise
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    fsync_path(os.path.dirname(os.path.abspath(path)))
 
 
 def atomic_write(path: str, write) -> None:

@@ -17,7 +17,7 @@ import socket
 import time
 from datetime import datetime
 
-from utils.files import atomic_write, fsync_dir, sha256_of, write_json  # noqa: F401 - defined there, re-exported here
+from utils.files import atomic_write, sha256_of, write_json  # noqa: F401 - defined there, re-exported here
 
 
 def shown(path: str) -> str:
