@@ -21,7 +21,6 @@ checksums. A refusal is one line and changes nothing on disk.
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import re
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from utils.cli import UserError
-from utils.files import atomic_write, load_weights_only, sha256_of, write_json
+from utils.files import atomic_write, load_weights_only, read_json, sha256_of, write_json
 
 MANIFEST = "manifest.json"
 REPLAY_FRAMES = "replay-frames.u8"
@@ -71,11 +70,7 @@ def read_manifest(state_dir: str) -> dict | None:
     path = os.path.join(state_dir, MANIFEST)
     if not os.path.exists(path):
         return None
-    try:
-        with open(path, encoding="utf-8") as file:
-            manifest = json.load(file)
-    except (OSError, ValueError):
-        manifest = None
+    manifest = read_json(path)
     problem = manifest_problem(manifest)
     if problem:
         raise StateError(f"{path} is damaged ({problem}); the saved training state cannot be found: nothing was "

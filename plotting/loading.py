@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from plotting.common import CONVERSION, RUN_MODELS, Notes, conversion_model, model_name, number, short_game
+from utils.files import read_json
 
 CSV_NAME = re.compile(r"^game_(?P<game>.+?)_episode_\d+_time_(?P<T>\d+)_percentile_[^_]+(_\d+)?\.csv$")
 UNFINISHED = "a run that is starting or died early"
@@ -112,14 +112,6 @@ def checkpoint_key(path) -> tuple[str, str] | None:
     return ("file", base) if base.endswith(".pkl") else ("run", base)
 
 
-def read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except (OSError, ValueError):
-        return None
-
-
 def read_scalars(event_dir: str, max_points: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """All scalar tags of a TensorBoard run, read with TensorBoard's EventAccumulator.
 
@@ -186,11 +178,10 @@ def _play_run(name, model, game, seed, summary_path, checkpoint, notes: Notes, h
     if not os.path.exists(summary_path):
         notes.add(f"{name}: no play summary {summary_path} (unfinished play?), skipped")
         return None
-    summary = read_json(summary_path)
-    scores = episode_scores(summary.get("scores")) if isinstance(summary, dict) else None
-    if scores is None:
-        notes.add(f"{summary_path}: damaged play summary (no list of episode scores), skipped")
+    found = _scored_summary(summary_path, notes, "play summary", ", skipped")
+    if found is None:
         return None
+    summary, scores = found
     if isinstance(summary.get("model_path"), str):  # the checkpoint file it resolved --model_path to
         checkpoint = summary["model_path"]
     return PlayRun(name, model, game, seed, summary, scores, checkpoint,
@@ -221,13 +212,18 @@ def _run_py_folder(folder, name, config, notes, keep) -> LearnRun | PlayRun | No
     return None
 
 
-def _conversion_summary(path: str, notes: Notes) -> tuple[dict, list[float]] | None:
+def _scored_summary(path: str, notes: Notes, what: str, then: str = "") -> tuple[dict, list[float]] | None:
+    """A summary with its list of episode scores, or None with a note that it is damaged."""
     summary = read_json(path)
     scores = episode_scores(summary.get("scores")) if isinstance(summary, dict) else None
     if scores is None:
-        notes.add(f"{path}: damaged convert.py summary (no list of episode scores)")
+        notes.add(f"{path}: damaged {what} (no list of episode scores){then}")
         return None
     return summary, scores
+
+
+def _conversion_summary(path: str, notes: Notes) -> tuple[dict, list[float]] | None:
+    return _scored_summary(path, notes, "convert.py summary")
 
 
 def _convert_folder(folder, name, config, notes, keep) -> PlayRun | None:

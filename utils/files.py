@@ -69,6 +69,15 @@ def write_json(path: str, record: dict) -> None:
     atomic_write(path, lambda file: file.write(text.encode("utf-8")))
 
 
+def read_json(path: str):
+    """The JSON value in ``path``; None when the file is missing, unreadable or not JSON."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return None
+
+
 def sha256_of(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:

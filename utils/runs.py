@@ -10,14 +10,13 @@ never half of one.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import socket
 import time
 from datetime import datetime
 
-from utils.files import atomic_write, sha256_of, write_json  # noqa: F401 - defined there, re-exported here
+from utils.files import atomic_write, read_json, sha256_of, write_json  # noqa: F401 - defined there, re-exported here
 
 
 def shown(path: str) -> str:
@@ -53,11 +52,7 @@ def write_status(run_dir: str, status: str, **fields) -> None:
 
 def read_run_config(folder: str, program: str) -> dict:
     """The config.json that ``program`` (run.py or convert.py) wrote into the run folder ``folder``, or {}."""
-    try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
-            saved = json.load(file)
-    except (OSError, ValueError):
-        return {}
+    saved = read_json(os.path.join(folder, "config.json"))
     return saved if isinstance(saved, dict) and saved.get("program") == program else {}
 
 
@@ -70,11 +65,7 @@ def trained_checkpoint(path: str) -> tuple[str, dict]:
 
 
 def read_status(run_dir: str) -> dict | None:
-    try:
-        with open(os.path.join(run_dir, "status.json"), encoding="utf-8") as file:
-            status = json.load(file)
-    except (OSError, ValueError):
-        return None
+    status = read_json(os.path.join(run_dir, "status.json"))
     return status if isinstance(status, dict) else None
 
 
