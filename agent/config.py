@@ -6,14 +6,27 @@ written once, here (``utils.cli.option``).
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, fields
 
 from neural_network.backend import BACKENDS
 from neural_network.networks import MODELS, SURROGATES
 from utils import cli
-from utils.cli import option
+from utils.cli import non_negative_float, option
 
-from .robustness import PERTURBATIONS, non_negative_float, pixel_budget
+#: The perturbations of a trained agent's play (agent/robustness.py, docs/ROBUSTNESS.md).
+PERTURBATIONS = ("sticky_actions", "obs_noise", "fgsm", "game_mode", "game_difficulty")
+MAX_PIXEL = 255
+
+
+def pixel_budget(text: str) -> int:
+    """A whole number of pixel levels, 0..255 (the frames stay uint8)."""
+    value = non_negative_float(text)
+    if value != int(value) or value > MAX_PIXEL:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixel levels from 0 to {MAX_PIXEL} (frames "
+                                         f"stay uint8), got {text}")
+    return int(value)
+
 
 #: Options that may differ when a run is continued with --resume (they do not change what is being learned,
 #: or, like the learning rate and the budget, are the point of continuing differently).

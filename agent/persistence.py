@@ -21,20 +21,34 @@ checksums. A refusal is one line and changes nothing on disk.
 from __future__ import annotations
 
 import glob
-import json
+import math
 import os
 import re
 import time
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from utils.cli import UserError
-from utils.runs import atomic_write, sha256_of, write_json
+from utils.files import atomic_write, load_weights_only, read_json, sha256_of, write_json
 
 MANIFEST = "manifest.json"
 REPLAY_FRAMES = "replay-frames.u8"
+
+
+@dataclass
+class Progress:
+    """The loop's counters: with the networks, optimizer, envs, generators and replay memory, the whole state."""
+
+    explored: int = 0  # exploration steps done
+    timestep: int = 0  # learning steps done
+    pending_eval: int | None = None  # an evaluation that is due (or was cut short by a signal) at this label
+    finished: bool = False  # the final evaluation is done (or skipped)
+    last_done: bool = False  # the last learning step ended an episode (the final evaluation's skip rule)
+    final_step: bool = False  # step timestep_num was taken for the final evaluation (--final_eval one_more_step)
+    best_score: float = -math.inf
+    games: int = 0  # training games finished (for train/episode_return)
 
 
 class StateError(Exception):
@@ -56,11 +70,7 @@ def read_manifest(state_dir: str) -> dict | None:
     path = os.path.join(state_dir, MANIFEST)
     if not os.path.exists(path):
         return None
-    try:
-        with open(path, encoding="utf-8") as file:
-            manifest = json.load(file)
-    except (OSError, ValueError):
-        manifest = None
+    manifest = read_json(path)
     problem = manifest_problem(manifest)
     if problem:
         raise StateError(f"{path} is damaged ({problem}); the saved training state cannot be found: nothing was "
@@ -135,9 +145,7 @@ def load_state(state_dir: str) -> tuple[dict, dict] | None:
         raise StateError(f"{path} is damaged: its size or checksum differs from {MANIFEST} (truncated or altered); "
                          "it will not be loaded")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except Exception:  # noqa: BLE001 - any failure to unpickle an untrusted file is the same answer
         raise StateError(f"{path} is not a readable weights-only training state; it will not be loaded") from None
     return state, manifest
@@ -176,8 +184,6 @@ def check_run_folder(run_dir: str) -> None:
 
 
 def _state_problem(state) -> str | None:
-    from .training import Progress
-
     if not isinstance(state, dict):
         return "not a mapping"
     missing = [key for key in ("progress", "config", "net", "target_net", "optimizer", "rngs", "train_env",

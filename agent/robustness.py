@@ -23,7 +23,6 @@ streams, so that a perturbation changes no other draw.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import io
@@ -33,9 +32,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from utils.cli import UserError, finite_float
+from utils.cli import UserError
 
-PERTURBATIONS = ("sticky_actions", "obs_noise", "fgsm", "game_mode", "game_difficulty")
+from .config import MAX_PIXEL, PERTURBATIONS
+
 #: The play option each perturbation sets.
 OPTIONS = {"sticky_actions": "sticky_actions", "obs_noise": "obs_noise", "fgsm": "fgsm_epsilon",
            "game_mode": "game_mode", "game_difficulty": "game_difficulty"}
@@ -43,7 +43,6 @@ OPTIONS = {"sticky_actions": "sticky_actions", "obs_noise": "obs_noise", "fgsm":
 DEFAULT_LEVELS = {"sticky_actions": (0.0, 0.25, 0.5, 0.75), "obs_noise": (0.0, 4.0, 8.0, 16.0, 32.0),
                   "fgsm": (0.0, 1.0, 2.0, 4.0, 8.0)}
 WHOLE_LEVELS = ("fgsm", "game_mode", "game_difficulty")
-MAX_PIXEL = 255
 #: Spawn key of the perturbation generator: far from the agent's streams (children 0, 1, 2 of the same seed).
 PERTURBATION_STREAM = 0x726F62
 ROBUSTNESS_CSV = "robustness.csv"
@@ -52,22 +51,6 @@ CSV_COLUMNS = ["perturbation", "level", "episodes", "average_score", "score_sem"
 
 
 # -- option values ----------------------------------------------------------------------------------------------------
-
-
-def non_negative_float(text: str) -> float:
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or a positive number, got {text}")
-    return value
-
-
-def pixel_budget(text: str) -> int:
-    """A whole number of pixel levels, 0..255 (the frames stay uint8)."""
-    value = non_negative_float(text)
-    if value != int(value) or value > MAX_PIXEL:
-        raise argparse.ArgumentTypeError(f"must be a whole number of pixel levels from 0 to {MAX_PIXEL} (frames "
-                                         f"stay uint8), got {text}")
-    return int(value)
 
 
 def format_level(perturbation: str, level: float) -> str:
@@ -124,6 +107,8 @@ def check_levels(perturbation: str, levels) -> None:
 def game_settings(env_id: str) -> tuple[list[int], list[int]]:
     """The ALE's available modes and difficulties of a game."""
     import gymnasium as gym
+
+    import environment.atari  # noqa: F401 - registers the ALE's games with gymnasium
 
     env = gym.make(env_id)
     try:
@@ -279,7 +264,7 @@ def score_sem(scores) -> float:
 
 
 def _write_csv(path: str, rows: list[dict]) -> None:
-    from utils.runs import atomic_write
+    from utils.files import atomic_write
 
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, lineterminator="\n")
@@ -296,7 +281,7 @@ def run_sweep(config, net, device, run_dir: str, logger, levels: list[float], mo
     play summary to ``levels/<perturbation>_<level>.json`` and rewrite ``robustness.csv`` (one row per level so
     far). Every level starts from the same seeds (env, evaluation stream, noise): common random numbers."""
     from neural_network import SpikeMonitor
-    from utils.runs import write_json
+    from utils.files import write_json
 
     from .agent import Agent, random_streams
     from .evaluation import play_games, summarize_play

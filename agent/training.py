@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -42,23 +42,9 @@ from utils.runs import RateMeter, evaluation_row, write_evaluation, write_status
 
 from .config import Config, epsilon_at
 from .evaluation import NonFiniteQ, evaluate
-from .persistence import load_state, save_state, undo_journal
+from .persistence import Progress, load_state, save_state, undo_journal
 
 logger = logging.getLogger("file_logger")
-
-
-@dataclass
-class Progress:
-    """The loop's counters: with the networks, optimizer, envs, generators and replay memory, the whole state."""
-
-    explored: int = 0  # exploration steps done
-    timestep: int = 0  # learning steps done
-    pending_eval: int | None = None  # an evaluation that is due (or was cut short by a signal) at this label
-    finished: bool = False  # the final evaluation is done (or skipped)
-    last_done: bool = False  # the last learning step ended an episode (the final evaluation's skip rule)
-    final_step: bool = False  # step timestep_num was taken for the final evaluation (--final_eval one_more_step)
-    best_score: float = -math.inf
-    games: int = 0  # training games finished (for train/episode_return)
 
 
 class StopRequest:

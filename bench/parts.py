@@ -152,7 +152,7 @@ def firing_dsqn(states: torch.Tensor, seed: int = 0, rate: float = 0.05, T: int 
     torch.manual_seed(seed)
     net = build_network("Dsqn", N_ACTIONS, T=T)
     with SpikeMonitor(net) as monitor:
-        for name, layer in zip(("conv1", "conv2", "conv3", "fc1"), net.weight_layers):
+        for name, layer in zip(net.spiking_layer_names, net.weight_layers):
             for _ in range(16):
                 net(states)
                 if float(monitor.maps[name].mean()) / T >= rate:

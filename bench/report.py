@@ -248,25 +248,3 @@ def readme_table(report: dict, path: str) -> str:
             f"T={T}: same greedy action {percent(r['greedy_agreement'])}, spikes {percent(spike_ratio(r))} of "
             "float32's" for T, r in p["bf16"]["T"].items())])
     return "\n".join(table(["stage", "figure (median)"], rows)).rstrip()
-
-
-def rates(report: dict) -> dict:
-    """The rates a cost estimate needs, from a report of bench/run.py (absent where the report lacks them):
-    ``learning`` {case: steps/s} (cases as "Dqn", "Dsqn_T64", "Dsqn_T64 bf16"), ``act_ms`` {case: eager float32 act
-    time on the default kernel}, ``env_ms`` (a Breakout training-env step), ``conversion`` (ms per action, its T),
-    ``device`` and ``threads``."""
-    parts, machine = report.get("parts", {}), report.get("machine", {})
-    out: dict = {"device": machine.get("device", "cpu"), "threads": machine.get("torch_threads"),
-                 "learning": {case: run["steps_per_s"]["median"]
-                              for case, run in parts.get("end_to_end", {}).get("runs", {}).items()
-                              if isinstance(run, dict) and "steps_per_s" in run},
-                 "act_ms": {row["case"]: row["act_ms"]["median"] for row in parts.get("networks", {}).get("rows", [])
-                            if row.get("mode") == "eager" and not row.get("bf16") and "act_ms" in row}}
-    breakout = parts.get("env", {}).get("games", {}).get("Breakout")
-    if breakout:
-        out["env_ms"] = breakout["us_per_step"]["median"] / 1000.0
-    conversion = parts.get("conversion", {})
-    if "ms_per_action" in conversion:
-        out["conversion"] = (conversion["ms_per_action"]["layer_by_layer"]["median"], conversion["T"])
-    return out
-

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import FrameStackObservation, RecordVideo, TimeLimit, TransformObservation
 
+from .games import GAMES
 from .wrappers import (
     ClipRewardEnv,
     EpisodicLifeEnv,
@@ -23,26 +24,6 @@ from .wrappers import (
 gym.register_envs(ale_py)
 # No start-up banner on stderr (it would break the programs' one-line error messages); warnings still show.
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
-
-GAMES = (
-    "AtlantisNoFrameskip-v4",
-    "BeamRiderNoFrameskip-v4",
-    "BoxingNoFrameskip-v4",
-    "BreakoutNoFrameskip-v4",
-    "CrazyClimberNoFrameskip-v4",
-    "GopherNoFrameskip-v4",
-    "JamesbondNoFrameskip-v4",
-    "KangarooNoFrameskip-v4",
-    "KrullNoFrameskip-v4",
-    "NameThisGameNoFrameskip-v4",
-    "PongNoFrameskip-v4",
-    "RoadRunnerNoFrameskip-v4",
-    "SpaceInvadersNoFrameskip-v4",
-    "StarGunnerNoFrameskip-v4",
-    "TennisNoFrameskip-v4",
-    "TutankhamNoFrameskip-v4",
-    "VideoPinballNoFrameskip-v4",
-)
 
 NOOP_MAX = 30
 FRAME_SKIP = 4

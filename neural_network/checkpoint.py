@@ -10,12 +10,11 @@ A checkpoint with a NaN or infinite weight (from a diverged run) is refused as w
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 
 import torch
 
-from utils.runs import atomic_write
+from utils.files import atomic_write, read_model_file
 
 from .networks import MODELS, QNetwork
 
@@ -53,17 +52,9 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], CheckpointInfo]
         raise CheckpointError("no model file given; pass --model_path PATH to a .pkl saved by run.py")
     if os.path.isdir(path):
         raise CheckpointError(f"{path} is a folder without best.pkl; give a checkpoint (.pkl) saved by run.py")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"model file not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing a file
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - any failure to unpickle an untrusted file is the same answer
-        raise CheckpointError(
-            f"{path} is not a readable weights-only checkpoint: it is damaged, not a torch file, or holds "
-            "objects other than tensors (refused for safety); give a .pkl saved by run.py"
-        ) from None
+    state = read_model_file(path, "a readable weights-only checkpoint: it is damaged, not a torch file, or holds "
+                            "objects other than tensors (refused for safety); give a .pkl saved by run.py",
+                            CheckpointError)
     if (not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS)
             or not all(isinstance(value, torch.Tensor) for value in state.values())):
         raise CheckpointError(f"{path} is not a network checkpoint saved by run.py (missing weights or model_id)")

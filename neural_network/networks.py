@@ -1,11 +1,7 @@
 """The four Q-networks of the paper, made by one builder.
 
-All four share the Nature-DQN layer shapes (input 4x84x84, docs/METHOD.md)::
-
-    conv1 Conv(4->32, k8, s4) -> conv2 Conv(32->64, k4, s2) -> conv3 Conv(64->64, k3, s1)
-    -> flatten (3136) -> fc1 Linear(3136->512) -> fc2 Linear(512->n_actions)
-
-and differ only in the activation after each layer and in how the output is decoded:
+All four share the Nature-DQN layer shapes (input 4x84x84, :mod:`neural_network.architecture`) and differ only
+in the activation after each layer and in how the output is decoded:
 
 ========== ============ ============================================================
 model      neuron       output
@@ -32,10 +28,9 @@ import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 
-MODELS = ("Dqn", "Dsqn", "DsqnSpike", "DsqnIF")
+from .architecture import CONV_OUTPUT_SIZE, LAYER_NAMES, MODELS, nature_dqn_layers  # noqa: F401 - re-exported
+
 SURROGATES = ("ATan", "Sigmoid")
-LAYER_NAMES = ["conv1", "conv2", "conv3", "fc1", "fc2"]
-CONV_OUTPUT_SIZE = 64 * 7 * 7  # 3136 features after conv3 on an 84x84 input
 
 
 @dataclass(frozen=True)
@@ -85,11 +80,8 @@ class QNetwork(nn.Module):
         self.n_actions = n_actions
         self.T = T if self.spiking else 0
 
-        self.conv1 = nn.Conv2d(history_len, 32, kernel_size=8, stride=4)
-        self.conv2 = nn.Conv2d(32, 64, kernel_size=4, stride=2)
-        self.conv3 = nn.Conv2d(64, 64, kernel_size=3, stride=1)
-        self.fc1 = nn.Linear(CONV_OUTPUT_SIZE, 512)
-        self.fc2 = nn.Linear(512, n_actions)
+        for name, layer in nature_dqn_layers(n_actions, history_len).items():
+            setattr(self, name, layer)
         self.register_buffer("model_id", torch.tensor(MODELS.index(model)))
         self.register_buffer("time_steps", torch.tensor(self.T))
 
@@ -130,7 +122,7 @@ class QNetwork(nn.Module):
         """Names of the neuron layers, named after the weight layer that feeds them (empty for Dqn)."""
         if not self.spiking:
             return []
-        return LAYER_NAMES[: len(self.activations)]
+        return list(LAYER_NAMES[: len(self.activations)])
 
     def neuron_layers(self) -> dict[str, nn.Module]:
         """The spiking neuron modules by layer name (what :class:`neural_network.SpikeMonitor` watches)."""

@@ -324,7 +324,8 @@ def energy_stats(group: Group, notes: Notes) -> dict | None:
     """Operation counts and energy per greedy action of a group, from the 'energy' blocks of its play / convert
     summaries (pooled, weighted by greedy actions); for a Dqn without one, from the architecture (MACs do not
     depend on the data). None when there is nothing to report."""
-    from utils.energy import PJ_PER_MAC, nature_dqn_layer_macs
+    from neural_network.architecture import nature_dqn_layer_macs
+    from utils.energy import PJ_PER_MAC
 
     parts = []
     for run in group.play:

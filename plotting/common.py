@@ -3,21 +3,21 @@ modules."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
 import re
 
+from environment.games import SHORT_NAMES
+from neural_network.architecture import LAYER_NAMES, MODELS
+from utils import files
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_FILE = os.path.join(REPO_ROOT, "utils", "reference_scores.csv")
 
-PAPER_GAMES = (
-    "Atlantis", "BeamRider", "Boxing", "Breakout", "CrazyClimber", "Gopher", "Jamesbond", "Kangaroo", "Krull",
-    "NameThisGame", "Pong", "RoadRunner", "SpaceInvaders", "StarGunner", "Tennis", "Tutankham", "VideoPinball",
-)
+PAPER_GAMES = SHORT_NAMES  # the paper's 17 games, short names
 CONVERSION = "ConvSNN"  # the model name of convert.py's runs
-RUN_MODELS = ("Dqn", "Dsqn", "DsqnSpike", "DsqnIF")  # run.py's --model choices
+RUN_MODELS = MODELS  # run.py's --model choices
 DOUBLE = "Double"  # a run.py run with "double": true is the model DOUBLE + its --model
 MODEL_ORDER = (*RUN_MODELS, *(DOUBLE + m for m in RUN_MODELS), CONVERSION)
 ANN_MODELS = ("Dqn", DOUBLE + "Dqn")  # no spikes; their MACs follow from the architecture
@@ -106,7 +106,7 @@ HUMAN_SETS = {
     "atari57": ("human_atari57", ("Atari-57 human scores (later literature; only BeamRider, Boxing, Breakout "
                                  "and Pong are filled in, the other games are n/a)")),
 }
-LAYERS = ("conv1", "conv2", "conv3", "fc1", "fc2")
+LAYERS = LAYER_NAMES
 
 
 def short_game(env_id: str) -> str:
@@ -153,16 +153,9 @@ class Notes:
             print(f"note: {text}", flush=True)
 
 
-@contextlib.contextmanager
 def replacing(path: str):
     """Yields a temporary path next to ``path`` to write to; it replaces ``path`` only once the writing succeeded,
-    so an existing file is never left half-written (the temporary file is removed on failure)."""
+    so an existing file is never left half-written (:func:`utils.files.replacing`; a hidden name of this process,
+    so that two plot.py runs writing the same folder do not share it)."""
     folder, base = os.path.split(path)
-    temporary = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
+    return files.replacing(path, os.path.join(folder, f".{base}.{os.getpid()}.tmp"))

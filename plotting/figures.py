@@ -11,7 +11,7 @@ from plotting.aggregation import LOSS_BINS, binned_curve, group_scores, mean_cur
 from plotting.common import COLORS, HUMAN_SETS, LABELS, LAYERS, replacing
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,13 +20,13 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str, written: list[str]) -> None:
+def save_figure(fig, path: str, written: list[str]) -> None:
     try:
         fig.tight_layout()
         with replacing(path) as temporary:
             fig.savefig(temporary, dpi=120, format=os.path.splitext(path)[1][1:])
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
     written.append(path)
 
 
@@ -59,9 +59,9 @@ def _finish_curve_figure(fig, ax, drew: bool, title: str, ylabel: str, path: str
         ax.set(title=title, xlabel="training steps (agent steps)", ylabel=ylabel)
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7)
-        _save(fig, path, written)
+        save_figure(fig, path, written)
         return
-    _pyplot().close(fig)
+    pyplot().close(fig)
     if missing_note is not None:
         notes.add(missing_note)
 
@@ -101,7 +101,7 @@ def _draw_loss(ax, learn: dict) -> bool:
 
 
 def plot_curves(game, groups, models, refs, human_set, out_dir, fmt, written, notes):
-    plt = _pyplot()
+    plt = pyplot()
     learn = {m: groups[(m, game)].learn for m in models if (m, game) in groups and groups[(m, game)].learn}
     if not learn:
         return
@@ -152,7 +152,7 @@ def _grouped_bars(ax, categories, series: dict[str, list], log=False):
 
 
 def plot_hns(rows, summary, models, human_set, out_dir, fmt, written, rule: str = "best_eval"):
-    plt = _pyplot()
+    plt = pyplot()
     present = [m for m in models if any(r["model"] == m and r["human_normalised_score"] is not None for r in rows)]
     if not present:
         return
@@ -176,11 +176,11 @@ def plot_hns(rows, summary, models, human_set, out_dir, fmt, written, rule: str 
            ylabel="human-normalised score (%)")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
-    _save(fig, os.path.join(out_dir, f"hns.{fmt}"), written)
+    save_figure(fig, os.path.join(out_dir, f"hns.{fmt}"), written)
 
 
 def plot_spikes(game, stats: dict[str, dict], out_dir, fmt, written):
-    plt = _pyplot()
+    plt = pyplot()
     layers = [n for n in LAYERS if any(n in s["layer_firing_rates"] for s in stats.values())]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     _grouped_bars(ax1, layers, {m: [s["layer_firing_rates"].get(n) for n in layers] for m, s in stats.items()})
@@ -195,7 +195,7 @@ def plot_spikes(game, stats: dict[str, dict], out_dir, fmt, written):
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7, title="T: " + ", ".join(f"{LABELS[m]} {'/'.join(map(str, s['T']))}"
                                                      for m, s in stats.items()), title_fontsize=7)
-    _save(fig, os.path.join(out_dir, f"spikes_{game}.{fmt}"), written)
+    save_figure(fig, os.path.join(out_dir, f"spikes_{game}.{fmt}"), written)
 
 
 def plot_energy(game, energy: dict[str, dict], out_dir, fmt, written):
@@ -203,7 +203,7 @@ def plot_energy(game, energy: dict[str, dict], out_dir, fmt, written):
 
     from utils.energy import PJ_PER_AC, PJ_PER_MAC
 
-    plt = _pyplot()
+    plt = pyplot()
     models = list(energy)
     colors = [COLORS[m] for m in models]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -231,7 +231,7 @@ def plot_energy(game, energy: dict[str, dict], out_dir, fmt, written):
         ax.set_xticks(x)
         ax.set_xticklabels([LABELS[m] for m in models], fontsize=8)
         ax.title.set_fontsize(9)
-    _save(fig, os.path.join(out_dir, f"energy_{game}.{fmt}"), written)
+    save_figure(fig, os.path.join(out_dir, f"energy_{game}.{fmt}"), written)
 
 
 def plot_profile(profiles: dict[str, dict], human_set: str, reps: int, out_dir, fmt, written,
@@ -240,7 +240,7 @@ def plot_profile(profiles: dict[str, dict], human_set: str, reps: int, out_dir, 
     bootstrap 95% band (none for a model with one run per game under the bootstrap over runs)."""
     if not profiles:
         return
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for index, (model, p) in enumerate(profiles.items()):
         style = _style(index, len(profiles), len(p["taus"]))
@@ -256,4 +256,4 @@ def plot_profile(profiles: dict[str, dict], human_set: str, reps: int, out_dir, 
            xlabel="human-normalised score τ (%)", ylabel="fraction of runs with score > τ", ylim=(-0.02, 1.02))
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
-    _save(fig, os.path.join(out_dir, f"performance_profile.{fmt}"), written)
+    save_figure(fig, os.path.join(out_dir, f"performance_profile.{fmt}"), written)

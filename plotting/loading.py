@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,9 +13,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from plotting.common import CONVERSION, RUN_MODELS, Notes, conversion_model, model_name, number, short_game
+from utils.files import read_json
 
 CSV_NAME = re.compile(r"^game_(?P<game>.+?)_episode_\d+_time_(?P<T>\d+)_percentile_[^_]+(_\d+)?\.csv$")
 UNFINISHED = "a run that is starting or died early"
+
+#: The perturbation options of a play (agent/robustness.py) at their defaults: the paper's environment.
+SETTINGS = {"sticky_actions": 0.0, "obs_noise": 0.0, "fgsm_epsilon": 0, "game_mode": None, "game_difficulty": None}
+
+
+def perturbed_settings(config: dict) -> dict:
+    """The perturbation options of a run.py configuration that are not at their default (the paper's env)."""
+    return {name: config[name] for name, default in SETTINGS.items() if config.get(name, default) != default}
 
 
 @dataclass
@@ -104,14 +112,6 @@ def checkpoint_key(path) -> tuple[str, str] | None:
     return ("file", base) if base.endswith(".pkl") else ("run", base)
 
 
-def read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except (OSError, ValueError):
-        return None
-
-
 def read_scalars(event_dir: str, max_points: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """All scalar tags of a TensorBoard run, read with TensorBoard's EventAccumulator.
 
@@ -164,7 +164,7 @@ def _seed(config: dict, where: str, notes: Notes) -> int | None:
     return None
 
 
-def _identity(config: dict, where: str, notes: Notes) -> tuple[str, str, int | None] | None:
+def run_identity(config: dict, where: str, notes: Notes) -> tuple[str, str, int | None] | None:
     """(model, game, seed) of a run.py configuration; None (with a note) when it is not a usable one."""
     model, env_id, double = config.get("model"), config.get("env_id"), config.get("double", False)
     if model not in RUN_MODELS or not isinstance(env_id, str) or not env_id or not isinstance(double, bool):
@@ -178,11 +178,10 @@ def _play_run(name, model, game, seed, summary_path, checkpoint, notes: Notes, h
     if not os.path.exists(summary_path):
         notes.add(f"{name}: no play summary {summary_path} (unfinished play?), skipped")
         return None
-    summary = read_json(summary_path)
-    scores = episode_scores(summary.get("scores")) if isinstance(summary, dict) else None
-    if scores is None:
-        notes.add(f"{summary_path}: damaged play summary (no list of episode scores), skipped")
+    found = _scored_summary(summary_path, notes, "play summary", ", skipped")
+    if found is None:
         return None
+    summary, scores = found
     if isinstance(summary.get("model_path"), str):  # the checkpoint file it resolved --model_path to
         checkpoint = summary["model_path"]
     return PlayRun(name, model, game, seed, summary, scores, checkpoint,
@@ -190,7 +189,7 @@ def _play_run(name, model, game, seed, summary_path, checkpoint, notes: Notes, h
 
 
 def _run_py_folder(folder, name, config, notes, keep) -> LearnRun | PlayRun | None:
-    identity = _identity(config, name, notes)
+    identity = run_identity(config, name, notes)
     if identity is None or not keep(identity[0], identity[1]):
         return None
     method = config.get("method")
@@ -201,8 +200,6 @@ def _run_py_folder(folder, name, config, notes, keep) -> LearnRun | PlayRun | No
             return None
         return LearnRun(name, *identity, event_dir, config, checkpoint_key=("run", name))
     if method == "play":
-        from plotting.robustness import perturbed_settings
-
         if perturbed_settings(config):
             notes.add(f"{name}: a play under perturbation {perturbed_settings(config)}, left out of the scores (see "
                       "robustness runs: docs/ROBUSTNESS.md)")
@@ -215,13 +212,18 @@ def _run_py_folder(folder, name, config, notes, keep) -> LearnRun | PlayRun | No
     return None
 
 
-def _conversion_summary(path: str, notes: Notes) -> tuple[dict, list[float]] | None:
+def _scored_summary(path: str, notes: Notes, what: str, then: str = "") -> tuple[dict, list[float]] | None:
+    """A summary with its list of episode scores, or None with a note that it is damaged."""
     summary = read_json(path)
     scores = episode_scores(summary.get("scores")) if isinstance(summary, dict) else None
     if scores is None:
-        notes.add(f"{path}: damaged convert.py summary (no list of episode scores)")
+        notes.add(f"{path}: damaged {what} (no list of episode scores){then}")
         return None
     return summary, scores
+
+
+def _conversion_summary(path: str, notes: Notes) -> tuple[dict, list[float]] | None:
+    return _scored_summary(path, notes, "convert.py summary")
 
 
 def _convert_folder(folder, name, config, notes, keep) -> PlayRun | None:
@@ -303,7 +305,7 @@ def _legacy_run_py(log_dirs, notes: Notes, keep) -> list[LearnRun | PlayRun]:
             if config_path.endswith("_summary.json"):
                 continue
             config = read_json(config_path)
-            identity = _identity(config, config_path, notes) if isinstance(config, dict) else None
+            identity = run_identity(config, config_path, notes) if isinstance(config, dict) else None
             if identity is None:
                 if not isinstance(config, dict):
                     notes.add(f"{config_path}: not a run.py run configuration, skipped")

@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from plotting.common import COLORS, LABELS, MODEL_ORDER, Notes, number, replacing
-from plotting.loading import UNFINISHED, _identity, episode_scores, read_json, run_folders
+from plotting.loading import (  # noqa: F401 - SETTINGS: re-exported
+    SETTINGS,
+    UNFINISHED,
+    episode_scores,
+    perturbed_settings,
+    read_json,
+    run_folders,
+    run_identity,
+)
 
 # What a level is, with its unit (the options themselves: agent/robustness.py).
 LEVEL_LABELS = {
@@ -32,7 +40,6 @@ LEVEL_LABELS = {
     "game_mode": "ALE game mode",
     "game_difficulty": "ALE game difficulty",
 }
-SETTINGS = {"sticky_actions": 0.0, "obs_noise": 0.0, "fgsm_epsilon": 0, "game_mode": None, "game_difficulty": None}
 SWEPT = {"sticky_actions": "sticky_actions", "obs_noise": "obs_noise", "fgsm": "fgsm_epsilon",
          "game_mode": "game_mode", "game_difficulty": "game_difficulty"}
 COLUMNS = ["game", "study", "perturbation", "fixed", "level", "model", "mean_score", "sem", "std", "episodes", "runs",
@@ -52,11 +59,6 @@ class RobustnessRun:
     levels: dict[float, list[float]] = field(default_factory=dict)
 
 
-def perturbed_settings(config: dict) -> dict:
-    """The perturbation options of a run.py configuration that are not at their default (the paper's env)."""
-    return {name: config[name] for name, default in SETTINGS.items() if config.get(name, default) != default}
-
-
 def _study(perturbation: str, fixed: dict) -> str:
     return perturbation + "".join(f"_{name}{value:g}" for name, value in sorted(fixed.items()))
 
@@ -67,7 +69,7 @@ def read_folder(folder: str, notes: Notes, keep) -> RobustnessRun | None:
     config = read_json(os.path.join(folder, "config.json"))
     if not isinstance(config, dict) or config.get("method") != "robustness":
         return None
-    identity = _identity(config, name, notes)
+    identity = run_identity(config, name, notes)
     if identity is None or not keep(identity[0], identity[1]):
         return None
     perturbation = config.get("robustness")
@@ -164,9 +166,9 @@ def _title(row: dict) -> str:
 
 
 def plot(game: str, study: str, rows: list[dict], out_dir: str, fmt: str, written: list[str]) -> None:
-    from plotting.figures import _pyplot, _save
+    from plotting.figures import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     perturbation = rows[0]["perturbation"]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -182,7 +184,7 @@ def plot(game: str, study: str, rows: list[dict], out_dir: str, fmt: str, writte
            ylabel="game score (mean +- s.e. over episodes)")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
-    _save(fig, os.path.join(out_dir, f"robustness_{study}_{game}.{fmt}"), written)
+    save_figure(fig, os.path.join(out_dir, f"robustness_{study}_{game}.{fmt}"), written)
 
 
 def _cell(row: dict | None) -> str:

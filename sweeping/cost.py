@@ -1,6 +1,6 @@
 """The estimated cost of a plan, from the rates of a benchmark report (bench/run.py's JSON in docs/benchmarks/).
 
-The rates are read with bench.report.rates, the benchmark's own reader: the learning loop's steps/s per case (Dqn,
+The rates are read from the report by :func:`report_rates`: the learning loop's steps/s per case (Dqn,
 Dsqn_T64, ...), the eager act time, a training-env step and the converted network's time per action. A model or T
 the report did not measure takes the nearest measured case, scaled linearly in T, and the estimate says so; what no
 report gives is reported as unknown, never guessed.
@@ -14,12 +14,32 @@ import math
 import os
 import re
 
-from bench.report import rates as report_rates
 from sweeping.options import REPO_ROOT
 
 BENCH_DIR = os.path.join(REPO_ROOT, "docs", "benchmarks")
 EVAL_GAME_STEPS = 1000  # agent steps per evaluation game, an assumption the estimate states
 _CASE = re.compile(r"^(Dqn|Dsqn|DsqnSpike|DsqnIF)(?:_T(\d+))?$")
+
+
+def report_rates(report: dict) -> dict:
+    """The rates a cost estimate needs, from a report of bench/run.py (absent where the report lacks them):
+    ``learning`` {case: steps/s} (cases as "Dqn", "Dsqn_T64", "Dsqn_T64 bf16"), ``act_ms`` {case: eager float32 act
+    time on the default kernel}, ``env_ms`` (a Breakout training-env step), ``conversion`` (ms per action, its T),
+    ``device`` and ``threads``."""
+    parts, machine = report.get("parts", {}), report.get("machine", {})
+    out: dict = {"device": machine.get("device", "cpu"), "threads": machine.get("torch_threads"),
+                 "learning": {case: run["steps_per_s"]["median"]
+                              for case, run in parts.get("end_to_end", {}).get("runs", {}).items()
+                              if isinstance(run, dict) and "steps_per_s" in run},
+                 "act_ms": {row["case"]: row["act_ms"]["median"] for row in parts.get("networks", {}).get("rows", [])
+                            if row.get("mode") == "eager" and not row.get("bf16") and "act_ms" in row}}
+    breakout = parts.get("env", {}).get("games", {}).get("Breakout")
+    if breakout:
+        out["env_ms"] = breakout["us_per_step"]["median"] / 1000.0
+    conversion = parts.get("conversion", {})
+    if "ms_per_action" in conversion:
+        out["conversion"] = (conversion["ms_per_action"]["layer_by_layer"]["median"], conversion["T"])
+    return out
 
 
 def choose_report(path: str | None, gpu: bool) -> tuple[dict, str, list[str]]:

@@ -18,7 +18,7 @@ from utils.cli import (
     ArgumentParser,
     UserError,
     add_options,
-    finite_float,
+    non_negative_float,
     non_negative_int,
     option,
     positive_float,
@@ -34,13 +34,6 @@ GRID_ONLY_KEYS = {
     "run_options": "run.py options for every run: a mapping {option: value} or a list of command-line words",
     "model_options": "extra run.py options for one model: {Dsqn: {T: 64}, ...}",
 }
-
-
-def non_negative_float(text: str) -> float:
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or a positive number, got {text}")
-    return value
 
 
 @dataclass

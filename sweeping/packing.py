@@ -7,11 +7,12 @@ the packed run folder; the driver unpacks it into the sweep's runs/ (replacing i
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import tarfile
 import uuid
+
+from utils import files
 
 
 def pack(folder: str, only: tuple[str, ...] | None = None) -> bytes:
@@ -43,11 +44,8 @@ def unpack(data: bytes, folder: str) -> None:
 
 
 def read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as file:
-            value = json.load(file)
-    except (OSError, ValueError):
-        return None
+    """A JSON object in ``path``; None when it is missing, damaged or not an object."""
+    value = files.read_json(path)
     return value if isinstance(value, dict) else None
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from plotting.common import DOUBLE
 from sweeping.options import SweepOptions, expand_games
-from utils.cli import UserError
+from utils.cli import UserError, options_parser
 from utils.runs import read_status
 
 #: Options the sweep sets itself for every training / conversion run.
@@ -61,15 +61,15 @@ def _parse(parser, words: list[str], what: str) -> dict:
 
 
 def _run_parser():
-    import run
+    from agent.config import Config
 
-    return run.build_parser()
+    return options_parser("run.py", "", Config)  # run.py's own options (run.build_parser), without its help text
 
 
 def _convert_parser():
-    from conversion_based_snn import convert
+    from conversion_based_snn.config import ConvertConfig
 
-    return convert.build_parser()
+    return options_parser("convert.py", "", ConvertConfig)  # convert.py's own options, without its help text
 
 
 def build_plan(options: SweepOptions, run_words: list[str]) -> list[RunSpec]:
@@ -133,7 +133,7 @@ def plays(options: SweepOptions, train: list[RunSpec]) -> list[RunSpec]:
 def conversions(options: SweepOptions, games: list[str], train: list[RunSpec]) -> list[RunSpec]:
     if not options.convert:
         return []
-    from conversion_based_snn.convert import ConvertConfig
+    from conversion_based_snn.config import ConvertConfig
 
     words = shlex.split(options.convert_options or "")
     given = _parse(_convert_parser(), words, "--convert_options")

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import math
 import os
 import sys
@@ -19,40 +18,23 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, field, fields
 
-EXIT_USAGE = 2
-EXIT_DIVERGED = 3
-EXIT_IO = 4
-EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: try again later (a run folder in use by another process)
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
-#: The environment variable that makes every failure show its full traceback (for a report).
-TRACEBACK_VARIABLE = "DSQN_TRACEBACK"
-#: Storage failures (exit 4): the system could not write or read what the program needed to.
-IO_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
-#: Operating-system refusals about a path the user gave or a folder the user controls (exit 2).
-PATH_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT,
-                         errno.EEXIST, errno.ELOOP, errno.ENOTEMPTY, errno.ETXTBSY, errno.EBUSY, errno.ESTALE})
-USER_OS_ERRORS = tuple(IO_ERRNOS | PATH_ERRNOS)
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for; its message says what is wrong and what to do."""
-
-
-class Busy(UserError):
-    """What the user asked for is in use by another process (a live run's folder); it can be tried again later."""
-
-
-class Diverged(Exception):
-    """Training produced a non-finite loss or Q-value; the message names the step and what was kept."""
-
-
-class Stopped(Exception):
-    """The run was stopped by a signal after saving its state; ``exit_status`` is 130 (SIGINT) or 143 (SIGTERM)."""
-
-    def __init__(self, message: str, exit_status: int):
-        super().__init__(message)
-        self.exit_status = exit_status
+from utils.errors import (  # noqa: F401 - defined there, used and re-exported here
+    EXIT_BUSY,
+    EXIT_DIVERGED,
+    EXIT_IO,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_USAGE,
+    IO_ERRNOS,
+    PATH_ERRNOS,
+    TRACEBACK_VARIABLE,
+    USER_OS_ERRORS,
+    Busy,
+    Diverged,
+    Stopped,
+    UserError,
+    os_error_of,
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -91,6 +73,13 @@ finite_float = checked(float, math.isfinite, "a finite number")
 positive_float = checked(float, lambda v: math.isfinite(v) and v > 0, "a positive (finite) number")
 probability = checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 greater_than_one = checked(float, lambda v: math.isfinite(v) and v > 1.0, "a (finite) number greater than 1")
+
+
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or a positive number, got {text}")
+    return value
 
 
 def shell_words(text: str) -> str:
@@ -291,19 +280,6 @@ def set_recovery(text: str | None) -> None:
     --resume <folder>`` (default: run the command again)."""
     global _recovery
     _recovery = text
-
-
-def os_error_of(error: BaseException) -> OSError | None:
-    """The operating-system failure behind ``error``: itself, or for an error raised by a C++ library that lost it
-    (torch.save on a full disk raises RuntimeError "unexpected pos" with the OSError as its context), that one."""
-    seen = 0
-    while error is not None and seen < 4:
-        if isinstance(error, OSError) and error.errno in USER_OS_ERRORS:
-            return error
-        if not isinstance(error, (OSError, RuntimeError)):
-            return None
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return None
 
 
 def _os_error_line(error: OSError) -> tuple[str, int]:

@@ -86,11 +86,6 @@ def weight_layers_of(net: nn.Module) -> dict[str, nn.Module]:
     return {name: getattr(net, name) for name in ("conv1", "conv2", "conv3", "fc1", "fc2")}
 
 
-def nature_dqn_macs(n_actions: int) -> int:
-    """MACs of one forward pass of the Nature DQN (4x84x84 input): 9,342,976 + 512 x n_actions."""
-    return 32 * 20 * 20 * 4 * 8 * 8 + 64 * 9 * 9 * 32 * 4 * 4 + 64 * 7 * 7 * 64 * 3 * 3 + 3136 * 512 + 512 * n_actions
-
-
 # -- SOPs -------------------------------------------------------------------------------------------------------------
 
 
@@ -177,14 +172,3 @@ def format_energy(report: dict) -> str:
         f"estimated energy {report['energy_uj_per_action']:.4g} uJ ({report['note']})"
     )
 
-
-def nature_dqn_layer_macs(n_actions: int, history_len: int = 4) -> dict[str, int]:
-    """Per layer MACs of the Nature DQN, from the architecture alone (no weights are allocated)."""
-    layers = {
-        "conv1": nn.Conv2d(history_len, 32, kernel_size=8, stride=4, device="meta"),
-        "conv2": nn.Conv2d(32, 64, kernel_size=4, stride=2, device="meta"),
-        "conv3": nn.Conv2d(64, 64, kernel_size=3, stride=1, device="meta"),
-        "fc1": nn.Linear(64 * 7 * 7, 512, device="meta"),
-        "fc2": nn.Linear(512, n_actions, device="meta"),
-    }
-    return network_macs(layers, (history_len, 84, 84))

@@ -24,6 +24,7 @@ if REPO_ROOT not in sys.path:
 
 from utils import cli
 from utils.cli import UserError, check_path, option, options_parser, require_extra, run_cli
+from utils.files import read_model_file
 from utils.runs import read_run_config
 
 PROG = "export_nir.py"
@@ -66,14 +67,6 @@ def build_parser():
     return options_parser(PROG, __doc__, ExportConfig)
 
 
-def _weights_only(path: str):
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def resolve_model(path: str) -> tuple[str, bool]:
     """The model file and whether it is a converted network (snn.pt) rather than a run.py checkpoint."""
     path = os.path.abspath(os.path.expanduser(path))
@@ -82,13 +75,9 @@ def resolve_model(path: str) -> tuple[str, bool]:
             if os.path.isfile(os.path.join(path, name)):
                 return os.path.join(path, name), name == "snn.pt"
         raise UserError(f"{path} is a folder with neither best.pkl (a run.py run) nor snn.pt (a convert.py run)")
-    if not os.path.isfile(path):
-        raise UserError(f"model file not found: {path}")
-    try:
-        record = _weights_only(path)
-    except Exception:  # noqa: BLE001 - any failure to unpickle an untrusted file is the same answer
-        raise UserError(f"{path} is not readable as a weights-only torch file: it is damaged, not a model saved by "
-                        "run.py or convert.py, or holds objects other than tensors (refused for safety)") from None
+    record = read_model_file(path, "readable as a weights-only torch file: it is damaged, not a model saved by "
+                             "run.py or convert.py, or holds objects other than tensors (refused for safety)",
+                             UserError)
     return path, isinstance(record, dict) and "state_dict" in record and "node_type" in record
 
 
@@ -124,7 +113,7 @@ def export_checkpoint(config: ExportConfig, path: str) -> Exported:
 def export_converted(config: ExportConfig, path: str) -> Exported:
     import torch
 
-    from conversion_based_snn.convert import ConvertConfig
+    from conversion_based_snn.config import ConvertConfig
     from conversion_based_snn.snn.simulate import SpikingNetwork
     from neural_network.nir_export import spiking_network_to_nir
 

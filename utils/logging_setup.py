@@ -9,7 +9,7 @@ from logging.config import dictConfig
 
 import yaml
 
-from utils.runs import write_json
+from utils.files import write_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_CONFIG_FILE = os.path.join(REPO_ROOT, "log_config.yaml")

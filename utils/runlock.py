@@ -15,7 +15,7 @@ import fcntl
 import os
 import time
 
-from utils.cli import Busy
+from utils.errors import Busy
 
 _held: dict[str, int] = {}
 

@@ -10,13 +10,13 @@ never half of one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import socket
 import time
 from datetime import datetime
+
+from utils.files import atomic_write, read_json, sha256_of, write_json  # noqa: F401 - defined there, re-exported here
 
 
 def shown(path: str) -> str:
@@ -42,60 +42,6 @@ def create_run_dir(parent: str, name: str) -> str:
     raise FileExistsError(f"no free run folder name for {name} in {parent}")
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, write) -> None:
-    """Write ``path`` through ``write(file)`` (a binary file object) atomically; on failure the temporary file is
-    removed and the old ``path``, if any, is untouched."""
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        from utils.cli import os_error_of
-
-        cause = os_error_of(error)  # torch.save on a full disk: a RuntimeError that lost the file's name
-        if cause is not None and not cause.filename:
-            raise OSError(cause.errno, cause.strerror or os.strerror(cause.errno), tmp) from error
-        raise
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
-def _finite_or_none(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(item) for item in value]
-    return value
-
-
-def write_json(path: str, record: dict) -> None:
-    """Write ``record`` atomically as strict JSON (NaN and infinities become null) so any JSON reader loads it."""
-    text = json.dumps(_finite_or_none(record), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
-    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_status(run_dir: str, status: str, **fields) -> None:
     """``status.json``: running / finished / stopped / diverged / failed, with the step reached and the time."""
     write_json(os.path.join(run_dir, "status.json"), {
@@ -106,11 +52,7 @@ def write_status(run_dir: str, status: str, **fields) -> None:
 
 def read_run_config(folder: str, program: str) -> dict:
     """The config.json that ``program`` (run.py or convert.py) wrote into the run folder ``folder``, or {}."""
-    try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
-            saved = json.load(file)
-    except (OSError, ValueError):
-        return {}
+    saved = read_json(os.path.join(folder, "config.json"))
     return saved if isinstance(saved, dict) and saved.get("program") == program else {}
 
 
@@ -123,11 +65,7 @@ def trained_checkpoint(path: str) -> tuple[str, dict]:
 
 
 def read_status(run_dir: str) -> dict | None:
-    try:
-        with open(os.path.join(run_dir, "status.json"), encoding="utf-8") as file:
-            status = json.load(file)
-    except (OSError, ValueError):
-        return None
+    status = read_json(os.path.join(run_dir, "status.json"))
     return status if isinstance(status, dict) else None
 
 

@@ -48,9 +48,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from neural_network.architecture import LAYER_NAMES
+
 NODE_TYPES = ("SubtractiveResetIFNodes", "LIFNodes")
 SCHEDULES = ("delayed", "same_step")
-LAYER_NAMES = ("conv1", "conv2", "conv3", "fc1", "fc2")
 THRESHOLD = 1.0
 
 
@@ -165,7 +166,7 @@ class SpikingNetwork(nn.Module):
     def save(self, path: str) -> None:
         """Write the converted network (normalised weights, neuron type, tau, schedule, lambdas) atomically as plain
         tensors and values, readable with ``torch.load(path, weights_only=True)``."""
-        from utils.runs import atomic_write
+        from utils.files import atomic_write
 
         record = {"state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
                   "node_type": self.node_type, "tau": self.tau, "schedule": self.schedule,
@@ -175,11 +176,14 @@ class SpikingNetwork(nn.Module):
     @classmethod
     def load(cls, path: str) -> SpikingNetwork:
         """A network written by :meth:`save` (read with weights_only=True: the file can never run code)."""
-        record = torch.load(path, map_location="cpu", weights_only=True)
+        from utils.files import load_weights_only
+
+        record = load_weights_only(path)
         weights = record["state_dict"]
-        conv = [nn.Conv2d(4, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2), nn.Conv2d(64, 64, 3, stride=1)]
-        fc = [nn.Linear(3136, 512), nn.Linear(512, weights["fc2.weight"].shape[0])]
-        snn = cls(*conv, *fc, node_type=record["node_type"], tau=record["tau"], lambdas=record["lambdas"],
+        from neural_network.networks import nature_dqn_layers
+
+        layers = nature_dqn_layers(weights["fc2.weight"].shape[0]).values()
+        snn = cls(*layers, node_type=record["node_type"], tau=record["tau"], lambdas=record["lambdas"],
                   schedule=record["schedule"])
         snn.load_state_dict(weights)
         return snn.requires_grad_(False)
