@@ -38,7 +38,7 @@ from environment.state import env_state, restore_env_state
 from environment.vector import EvaluationEnvs
 from neural_network import save_checkpoint
 from utils.cli import EXIT_SIGINT, EXIT_SIGTERM, Diverged, Stopped, UserError
-from utils.runs import RateMeter, evaluation_row, write_evaluation, write_status
+from utils.runs import ProgressFile, RateMeter, evaluation_row, read_evaluations, write_evaluation, write_status
 
 from .config import Config, epsilon_at
 from .evaluation import NonFiniteQ, evaluate
@@ -95,6 +95,7 @@ class Trainer:
         self.refill = False  # resumed without the replay memory: fill it again before learning goes on
         self.meter = RateMeter()
         self.bar = None
+        self.progress = ProgressFile(run_dir)  # progress.json, for a watcher such as the sweep
         self.video = None  # --capture_video: a utils.tracking.TrainingVideo, told of every training env step
 
     # -- the loop ---------------------------------------------------------------------------------------------------
@@ -103,6 +104,9 @@ class Trainer:
         """Run (or continue) the whole budget; returns the best evaluation average score."""
         cfg, p = self.config, self.p
         self.meter.rate(p.timestep)
+        evaluations = read_evaluations(self.run_dir)  # a resumed run: its last evaluation so far
+        if evaluations:
+            self.progress.last_eval = (int(evaluations[-1]["step"]), float(evaluations[-1]["mean"] or "nan"))
         try:
             if self.refill:
                 logger.info("The replay memory was not saved: refilling it with %d random steps (not counted)",
@@ -138,6 +142,7 @@ class Trainer:
             if self.bar is not None:
                 self.bar.close()
         write_status(self.run_dir, "finished", timestep=p.timestep, best_score=p.best_score)
+        self.progress.update("finished", p.timestep, cfg.timestep_num)
         logger.info("Learning is done; best average evaluation score %s", p.best_score)
         return p.best_score
 
@@ -174,6 +179,7 @@ class Trainer:
                 if counted:
                     self.p.explored += 1
                 bar.update()
+                self.progress.update("explore" if counted else "refill", bar.n, steps)
                 self.stop_if_requested()
         finally:
             bar.close()
@@ -196,6 +202,7 @@ class Trainer:
             self.log_training(t, epsilon)
         if t < cfg.timestep_num:  # the bar counts the budget; the final evaluation's extra step is not in it
             self.bar.update()
+            self.progress.update("learn", t + 1, cfg.timestep_num)
 
     def current_obs(self) -> np.ndarray:
         if self.obs is None:
@@ -231,6 +238,7 @@ class Trainer:
         self.guard(label)
         self.eval_snapshot = {"env": env_state(self.eval_env), "rng": self.agent.rngs["evaluate"].bit_generator.state}
         self.bar.set_description("eval")
+        self.progress.update("eval", self.bar.n, cfg.timestep_num, counts="learn")
         done = []
 
         def on_episode(index, result):
@@ -263,6 +271,8 @@ class Trainer:
         p.pending_eval, self.eval_snapshot = None, None
         self.bar.set_description("learn")
         self.bar.set_postfix_str(f"last eval {average:g}")
+        self.progress.last_eval = (label, average)
+        self.progress.update("learn", self.bar.n, cfg.timestep_num)
 
     def _check_stop(self) -> None:
         if self.stop.signum is not None:

@@ -121,6 +121,10 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
         summarise,
     )
     from utils.files import write_json
+    from utils.runs import ProgressFile
+
+    progress = ProgressFile(run_dir, unit="game")  # progress.json, for a watcher such as the sweep
+    progress.update("normalise")
 
     # 1. normalisation data
     started = time.perf_counter()
@@ -157,10 +161,13 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
         def on_episode(index: int, stats) -> None:
             csv_file.write(f"{stats.score!r},{stats.mix!r},{stats.spike!r}\n")
             csv_file.flush()
+            progress.last_eval = (None, float(stats.score))
+            progress.update("play", index + 1, config.episode, force=index + 1 == config.episode)
             logger.info("episode %d: score %s, steps %d, mix %.4f, spike %.4f, greedy steps %d, firing rate %s",
                         index + 1, stats.score, stats.steps, stats.mix, stats.spike, stats.greedy_steps,
                         stats.firing_rate)
 
+        progress.update("play", 0, config.episode)
         episodes = evaluate(snn, ann, eval_env, config.episode, config.time, rng, EPSILON, progress=True,
                             on_episode=on_episode, firing_rate_over=config.firing_rate_over)
     eval_env.close()
@@ -180,6 +187,7 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
     )
     summary["energy"] = conversion_energy(snn, summary)
     write_json(os.path.join(run_dir, "summary.json"), summary)
+    progress.update("finished", config.episode, config.episode)
     logger.info("summary: %s", {k: summary[k] for k in ("score_mean", "score_std", "mix_mean", "spike_mean",
                                                            "average_firing_rate", "spikes_per_greedy_action")})
     return summary

@@ -1,56 +1,29 @@
-"""Progress: what a running run is doing (read on its node from status.json, run.log and the program's own
-progress bar), the board that carries it to the driver, and the table the driver shows."""
+"""Progress: what a running run is doing (read on its node from the run folder's progress.json and status.json,
+which run.py and convert.py write), the board that carries it to the driver, and the table the driver shows."""
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import time
 
 from sweeping.packing import read_json
 
-_BAR = re.compile(r"([A-Za-z][\w ]*?):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]")
-_RATE = re.compile(r"([\d.]+)\s*(?:([A-Za-z]+)/s|s/([A-Za-z]+))")
-_EVAL = re.compile(r"timestep: (\d+)\s+average_score: ([-+\w.]+)")
 
-
-def _tail(path: str, size: int = 16384) -> str:
-    try:
-        with open(path, "rb") as file:
-            file.seek(max(0, os.path.getsize(path) - size))
-            return file.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def parse_bar(text: str) -> dict:
-    """The last state of a tqdm bar in a program's output: phase, n, total and rate (per second)."""
-    for segment in reversed(re.split(r"[\r\n]", text)):
-        match = _BAR.search(segment)
-        if not match:
-            continue
-        phase, n, total, inside = match.groups()
-        info = {"phase": phase.strip(), "n": int(n), "total": int(total)}
-        rate = _RATE.search(inside)
-        if rate:
-            value = float(rate.group(1))
-            info["rate"] = value if rate.group(2) else (1.0 / value if value else None)
-        return info
-    return {}
-
-
-def read_progress(folder: str, output_log: str) -> dict:
-    """Progress of a run folder: its status.json (status, learning step, best score), the last evaluation line of
-    its run.log and the program's progress bar in its output."""
-    info = parse_bar(_tail(output_log, 4096))
-    status = read_json(os.path.join(folder, "status.json")) or {}
+def read_progress(folder: str) -> dict:
+    """Progress of a run folder as the table shows it: phase, n, total, rate (per second) and the last evaluation
+    from its progress.json; status, learning step and best score from its status.json."""
+    info = {}
+    progress = read_json(os.path.join(folder, "progress.json"))
+    if isinstance(progress, dict):
+        for key, name in (("phase", "phase"), ("step", "n"), ("total", "total"), ("steps_per_s", "rate"),
+                          ("last_eval_step", "eval_step"), ("last_eval", "last_eval")):
+            if progress.get(key) is not None:
+                info[name] = progress[key]
+    status = read_json(os.path.join(folder, "status.json"))
     for key in ("status", "timestep", "best_score"):
-        if status.get(key) is not None:
+        if isinstance(status, dict) and status.get(key) is not None:
             info[key] = status[key]
-    evaluations = _EVAL.findall(_tail(os.path.join(folder, "run.log")))
-    if evaluations:
-        info["eval_step"], info["last_eval"] = int(evaluations[-1][0]), evaluations[-1][1]
     return info
 
 
@@ -113,9 +86,10 @@ def table(rows: list[dict], counts: dict, eta: float | None, limit: int = 40) ->
         step = f"{report['n']}/{report['total']}" if report.get("n") is not None else ""
         rate = f"{report['rate']:.2f}" if report.get("rate") else ""
         best = report.get("best_score")
+        last = report.get("last_eval")
         lines.append(f"{row['name'][:44]:<44} {row['state']:<8} {row.get('attempt', ''):>3} "
                      f"{str(report.get('host') or '')[:10]:<10} {str(report.get('phase') or '')[:10]:<10} "
-                     f"{step:>17} {rate:>8} {report.get('last_eval') or ''!s:>10} "
+                     f"{step:>17} {rate:>8} {'' if last is None else format(last, '.6g'):>10} "
                      f"{'' if best is None else format(best, '.6g'):>8} "
                      f"{hms(remaining_seconds(report)) if row['state'] == 'running' else '':>9}")
     if len(rows) > limit:

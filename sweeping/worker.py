@@ -202,7 +202,7 @@ def _run(job: dict, runs_dir: str, folder: str, root: str, report, lock_fd: int)
             time.sleep(POLL_S)
             if time.time() - last >= REPORT_S:
                 last = time.time()
-                report(**read_progress(folder, log_path), pid=process.pid)
+                report(**read_progress(folder), pid=process.pid)
     except BaseException:  # noqa: BLE001 - ray.cancel (TaskCancelledError / KeyboardInterrupt): the run saves and stops, and
         process.send_signal(signal.SIGINT)  # the task returns normally, so that a node-local copy is sent back
         with contextlib.suppress(BaseException):

@@ -94,6 +94,50 @@ class RateMeter:
         return rate
 
 
+PROGRESS_JSON = "progress.json"
+
+
+class ProgressFile:
+    """``progress.json``: what a run is doing now, for a reader that watches it (the sweep's progress table): phase,
+    step, total, unit, steps_per_s (the average since the phase's counting began in this process), eta_s, the last
+    evaluation (step and score) and the time. Written atomically at every phase change and at most every
+    ``every_s`` seconds otherwise; a call in between costs a clock reading."""
+
+    def __init__(self, run_dir: str, unit: str = "step", every_s: float = 5.0):
+        self.path, self.unit, self.every_s = os.path.join(run_dir, PROGRESS_JSON), unit, every_s
+        self.phase: str | None = None
+        self.step: int | None = None
+        self.last_eval: tuple[int | None, float] | None = None  # (its step, its average score)
+        self._written = -math.inf
+        self._anchor: tuple[str, float, int] | None = None  # (what is counted, when, step) the rate is measured from
+
+    def update(self, phase: str, step: int | None = None, total: int | None = None, counts: str | None = None,
+               force: bool = False) -> None:
+        """``step`` of ``total`` in ``phase`` (None: the step stays); ``counts`` names what step counts (phases
+        with the same ``counts`` share one rate, e.g. learn and eval; default: the phase)."""
+        now = time.monotonic()
+        if phase == self.phase and not force and now - self._written < self.every_s:
+            return
+        step = self.step if step is None else int(step)
+        counts = counts or phase
+        if self._anchor is None or self._anchor[0] != counts or step is None or step < self._anchor[2]:
+            self._anchor = (counts, now, step or 0)
+        elapsed, done = now - self._anchor[1], (step or 0) - self._anchor[2]
+        rate = done / elapsed if elapsed > 0 and done > 0 else None
+        eta = max(0, total - step) / rate if rate and total is not None and step is not None else None
+        self.phase, self.step, self._written = phase, step, now
+        write_json(self.path, {
+            "phase": phase, "step": step, "total": total, "unit": self.unit, "steps_per_s": rate, "eta_s": eta,
+            "last_eval_step": None if self.last_eval is None else self.last_eval[0],
+            "last_eval": None if self.last_eval is None else self.last_eval[1],
+            "updated": datetime.now().isoformat(timespec="seconds")})
+
+
+def read_progress(run_dir: str) -> dict | None:
+    progress = read_json(os.path.join(run_dir, PROGRESS_JSON))
+    return progress if isinstance(progress, dict) else None
+
+
 # -- the evaluation record and the provenance of a run ---------------------------------------------------------------
 
 EVALUATIONS_CSV = "evaluations.csv"
