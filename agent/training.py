@@ -142,7 +142,7 @@ class Trainer:
             if self.bar is not None:
                 self.bar.close()
         write_status(self.run_dir, "finished", timestep=p.timestep, best_score=p.best_score)
-        self.progress.update("finished", p.timestep, cfg.timestep_num)
+        self.progress.update("finished", p.timestep, cfg.timestep_num, counts="learn")
         logger.info("Learning is done; best average evaluation score %s", p.best_score)
         return p.best_score
 

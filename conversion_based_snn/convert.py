@@ -187,7 +187,7 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
     )
     summary["energy"] = conversion_energy(snn, summary)
     write_json(os.path.join(run_dir, "summary.json"), summary)
-    progress.update("finished", config.episode, config.episode)
+    progress.update("finished", config.episode, config.episode, counts="play")
     logger.info("summary: %s", {k: summary[k] for k in ("score_mean", "score_std", "mix_mean", "spike_mean",
                                                            "average_firing_rate", "spikes_per_greedy_action")})
     return summary

@@ -3,6 +3,7 @@ play reloads the checkpoint; the same seed gives the same run; every user mistak
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import os
@@ -21,7 +22,13 @@ def test_learn_writes_its_run_folder(model, trained_run):
     run = trained_run(model)
     # (git.diff: the uncommitted changes of the checkout, when there are any)
     assert sorted(set(os.listdir(run.run_dir)) - {"git.diff"}) == ["best.pkl", "config.json", "evaluations.csv",
-                                                                   "run.log", "state", "status.json", "tensorboard"]
+                                                                   "progress.json", "run.log", "state", "status.json",
+                                                                   "tensorboard"]
+    progress = json.load(open(os.path.join(run.run_dir, "progress.json"), encoding="utf-8"))
+    last = list(csv.DictReader(open(os.path.join(run.run_dir, "evaluations.csv"), encoding="utf-8")))[-1]
+    assert progress["phase"] == "finished" and progress["step"] == progress["total"] == 40
+    assert progress["unit"] == "step" and progress["steps_per_s"] > 0 and progress["eta_s"] == 0
+    assert progress["last_eval_step"] == 40 and progress["last_eval"] == float(last["mean"])
     log = open(run.log_path, encoding="utf-8").read()
     assert "Start exploring for 32 steps" in log
     evaluated = [int(step) for step in re.findall(r"timestep: (\d+)\taverage_score: ", log)]

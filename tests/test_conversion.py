@@ -768,8 +768,8 @@ def check_outputs(process, output_dir, episodes=1, T=50, schedule="delayed"):
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Traceback" not in process.stderr
     run_dir, = glob.glob(os.path.join(output_dir, f"ConvSNN_{GAME}_T{T}_*"))
-    assert sorted(set(os.listdir(run_dir)) - {"git.diff"}) == ["config.json", "result.csv", "run.log", "snn.pt",
-                                                               "status.json", "summary.json"]
+    assert sorted(set(os.listdir(run_dir)) - {"git.diff"}) == ["config.json", "progress.json", "result.csv",
+                                                               "run.log", "snn.pt", "status.json", "summary.json"]
     with open(os.path.join(run_dir, "result.csv")) as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["score", "mix", "spike"] and len(rows) == episodes + 1
@@ -785,6 +785,10 @@ def check_outputs(process, output_dir, episodes=1, T=50, schedule="delayed"):
     assert summary["T"] == T and summary["percentile"] == 99.9 and summary["node_type"] == "SubtractiveResetIFNodes"
     assert summary["schedule"] == schedule and f"{schedule} schedule" in process.stdout
     assert summary["scores"] == [score] and summary["mix_mean"] == mix and summary["spike_mean"] == spike
+    with open(os.path.join(run_dir, "progress.json")) as f:
+        progress = json.load(f)
+    assert progress["phase"] == "finished" and progress["step"] == progress["total"] == episodes
+    assert progress["unit"] == "game" and progress["last_eval"] == float(rows[-1][0])
     assert summary["neuron_counts"] == {"conv1": 12800, "conv2": 5184, "conv3": 3136, "fc1": 512, "fc2": 4}
     assert set(summary["lambdas"]) == set(LAYER_NAMES) and all(v > 0 for v in summary["lambdas"].values())
     assert summary["norm_states"] >= 100 and summary["greedy_steps_total"] > 0

@@ -212,6 +212,36 @@ def test_killed_worker_is_resumed_and_a_bad_option_is_reported_once(cluster, tmp
     assert status(run_dir) == before and sweep_state(sweep_dir) == state
 
 
+# -- the progress table --------------------------------------------------------------------------------------------
+
+
+def test_progress_table_row_from_a_run_folders_progress_file(tmp_path):
+    from sweeping.progress import read_progress, table
+
+    (tmp_path / "progress.json").write_text(json.dumps({
+        "phase": "learn", "step": 120, "total": 400, "unit": "step", "steps_per_s": 25.5, "eta_s": 10.98,
+        "last_eval_step": 100, "last_eval": 12.5, "updated": "2026-01-01T00:00:00"}))
+    (tmp_path / "status.json").write_text(json.dumps({"status": "running", "timestep": 100, "best_score": 12.5}))
+    report = read_progress(str(tmp_path))
+    assert report == {"phase": "learn", "n": 120, "total": 400, "rate": 25.5, "eval_step": 100, "last_eval": 12.5,
+                      "status": "running", "timestep": 100, "best_score": 12.5}
+    lines = table([{"name": "Dqn_Breakout_s0", "state": "running", "attempt": 1, "report": {**report,
+                                                                                          "host": "node1"}}],
+                  {"running": 1}, None)
+    # the row the table showed when it read the same state from the progress bar and run.log
+    assert lines[2] == ("Dqn_Breakout_s0                              running    1 node1      learn      "
+                        "          120/400    25.50       12.5     12.5   0:00:10")
+    assert read_progress(str(tmp_path / "missing")) == {}
+
+
+def test_progress_of_a_finished_run(trained_run):
+    from sweeping.progress import read_progress
+
+    report = read_progress(trained_run("Dqn").run_dir)
+    assert report["phase"] == "finished" and report["n"] == report["total"] == report["timestep"] == 40
+    assert report["status"] == "finished" and report["eval_step"] == 40 and report["rate"] > 0
+
+
 # -- mistakes ---------------------------------------------------------------------------------------------------------
 
 
