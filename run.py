@@ -337,7 +337,7 @@ def play(config, given: dict) -> None:
     from agent.robustness import observation_attack, perturbation_settings, play_envs
     from neural_network import SpikeMonitor
     from utils.energy import format_energy
-    from utils.runs import create_run_dir, shown, timestamp, write_json, write_status
+    from utils.runs import ProgressFile, create_run_dir, shown, timestamp, write_json, write_status
 
     model_path, net, device, spiking = load_played_network(config, given)
     run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
@@ -350,8 +350,12 @@ def play(config, given: dict) -> None:
         logger.info("--use_spike_monitor has no effect on %s: it has no spiking neurons", config.model)
     logger.info("Start playing %s", model_path)
     writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
+    progress = ProgressFile(run_dir, unit="game")  # progress.json, for a watcher such as the sweep
+    progress.update("play", 0, config.eval_episode_num)
 
     def write_scalars(episode, result) -> None:
+        progress.last_eval = (None, float(result.score))
+        progress.update("play", episode + 1, config.eval_episode_num)
         for tag, value in (("score", result.score), ("max_q", result.max_q), ("max_q_std", result.max_q_std)):
             writer.add_scalar(f"play/{tag}", value, episode)
         if result.spike_stats is not None:
@@ -372,6 +376,7 @@ def play(config, given: dict) -> None:
         summary["energy"] = energy
     write_json(os.path.join(run_dir, "summary.json"), summary)
     write_status(run_dir, "finished")
+    progress.update("finished", config.eval_episode_num, config.eval_episode_num, counts="play")
     keys = ["average_score", "max_score", "score_std", "average_max_q", "average_max_q_std"]
     if "average_firing_rate" in summary:
         keys += ["average_firing_rate", "spike_num_per_action"]

@@ -67,6 +67,8 @@ def test_play_reloads_the_checkpoint_and_reports(model, trained_run, tmp_path, c
     assert "average_score" in capsys.readouterr().out
 
     play_dir, = glob.glob(str(tmp_path / f"{model}_{GAME}_play_*"))
+    progress = json.load(open(os.path.join(play_dir, "progress.json"), encoding="utf-8"))
+    assert progress["phase"] == "finished" and progress["step"] == progress["total"] == 2
 def test_play_without_the_spike_monitor(trained_run, tmp_path, capsys):
     run = trained_run("DsqnIF")
     run_py.cli(["--method", "play", "--model_path", run.model_path, "--eval_episode_num", "1",
