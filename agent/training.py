@@ -377,6 +377,7 @@ class Trainer:
         self.save()
         name = signal.Signals(self.stop.signum).name
         write_status(self.run_dir, "stopped", timestep=self.p.timestep, explored=self.p.explored, signal=name)
+        self.progress.update("stopped", self.p.timestep, self.config.timestep_num, counts="learn")
         logger.info("Stopped by %s at learning step %d; state saved", name, self.p.timestep)
         raise Stopped(f"stopped by {name} at learning step {self.p.timestep} (exploration step {self.p.explored}); "
                       f"the training state is saved: continue with  python run.py --resume {self.run_dir}",
