@@ -157,7 +157,7 @@ def evaluation_row(step: int, scores: list[float], mean_max_q: float, truncated:
 
 
 def read_evaluations(run_dir: str) -> list[dict]:
-    """The rows of a run folder's evaluations.csv as text ({} where the file is missing or unreadable)."""
+    """The rows of a run folder's evaluations.csv as text ([] where the file is missing or unreadable)."""
     import csv
 
     try:
