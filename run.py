@@ -97,17 +97,18 @@ def resumed_config(given: dict):
     from agent.persistence import check_run_folder
     from utils.cli import check_saved_options
     from utils.runlock import lock_run_dir
+    from utils.runs import CONFIG_JSON, RunFolder
 
     run_dir = check_path(given["resume"], "--resume")
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.isdir(run_dir) or not os.path.lexists(config_path):
+    folder = RunFolder(run_dir)
+    config_path = folder.file(CONFIG_JSON)
+    if not os.path.isdir(run_dir) or not folder.exists(CONFIG_JSON):
         raise UserError(f"--resume {given['resume']}: no run folder there (it has no config.json); give a folder "
                         "that run.py created under runs/")
     check_run_folder(run_dir)  # files where files belong, nothing pointing outside the folder
     lock_run_dir(run_dir)  # before anything is read: a live run's folder is refused
     try:
-        with open(config_path, encoding="utf-8") as file:
-            saved = json.load(file)
+        saved = folder.load(CONFIG_JSON)
     except (OSError, ValueError):
         raise UserError(f"{config_path} is damaged (not JSON); the run cannot be resumed") from None
     check_saved_options(Config, saved, config_path)

@@ -10,11 +10,6 @@ Inputs (every folder option takes one or more folders):
                               result.csv (convert.py's episodes). A run still going or that died is read as far
                               as it got; what it has not written yet (tensorboard/, summary.json) is skipped with
                               a note. A folder that holds a config.json is read as one run.
-  the older layout, read when given or when its default folder exists:
-    --log_dir                 run.py's log/: run configs {name}.json, TensorBoard events {name}/, play summaries
-                              {name}_summary.json
-    --conversion_log_dir      convert.py's log/: JSON summaries {game}_{T}.json
-    --conversion_result_dir   convert.py's result/: score CSVs (used alone when no JSON summary names them)
 Outputs in --output_dir (default figures/):
     score_{game}, max_q_{game}, loss_{game}   curves over training steps, one line per model (mean over seeds)
     hns                                       human-normalised scores per game and model, with mean and median

@@ -27,9 +27,6 @@ from utils.cli import ArgumentParser, UserError, non_negative_int, positive_int
 
 PROG = "plot.py"
 DEFAULT_RUNS_DIRS = [os.path.join(REPO_ROOT, "runs")]
-DEFAULT_LOG_DIRS = [os.path.join(REPO_ROOT, "log")]
-DEFAULT_CONVERSION_LOG_DIRS = [os.path.join(REPO_ROOT, "conversion_based_snn", "log")]
-DEFAULT_CONVERSION_RESULT_DIRS = [os.path.join(REPO_ROOT, "conversion_based_snn", "result")]
 DEFAULT_OUTPUT_DIR = os.path.join(REPO_ROOT, "figures")
 MAX_BOOTSTRAP_SAMPLES = 200_000
 
@@ -41,6 +38,19 @@ def bootstrap_samples(text: str) -> int:
     return value
 
 
+#: The options of the layouts that run.py and convert.py wrote before every run had its own folder.
+RETIRED = {"--log_dir": "run.py's old log/ layout", "--conversion_log_dir": "convert.py's old log/ layout",
+           "--conversion_result_dir": "convert.py's old result/ layout"}
+
+
+class Retired(argparse.Action):
+    """An option of a layout that is no longer read: one line that says what to do instead."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        option = self.option_strings[0]
+        parser.error(f"{option}: {RETIRED[option]} is no longer read; plot the run folders of runs/ with --runs_dir")
+
+
 def build_parser() -> ArgumentParser:
     summary, _, details = plotting.__doc__.partition("\n\n")
     parser = ArgumentParser(prog=PROG, description=summary, epilog=details,
@@ -48,14 +58,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--runs_dir", nargs="+", default=None,
                         help="folder(s) of run folders written by run.py and convert.py (default: runs/ of the "
                         "repository, when it exists)")
-    parser.add_argument("--log_dir", nargs="+", default=None,
-                        help="older layout: run.py log folder(s) (default: log/ of the repository, when it exists)")
-    parser.add_argument("--conversion_log_dir", nargs="+", default=None,
-                        help="older layout: convert.py log folder(s) with the JSON summaries (default: "
-                        "conversion_based_snn/log/, when it exists)")
-    parser.add_argument("--conversion_result_dir", nargs="+", default=None,
-                        help="older layout: convert.py result folder(s) with the score CSVs (default: "
-                        "conversion_based_snn/result/, when it exists)")
+    for option in RETIRED:
+        parser.add_argument(option, nargs="*", action=Retired, help=argparse.SUPPRESS)
     parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="where figures and tables go "
                         "(default: figures/ of the repository)")
     parser.add_argument("--games", nargs="+", default=None, help="games to report, e.g. Breakout or "
@@ -87,22 +91,20 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _input_dirs(given, default, option, seen: set) -> list[str]:
+def _input_dirs(given) -> list[str]:
     """Explicitly given folders must exist; a missing default folder just contributes nothing. A folder is read
     once, however often it is named."""
     if given is None:
-        folders = [d for d in default if os.path.isdir(d)]
+        folders = [d for d in DEFAULT_RUNS_DIRS if os.path.isdir(d)]
     else:
         folders = [os.path.abspath(os.path.expanduser(d)) for d in given]
         for folder in folders:
             if not os.path.isdir(folder):
-                raise UserError(f"{option}: folder {folder} not found")
-    unique = []
+                raise UserError(f"--runs_dir: folder {folder} not found")
+    unique = {}
     for folder in folders:
-        if os.path.realpath(folder) not in seen:
-            seen.add(os.path.realpath(folder))
-            unique.append(folder)
-    return unique
+        unique.setdefault(os.path.realpath(folder), folder)
+    return list(unique.values())
 
 
 def _writable(folder: str) -> str | None:
@@ -194,19 +196,11 @@ def _write_outputs(args, games, groups, all_groups, models, refs, rows, summary,
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    seen: set = set()
-    runs_dirs = _input_dirs(args.runs_dir, DEFAULT_RUNS_DIRS, "--runs_dir", seen)
-    log_dirs = _input_dirs(args.log_dir, DEFAULT_LOG_DIRS, "--log_dir", seen)
-    conversion_log_dirs = _input_dirs(args.conversion_log_dir, DEFAULT_CONVERSION_LOG_DIRS, "--conversion_log_dir",
-                                      seen)
-    conversion_result_dirs = _input_dirs(args.conversion_result_dir, DEFAULT_CONVERSION_RESULT_DIRS,
-                                         "--conversion_result_dir", seen)
-    inputs = {"run folders": runs_dirs, "run.py logs (older layout)": log_dirs,
-              "convert.py logs (older layout)": conversion_log_dirs,
-              "convert.py results (older layout)": conversion_result_dirs}
-    if not any(inputs.values()):
-        raise UserError("no input folder found (runs/, log/, conversion_based_snn/log/, conversion_based_snn/result/)"
-                        "; pass --runs_dir or --log_dir")
+    runs_dirs = _input_dirs(args.runs_dir)
+    inputs = {"run folders": runs_dirs}
+    if not runs_dirs:
+        raise UserError(f"no input folder found ({DEFAULT_RUNS_DIRS[0]} does not exist); pass --runs_dir with the "
+                        "folder(s) that hold the run folders of run.py and convert.py")
     out_dir = os.path.abspath(os.path.expanduser(args.output_dir))
     _check_output_dir(out_dir)
     refs = load_references()
@@ -219,8 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
         return (family(model) in selected or model in BASELINES) and (wanted_games is None
                                                                        or game.lower() in wanted_games)
 
-    learn, play = find_runs(runs_dirs, log_dirs, conversion_log_dirs, conversion_result_dirs, notes,
-                            args.max_points, progress=not args.no_progress, keep=keep)
+    learn, play = find_runs(runs_dirs, notes, args.max_points, progress=not args.no_progress, keep=keep)
     robust = robustness.find_runs(runs_dirs, notes, keep)  # run.py --method robustness (plotting/robustness.py)
     all_groups = aggregation.make_groups(learn, play)  # the bases stay even when --models leaves them out
     groups = {k: g for k, g in all_groups.items() if family(k[0]) in selected}
@@ -228,8 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     models = model_order([m for m in models if m != CONVERSION] + [k[0] for k in groups if family(k[0]) == CONVERSION])
     games, skipped = _select_games(args, groups, all_groups, notes)
     if not games and not robust:
-        raise UserError("no run data for the selected games and models in " + ", ".join(
-            folder for folders in inputs.values() for folder in folders))
+        raise UserError("no run data for the selected games and models in " + ", ".join(runs_dirs))
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as error:

@@ -1,21 +1,17 @@
-"""Reading the runs: one folder per run under --runs_dir (config.json, tensorboard/, summary.json, result.csv), and
-the older layout (run.py's log/, convert.py's log/ and result/). A damaged or unfinished input is skipped with a
-note; nothing is guessed."""
+"""Reading the runs: one folder per run under --runs_dir (config.json, tensorboard/, summary.json, result.csv). A
+damaged or unfinished input is skipped with a note; nothing is guessed."""
 
 from __future__ import annotations
 
 import csv
-import glob
 import os
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from plotting.common import CONVERSION, RUN_MODELS, Notes, conversion_model, model_name, number, short_game
-from utils.files import read_json
+from utils.runs import CONFIG_JSON, SUMMARY_JSON, RunFolder
 
-CSV_NAME = re.compile(r"^game_(?P<game>.+?)_episode_\d+_time_(?P<T>\d+)_percentile_[^_]+(_\d+)?\.csv$")
 UNFINISHED = "a run that is starting or died early"
 
 #: The perturbation options of a play (agent/robustness.py) at their defaults: the paper's environment.
@@ -36,7 +32,11 @@ class LearnRun:
     event_dir: str
     config: dict
     scalars: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    checkpoint_key: tuple[str, str] | None = None  # how a play or convert run names this run's checkpoint
+
+    @property
+    def checkpoint_key(self) -> tuple[str, str]:
+        """How a play or convert run names this run's checkpoint (see :func:`checkpoint_key`)."""
+        return ("run", self.name)
 
     @property
     def horizon(self) -> int | None:
@@ -102,14 +102,14 @@ def _conversion(summary: dict, config: dict) -> str:
 
 
 def checkpoint_key(path) -> tuple[str, str] | None:
-    """runs/<name>/best.pkl or the run folder runs/<name> -> ("run", <name>); the older model/<file>.pkl ->
-    ("file", <file>.pkl)."""
+    """runs/<name>/best.pkl or the run folder runs/<name> -> ("run", <name>), the key of the learn run that
+    trained it; another file -> None."""
     if not isinstance(path, str) or not path.strip():
         return None
     folder, base = os.path.split(path.rstrip("/"))
     if base == "best.pkl":
         return ("run", os.path.basename(folder)) if folder else None
-    return ("file", base) if base.endswith(".pkl") else ("run", base)
+    return None if base.endswith(".pkl") else ("run", base)
 
 
 def read_scalars(event_dir: str, max_points: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -174,11 +174,12 @@ def run_identity(config: dict, where: str, notes: Notes) -> tuple[str, str, int 
     return model_name(model, double), short_game(env_id), _seed(config, where, notes)
 
 
-def _play_run(name, model, game, seed, summary_path, checkpoint, notes: Notes, horizon=None) -> PlayRun | None:
-    if not os.path.exists(summary_path):
-        notes.add(f"{name}: no play summary {summary_path} (unfinished play?), skipped")
+def _play_run(folder: RunFolder, model, game, seed, checkpoint, notes: Notes, horizon=None) -> PlayRun | None:
+    name = folder.name
+    if not folder.exists(SUMMARY_JSON):
+        notes.add(f"{name}: no play summary {folder.file(SUMMARY_JSON)} (unfinished play?), skipped")
         return None
-    found = _scored_summary(summary_path, notes, "play summary", ", skipped")
+    found = _scored_summary(folder, notes, "play summary", ", skipped")
     if found is None:
         return None
     summary, scores = found
@@ -188,45 +189,42 @@ def _play_run(name, model, game, seed, summary_path, checkpoint, notes: Notes, h
                    _horizon(summary.get("max_episode_step")) or _horizon(horizon), _truncated(summary))
 
 
-def _run_py_folder(folder, name, config, notes, keep) -> LearnRun | PlayRun | None:
+def _run_py_folder(folder: RunFolder, config, notes, keep) -> LearnRun | PlayRun | None:
+    name = folder.name
     identity = run_identity(config, name, notes)
     if identity is None or not keep(identity[0], identity[1]):
         return None
     method = config.get("method")
     if method == "learn":
-        event_dir = os.path.join(folder, "tensorboard")
+        event_dir = folder.file("tensorboard")
         if not os.path.isdir(event_dir):
-            notes.add(f"{name}: no tensorboard/ in {folder} yet ({UNFINISHED}), skipped")
+            notes.add(f"{name}: no tensorboard/ in {folder.path} yet ({UNFINISHED}), skipped")
             return None
-        return LearnRun(name, *identity, event_dir, config, checkpoint_key=("run", name))
+        return LearnRun(name, *identity, event_dir, config)
     if method == "play":
         if perturbed_settings(config):
             notes.add(f"{name}: a play under perturbation {perturbed_settings(config)}, left out of the scores (see "
                       "robustness runs: docs/ROBUSTNESS.md)")
             return None
-        return _play_run(name, *identity, os.path.join(folder, "summary.json"), config.get("model_path"), notes,
-                         config.get("max_episode_step"))
+        return _play_run(folder, *identity, config.get("model_path"), notes, config.get("max_episode_step"))
     if method == "robustness":
         return None  # read by plotting/robustness.py
     notes.add(f"{name}: unknown method {method!r} in its config.json, skipped")
     return None
 
 
-def _scored_summary(path: str, notes: Notes, what: str, then: str = "") -> tuple[dict, list[float]] | None:
-    """A summary with its list of episode scores, or None with a note that it is damaged."""
-    summary = read_json(path)
-    scores = episode_scores(summary.get("scores")) if isinstance(summary, dict) else None
+def _scored_summary(folder: RunFolder, notes: Notes, what: str, then: str = "") -> tuple[dict, list[float]] | None:
+    """A run folder's summary.json with its list of episode scores, or None with a note that it is damaged."""
+    summary = folder.summary
+    scores = episode_scores(summary.get("scores")) if summary is not None else None
     if scores is None:
-        notes.add(f"{path}: damaged {what} (no list of episode scores){then}")
+        notes.add(f"{folder.file(SUMMARY_JSON)}: damaged {what} (no list of episode scores){then}")
         return None
     return summary, scores
 
 
-def _conversion_summary(path: str, notes: Notes) -> tuple[dict, list[float]] | None:
-    return _scored_summary(path, notes, "convert.py summary")
-
-
-def _convert_folder(folder, name, config, notes, keep) -> PlayRun | None:
+def _convert_folder(folder: RunFolder, config, notes, keep) -> PlayRun | None:
+    name = folder.name
     game = config.get("game")
     if not isinstance(game, str) or not game:
         notes.add(f"{name}: convert.py configuration without a game, skipped")
@@ -236,13 +234,13 @@ def _convert_folder(folder, name, config, notes, keep) -> PlayRun | None:
         return None
     seed, checkpoint = _seed(config, name, notes), config.get("model")
     horizon = _horizon(config.get("max_episode_step"))
-    summary_path, csv_path = os.path.join(folder, "summary.json"), os.path.join(folder, "result.csv")
-    found = _conversion_summary(summary_path, notes) if os.path.exists(summary_path) else None
+    csv_path = folder.file("result.csv")
+    found = _scored_summary(folder, notes, "convert.py summary") if folder.exists(SUMMARY_JSON) else None
     if found is not None:
         return PlayRun(name, _conversion(found[0], config), game, seed, found[0], found[1], checkpoint, horizon,
                        _truncated(found[0]))
     if not os.path.exists(csv_path):
-        notes.add(f"{name}: no summary.json or result.csv in {folder} yet ({UNFINISHED}), skipped")
+        notes.add(f"{name}: no summary.json or result.csv in {folder.path} yet ({UNFINISHED}), skipped")
         return None
     scores = read_result_csv(csv_path, notes)
     if scores is None:
@@ -256,7 +254,7 @@ def run_folders(runs_dirs: list[str], notes: Notes) -> list[str]:
     """The run folders of the --runs_dir folders (a folder holding a config.json is itself one run)."""
     folders = []
     for root in runs_dirs:
-        if os.path.isfile(os.path.join(root, "config.json")):
+        if os.path.isfile(os.path.join(root, CONFIG_JSON)):
             folders.append(root)
             continue
         try:
@@ -275,101 +273,35 @@ def run_folders(runs_dirs: list[str], notes: Notes) -> list[str]:
     return list(unique.values())
 
 
-def read_run_folder(folder: str, notes: Notes, keep) -> LearnRun | PlayRun | None:
+def read_run_folder(path: str, notes: Notes, keep) -> LearnRun | PlayRun | None:
     """One run folder of run.py or convert.py; a LearnRun is returned without its scalars."""
-    name = os.path.basename(os.path.normpath(folder))
-    config_path = os.path.join(folder, "config.json")
-    if not os.path.exists(config_path):
-        notes.add(f"{name}: no config.json in {folder} ({UNFINISHED}, or not a run folder), skipped")
+    folder = RunFolder(path)
+    if not folder.exists(CONFIG_JSON):
+        notes.add(f"{folder.name}: no config.json in {path} ({UNFINISHED}, or not a run folder), skipped")
         return None
-    config = read_json(config_path)
-    if not isinstance(config, dict):
-        notes.add(f"{config_path}: not a JSON object (damaged?), skipped")
+    config = folder.config
+    if config is None:
+        notes.add(f"{folder.file(CONFIG_JSON)}: not a JSON object (damaged?), skipped")
         return None
-    status = read_json(os.path.join(folder, "status.json"))
-    if isinstance(status, dict) and status.get("status") not in (None, "finished"):
-        notes.add(f"{name}: status.json says {status.get('status')!r}; what it wrote so far is used")
+    status = folder.status
+    if status is not None and status.get("status") not in (None, "finished"):
+        notes.add(f"{folder.name}: status.json says {status.get('status')!r}; what it wrote so far is used")
     program = config.get("program") or ("convert.py" if "game" in config and "method" not in config else "run.py")
     if program == "run.py":
-        return _run_py_folder(folder, name, config, notes, keep)
+        return _run_py_folder(folder, config, notes, keep)
     if program == "convert.py":
-        return _convert_folder(folder, name, config, notes, keep)
-    notes.add(f"{config_path}: unknown program {program!r}, skipped")
+        return _convert_folder(folder, config, notes, keep)
+    notes.add(f"{folder.file(CONFIG_JSON)}: unknown program {program!r}, skipped")
     return None
 
 
-def _legacy_run_py(log_dirs, notes: Notes, keep) -> list[LearnRun | PlayRun]:
-    runs = []
-    for folder in log_dirs:
-        for config_path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-            if config_path.endswith("_summary.json"):
-                continue
-            config = read_json(config_path)
-            identity = run_identity(config, config_path, notes) if isinstance(config, dict) else None
-            if identity is None:
-                if not isinstance(config, dict):
-                    notes.add(f"{config_path}: not a run.py run configuration, skipped")
-                continue
-            if not keep(identity[0], identity[1]):
-                continue
-            base = config_path[: -len(".json")]
-            name = os.path.basename(base)
-            if config.get("method") == "learn":
-                if not os.path.isdir(base):
-                    notes.add(f"{name}: no TensorBoard event folder {base}, skipped")
-                    continue
-                key = ("file", name.replace("_learn_", "_", 1) + ".pkl")
-                runs.append(LearnRun(name, *identity, base, config, checkpoint_key=key))
-            elif config.get("method") == "play":
-                runs.append(_play_run(name, *identity, base + "_summary.json", config.get("model_path"), notes,
-                                      config.get("max_episode_step")))
-            else:
-                notes.add(f"{name}: unknown method {config.get('method')!r} in {config_path}, skipped")
-    return [run for run in runs if run is not None]
-
-
-def _legacy_convert_py(conversion_log_dirs, conversion_result_dirs, notes: Notes, keep) -> list[PlayRun]:
-    runs, covered = [], set()
-    for folder in conversion_log_dirs:
-        for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-            summary = read_json(path)
-            if not isinstance(summary, dict) or not {"game", "scores", "T"} <= set(summary):
-                continue  # not a convert.py summary
-            if not isinstance(summary["game"], str) or not keep(CONVERSION, short_game(summary["game"])):
-                continue
-            found = _conversion_summary(path, notes)
-            if found is None:
-                continue
-            runs.append(PlayRun(os.path.basename(path), _conversion(summary, {}), short_game(summary["game"]),
-                                _seed(summary, path, notes), summary, found[1], summary.get("model"),
-                                _horizon(summary.get("max_episode_step")), _truncated(summary)))
-            if isinstance(summary.get("csv"), str) and summary["csv"]:
-                covered.add(os.path.realpath(summary["csv"]))
-                covered.add(os.path.realpath(os.path.join(os.path.dirname(os.path.dirname(path)), "result",
-                                                          os.path.basename(summary["csv"]))))
-    for folder in conversion_result_dirs:
-        for path in sorted(glob.glob(os.path.join(folder, "*.csv"))):
-            match = CSV_NAME.match(os.path.basename(path))
-            if not match or os.path.realpath(path) in covered or not keep(CONVERSION, short_game(match["game"])):
-                continue
-            scores = read_result_csv(path, notes)
-            if scores is None:
-                continue
-            notes.add(f"{os.path.basename(path)}: conversion scores without a JSON summary (no spike or energy data)")
-            runs.append(PlayRun(os.path.basename(path), conversion_model(int(match["T"])), short_game(match["game"]),
-                                None, {"scores": scores, "T": int(match["T"])}, scores))
-    return runs
-
-
-def find_runs(runs_dirs, log_dirs, conversion_log_dirs, conversion_result_dirs, notes: Notes, max_points: int,
-              progress: bool = True, keep=lambda model, game: True) -> tuple[list[LearnRun], list[PlayRun]]:
-    """Every learn run (with its scalars), play summary and conversion run in the given folders for which
+def find_runs(runs_dirs, notes: Notes, max_points: int, progress: bool = True,
+              keep=lambda model, game: True) -> tuple[list[LearnRun], list[PlayRun]]:
+    """Every learn run (with its scalars), play summary and conversion run in the --runs_dir folders for which
     ``keep(model, game)`` is true (the event files of the others are not read)."""
     from tqdm import tqdm
 
     found = [read_run_folder(folder, notes, keep) for folder in run_folders(runs_dirs, notes)]
-    found += _legacy_run_py(log_dirs, notes, keep)
-    found += _legacy_convert_py(conversion_log_dirs, conversion_result_dirs, notes, keep)
     pending = [run for run in found if isinstance(run, LearnRun)]
     learn = []
     for run in tqdm(pending, desc="reading TensorBoard events", unit="run", disable=not progress or not pending):

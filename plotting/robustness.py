@@ -22,15 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from plotting.common import COLORS, LABELS, MODEL_ORDER, Notes, number, replacing
-from plotting.loading import (  # noqa: F401 - SETTINGS: re-exported
-    SETTINGS,
-    UNFINISHED,
-    episode_scores,
-    perturbed_settings,
-    read_json,
-    run_folders,
-    run_identity,
-)
+from plotting.loading import UNFINISHED, episode_scores, perturbed_settings, run_folders, run_identity
+from utils.runs import RunFolder
 
 # What a level is, with its unit (the options themselves: agent/robustness.py).
 LEVEL_LABELS = {
@@ -63,11 +56,11 @@ def _study(perturbation: str, fixed: dict) -> str:
     return perturbation + "".join(f"_{name}{value:g}" for name, value in sorted(fixed.items()))
 
 
-def read_folder(folder: str, notes: Notes, keep) -> RobustnessRun | None:
+def read_folder(path: str, notes: Notes, keep) -> RobustnessRun | None:
     """One run folder, if it is a robustness run of a kept model and game (None otherwise; a note if damaged)."""
-    name = os.path.basename(os.path.normpath(folder))
-    config = read_json(os.path.join(folder, "config.json"))
-    if not isinstance(config, dict) or config.get("method") != "robustness":
+    folder = RunFolder(path)
+    name, config = folder.name, folder.config
+    if config is None or config.get("method") != "robustness":
         return None
     identity = run_identity(config, name, notes)
     if identity is None or not keep(identity[0], identity[1]):
@@ -77,12 +70,12 @@ def read_folder(folder: str, notes: Notes, keep) -> RobustnessRun | None:
         notes.add(f"robustness run {name}: unknown perturbation {perturbation!r} in its config.json, skipped")
         return None
     fixed = {k: v for k, v in perturbed_settings(config).items() if k != SWEPT[perturbation]}
-    path = os.path.join(folder, "robustness.csv")
+    path = folder.file("robustness.csv")
     try:
         with open(path, encoding="utf-8", newline="") as file:
             table = list(csv.DictReader(file))
     except FileNotFoundError:
-        notes.add(f"robustness run {name}: no robustness.csv in {folder} yet ({UNFINISHED}), skipped")
+        notes.add(f"robustness run {name}: no robustness.csv in {folder.path} yet ({UNFINISHED}), skipped")
         return None
     except (OSError, csv.Error, UnicodeDecodeError):
         notes.add(f"robustness run {name}: {path} is unreadable, skipped")
@@ -91,11 +84,11 @@ def read_folder(folder: str, notes: Notes, keep) -> RobustnessRun | None:
     for row in table:
         try:
             level = float(row["level"])
-            summary = read_json(os.path.join(folder, row["summary"]))
+            summary = folder.read(row["summary"])
         except (KeyError, TypeError, ValueError):
             notes.add(f"robustness run {name}: a row of robustness.csv without a level or summary, skipped")
             continue
-        scores = episode_scores(summary.get("scores")) if isinstance(summary, dict) else None
+        scores = episode_scores(summary.get("scores")) if summary is not None else None
         if not scores or not math.isfinite(level):
             notes.add(f"robustness run {name}: level {row['level']}: missing or damaged summary {row['summary']}, "
                       "skipped")

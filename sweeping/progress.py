@@ -4,26 +4,20 @@ which run.py and convert.py write), the board that carries it to the driver, and
 from __future__ import annotations
 
 import math
-import os
 import time
 
-from sweeping.packing import read_json
+from utils.runs import RunFolder
 
 
 def read_progress(folder: str) -> dict:
     """Progress of a run folder as the table shows it: phase, n, total, rate (per second) and the last evaluation
     from its progress.json; status, learning step and best score from its status.json."""
-    info = {}
-    progress = read_json(os.path.join(folder, "progress.json"))
-    if isinstance(progress, dict):
-        for key, name in (("phase", "phase"), ("step", "n"), ("total", "total"), ("steps_per_s", "rate"),
-                          ("last_eval_step", "eval_step"), ("last_eval", "last_eval")):
-            if progress.get(key) is not None:
-                info[name] = progress[key]
-    status = read_json(os.path.join(folder, "status.json"))
-    for key in ("status", "timestep", "best_score"):
-        if isinstance(status, dict) and status.get(key) is not None:
-            info[key] = status[key]
+    run = RunFolder(folder)
+    progress, status = run.progress or {}, run.status or {}
+    info = {name: progress[key] for key, name in (("phase", "phase"), ("step", "n"), ("total", "total"),
+                                                   ("steps_per_s", "rate"), ("last_eval_step", "eval_step"),
+                                                   ("last_eval", "last_eval")) if progress.get(key) is not None}
+    info.update({key: status[key] for key in ("status", "timestep", "best_score") if status.get(key) is not None})
     return info
 
 

@@ -1,14 +1,12 @@
 """Figures, score tables, statistics over seeds and energy estimates from the runs of run.py and convert.py.
 
-    python utils/plot.py                      # reads runs/ (and log/, conversion_based_snn/ when they exist)
+    python utils/plot.py                      # reads runs/
     python utils/plot.py --runs_dir runs --games Breakout Pong --models Dqn Dsqn --format pdf --human_set atari57
 
-The default input is --runs_dir (default runs/ of the repository): one folder per run with its config.json,
-tensorboard/, summary.json and result.csv. The older layout (run.py's log/, convert.py's log/ and result/) is
-still read when --log_dir, --conversion_log_dir or --conversion_result_dir is given, or when those default
-folders exist. The statistics over games and seeds (IQM, mean, median of human-normalised scores, performance
-profiles, probability of improvement over DQN, stratified bootstrap 95% intervals) are computed with numpy and
-scipy in plotting/statistics.py, not with the rliable library (its dependency arch does not import next to
+The input is --runs_dir (default runs/ of the repository): one folder per run with its config.json, tensorboard/,
+summary.json and result.csv. The statistics over games and seeds (IQM, mean, median of human-normalised scores,
+performance profiles, probability of improvement over DQN, stratified bootstrap 95% intervals) are computed with
+numpy and scipy in plotting/statistics.py, not with the rliable library (its dependency arch does not import next to
 pandas 3). Inputs, outputs and definitions: plotting/__init__.py and `python utils/plot.py --help`.
 This file is only the entry point: the code is the package plotting/.
 """

@@ -10,6 +10,7 @@ never half of one.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import socket
@@ -42,18 +43,135 @@ def create_run_dir(parent: str, name: str) -> str:
     raise FileExistsError(f"no free run folder name for {name} in {parent}")
 
 
+CONFIG_JSON, STATUS_JSON, SUMMARY_JSON, PROGRESS_JSON = "config.json", "status.json", "summary.json", "progress.json"
+MANIFEST_JSON = os.path.join("state", "manifest.json")
+EVALUATIONS_CSV = "evaluations.csv"
+EVALUATION_COLUMNS = ("step", "games", "mean", "median", "std", "min", "max", "mean_max_q", "truncated_games")
+
+
+class RunFolder:
+    """One run folder of run.py or convert.py and the files in it that other code reads:
+
+    * ``config.json``: every option of the run, ``"program"`` (run.py or convert.py) and its provenance;
+    * ``status.json``: running / finished / stopped / diverged / failed, the step reached, host, pid and time;
+    * ``summary.json``: the scores of a play or a conversion;
+    * ``evaluations.csv``: one row per evaluation of a learn run;
+    * ``progress.json``: what the run is doing now (written by :class:`ProgressFile`);
+    * ``state/manifest.json``: which saved training state is the current one (written and checked by
+      agent/persistence.py; read-only here).
+
+    Each reader reads the file when asked (a live run rewrites them) and gives None (``evaluations``: []) when it is
+    missing, unreadable, not JSON or not a JSON object: a reader that must tell these apart uses :meth:`load`."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"RunFolder({self.path!r})"
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(os.path.normpath(self.path))
+
+    def file(self, name: str) -> str:
+        """The path of the file ``name`` (relative to the folder)."""
+        return os.path.join(self.path, name)
+
+    def exists(self, name: str) -> bool:
+        return os.path.lexists(self.file(name))
+
+    def load(self, name: str):
+        """The JSON value of the file ``name``; raises OSError (missing, unreadable) or ValueError (not JSON)."""
+        with open(self.file(name), encoding="utf-8") as file:
+            return json.load(file)
+
+    def read(self, name: str) -> dict | None:
+        """The JSON object in the file ``name``; None when it is missing, unreadable, not JSON or not an object."""
+        try:
+            value = self.load(name)
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def config(self) -> dict | None:
+        return self.read(CONFIG_JSON)
+
+    def config_of(self, program: str) -> dict:
+        """The config.json that ``program`` (run.py or convert.py) wrote here, or {}."""
+        config = self.config
+        return config if config is not None and config.get("program") == program else {}
+
+    @property
+    def status(self) -> dict | None:
+        return self.read(STATUS_JSON)
+
+    @property
+    def summary(self) -> dict | None:
+        return self.read(SUMMARY_JSON)
+
+    @property
+    def progress(self) -> dict | None:
+        return self.read(PROGRESS_JSON)
+
+    @property
+    def manifest(self) -> dict | None:
+        """state/manifest.json as it is (agent/persistence.py checks its fields before it trusts them)."""
+        return self.read(MANIFEST_JSON)
+
+    @property
+    def evaluations(self) -> list[dict]:
+        """The rows of evaluations.csv as text ([] where the file is missing or unreadable)."""
+        import csv
+
+        try:
+            with open(self.file(EVALUATIONS_CSV), encoding="utf-8", newline="") as file:
+                return [row for row in csv.DictReader(file) if row.get("step", "").strip().lstrip("-").isdigit()]
+        except (OSError, csv.Error, UnicodeDecodeError):
+            return []
+
+    def write_status(self, status: str, **fields) -> None:
+        """status.json (atomically): ``status``, the time, host and pid, and ``fields`` (the step reached, ...)."""
+        write_json(self.file(STATUS_JSON), {
+            "status": status, "updated": datetime.now().isoformat(timespec="seconds"),
+            "host": socket.gethostname(), "pid": os.getpid(), **fields,
+        })
+
+    def write_summary(self, summary: dict) -> None:
+        """summary.json (atomically)."""
+        write_json(self.file(SUMMARY_JSON), summary)
+
+    def write_evaluation(self, row: dict) -> None:
+        """Add ``row`` to evaluations.csv (atomically). Rows of the same or a later step are replaced: a resumed run
+        evaluates again from where its saved state was, like the TensorBoard events it purges."""
+        import csv
+        import io
+
+        kept = [r for r in self.evaluations if int(r["step"]) < row["step"]]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=EVALUATION_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for item in [*kept, row]:
+            writer.writerow({key: ("" if isinstance(item.get(key), float) and not math.isfinite(item[key])
+                                   else item.get(key, "")) for key in EVALUATION_COLUMNS})
+        atomic_write(self.file(EVALUATIONS_CSV), lambda file: file.write(text.getvalue().encode("utf-8")))
+
+    def progress_file(self, unit: str = "step", every_s: float = 5.0) -> ProgressFile:
+        """The writer of progress.json."""
+        return ProgressFile(self.path, unit, every_s)
+
+
+# The functions of the run folder's files, for the code that calls them by the folder's path.
+
+
 def write_status(run_dir: str, status: str, **fields) -> None:
     """``status.json``: running / finished / stopped / diverged / failed, with the step reached and the time."""
-    write_json(os.path.join(run_dir, "status.json"), {
-        "status": status, "updated": datetime.now().isoformat(timespec="seconds"), "host": socket.gethostname(),
-        "pid": os.getpid(), **fields,
-    })
+    RunFolder(run_dir).write_status(status, **fields)
 
 
 def read_run_config(folder: str, program: str) -> dict:
     """The config.json that ``program`` (run.py or convert.py) wrote into the run folder ``folder``, or {}."""
-    saved = read_json(os.path.join(folder, "config.json"))
-    return saved if isinstance(saved, dict) and saved.get("program") == program else {}
+    return RunFolder(folder).config_of(program)
 
 
 def trained_checkpoint(path: str) -> tuple[str, dict]:
@@ -65,8 +183,21 @@ def trained_checkpoint(path: str) -> tuple[str, dict]:
 
 
 def read_status(run_dir: str) -> dict | None:
-    status = read_json(os.path.join(run_dir, "status.json"))
-    return status if isinstance(status, dict) else None
+    return RunFolder(run_dir).status
+
+
+def read_progress(run_dir: str) -> dict | None:
+    return RunFolder(run_dir).progress
+
+
+def read_evaluations(run_dir: str) -> list[dict]:
+    """The rows of a run folder's evaluations.csv as text ([] where the file is missing or unreadable)."""
+    return RunFolder(run_dir).evaluations
+
+
+def write_evaluation(run_dir: str, row: dict) -> None:
+    """Add ``row`` to the run folder's evaluations.csv (see :meth:`RunFolder.write_evaluation`)."""
+    RunFolder(run_dir).write_evaluation(row)
 
 
 def remove_stale_temporaries(folder: str) -> list[str]:
@@ -92,9 +223,6 @@ class RateMeter:
         rate = (steps - self._steps) / max(now - self._time, 1e-9)
         self._time, self._steps = now, steps
         return rate
-
-
-PROGRESS_JSON = "progress.json"
 
 
 class ProgressFile:
@@ -133,15 +261,8 @@ class ProgressFile:
             "updated": datetime.now().isoformat(timespec="seconds")})
 
 
-def read_progress(run_dir: str) -> dict | None:
-    progress = read_json(os.path.join(run_dir, PROGRESS_JSON))
-    return progress if isinstance(progress, dict) else None
-
-
 # -- the evaluation record and the provenance of a run ---------------------------------------------------------------
 
-EVALUATIONS_CSV = "evaluations.csv"
-EVALUATION_COLUMNS = ("step", "games", "mean", "median", "std", "min", "max", "mean_max_q", "truncated_games")
 GIT_DIFF = "git.diff"
 
 
@@ -154,33 +275,6 @@ def evaluation_row(step: int, scores: list[float], mean_max_q: float, truncated:
     return {"step": int(step), "games": len(values), "mean": float(values.mean()),
             "median": float(np.median(values)), "std": float(values.std()), "min": float(values.min()),
             "max": float(values.max()), "mean_max_q": float(mean_max_q), "truncated_games": int(truncated)}
-
-
-def read_evaluations(run_dir: str) -> list[dict]:
-    """The rows of a run folder's evaluations.csv as text ([] where the file is missing or unreadable)."""
-    import csv
-
-    try:
-        with open(os.path.join(run_dir, EVALUATIONS_CSV), encoding="utf-8", newline="") as file:
-            return [row for row in csv.DictReader(file) if row.get("step", "").strip().lstrip("-").isdigit()]
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
-
-
-def write_evaluation(run_dir: str, row: dict) -> None:
-    """Add ``row`` to the run folder's evaluations.csv (atomically). Rows of the same or a later step are replaced:
-    a resumed run evaluates again from where its saved state was, like the TensorBoard events it purges."""
-    import csv
-    import io
-
-    kept = [r for r in read_evaluations(run_dir) if int(r["step"]) < row["step"]]
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=EVALUATION_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for item in [*kept, row]:
-        writer.writerow({key: ("" if isinstance(item.get(key), float) and not math.isfinite(item[key])
-                               else item.get(key, "")) for key in EVALUATION_COLUMNS})
-    atomic_write(os.path.join(run_dir, EVALUATIONS_CSV), lambda file: file.write(text.getvalue().encode("utf-8")))
 
 
 def library_versions() -> dict:
