@@ -1,6 +1,6 @@
-"""utils/plot.py (the plotting package): figures, tables and statistics from hand-made runs with known values, in
-the run-folder layout (runs/<name>/) and the older one (log/, conversion_based_snn/), damaged inputs, command-line
-errors, and one test on real short runs of run.py and convert.py."""
+"""utils/plot.py (the plotting package): figures, tables and statistics from hand-made run folders (runs/<name>/)
+with known values, damaged inputs, command-line errors (the options of the old log/ and result/ layouts among them),
+and one test on real short runs of run.py and convert.py."""
 
 from __future__ import annotations
 
@@ -62,6 +62,12 @@ def run_config(model, game, seed=0, method="learn", **extra):
             "n_actions": 4, **extra}
 
 
+def conversion_config(game, time, seed=0, model="/elsewhere/Dqn_run/best.pkl", **extra):
+    """config.json of a convert.py run (its options, as convert.py records them)."""
+    return {"program": "convert.py", "game": f"{game}NoFrameskip-v4", "time": time, "seed": seed, "model": model,
+            "episode": 2, "percentile": 99.9, **extra}
+
+
 def write_run_folder(runs, name, config, evals=None, summary=None, result_csv=None):
     """A run folder of the runs/ layout; ``config`` as written to config.json (or text written as it is)."""
     folder = os.path.join(str(runs), name)
@@ -81,37 +87,34 @@ def write_run_folder(runs, name, config, evals=None, summary=None, result_csv=No
     return folder
 
 
-def write_legacy_learn(log_dir, name, model, game, seed, evals):
-    write_events(os.path.join(log_dir, name), evals, LOSS)
-    write_json(os.path.join(log_dir, f"{name}.json"), {**run_config(model, game, seed), "run_name": name})
-
-
-def write_legacy_play(log_dir, name, model, game, summary, seed=0):
-    write_json(os.path.join(log_dir, f"{name}.json"), run_config(model, game, seed, "play"))
-    write_json(os.path.join(log_dir, f"{name}_summary.json"), summary)
+def write_learn_run(runs, name, config, evals):
+    """A finished learn run folder: config.json, tensorboard/, status.json."""
+    folder = write_run_folder(runs, name, config, evals)
+    write_json(os.path.join(folder, "status.json"), {"status": "finished", "timestep": evals[-1][0]})
+    return folder
 
 
 @pytest.fixture(scope="module")
 def handmade(tmp_path_factory):
-    """The older layout: log/, conv/log/ (empty), conv/result/, and log_dqn_play/ (a Dqn play log on Breakout)."""
+    """runs/ (two Dqn and a Dsqn learn run on Breakout, a Dsqn play on Pong, a conversion whose summary.json is not
+    written yet, only its result.csv), dqn_play/ (a Dqn play on Breakout) and empty/."""
     root = tmp_path_factory.mktemp("handmade")
-    log = str(root / "log")
-    write_legacy_learn(log, "Dqn_Breakout_learn_a", "Dqn", "Breakout", 0, DQN_A)
-    write_legacy_learn(log, "Dqn_Breakout_learn_b", "Dqn", "Breakout", 1, DQN_B)
-    write_legacy_learn(log, "Dsqn_Breakout_learn_a", "Dsqn", "Breakout", 0, DSQN)
-    write_legacy_play(log, "Dsqn_Pong_play_a", "Dsqn", "Pong", PONG_SPIKES)
-    (root / "conv" / "result").mkdir(parents=True)
-    (root / "conv" / "result" / "game_BreakoutNoFrameskip-v4_episode_2_time_500_percentile_99.9.csv").write_text(
-        CONV_CSV)
-    (root / "conv" / "log").mkdir()
+    runs = root / "runs"
+    write_learn_run(runs, "Dqn_Breakout_learn_a", run_config("Dqn", "Breakout", 0), DQN_A)
+    write_learn_run(runs, "Dqn_Breakout_learn_b", run_config("Dqn", "Breakout", 1), DQN_B)
+    write_learn_run(runs, "Dsqn_Breakout_learn_a", run_config("Dsqn", "Breakout", 0), DSQN)
+    write_run_folder(runs, "Dsqn_Pong_play_a", run_config("Dsqn", "Pong", 0, "play"), summary=PONG_SPIKES)
+    write_run_folder(runs, "ConvSNN_BreakoutNoFrameskip-v4_T500", conversion_config("Breakout", 500),
+                     result_csv=CONV_CSV)
     (root / "empty").mkdir()
-    write_legacy_play(str(root / "log_dqn_play"), "Dqn_Breakout_play_a", "Dqn", "Breakout", {"scores": [8.0, 12.0]})
+    write_run_folder(root / "dqn_play", "Dqn_Breakout_play_a", run_config("Dqn", "Breakout", 0, "play"),
+                     summary={"scores": [8.0, 12.0]})
     return root
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same runs in the runs/ layout, plus a Double DQN, a checkpoint link and unfinished runs."""
+    """The same runs, plus a Double DQN, a checkpoint link and unfinished runs."""
     runs = tmp_path_factory.mktemp("runs")
     write_run_folder(runs, "Dqn_Breakout_s0", run_config("Dqn", "Breakout", 0), DQN_A)
     write_run_folder(runs, "Dqn_Breakout_s1", run_config("Dqn", "Breakout", 1), DQN_B)
@@ -132,11 +135,9 @@ def runs(tmp_path_factory):
     return runs
 
 
-def run_plot(handmade, out, *extra, log_dirs=None):
-    argv = ["--runs_dir", str(handmade / "empty"), "--log_dir", *(log_dirs or [str(handmade / "log")]),
-            "--conversion_log_dir", str(handmade / "conv" / "log"), "--conversion_result_dir",
-            str(handmade / "conv" / "result"), "--output_dir", str(out), "--no_progress", "--bootstrap_samples", "200",
-            *extra]
+def run_plot(handmade, out, *extra, runs_dirs=None):
+    argv = ["--runs_dir", str(handmade / "empty"), *(runs_dirs or [str(handmade / "runs")]), "--output_dir", str(out),
+            "--no_progress", "--bootstrap_samples", "200", *extra]
     return cli.main(argv)
 
 
@@ -163,8 +164,9 @@ def assert_image(path, min_h=200, min_w=300):
 
 
 def check_handmade_rows(rows):
-    """The numbers of the hand-made runs, the same in both layouts. The Dqn runs were not played, so every score is
-    the best eval: the conversion SNN and the Dsqn on Pong (play only) have none, their play stays in its column."""
+    """The numbers of the hand-made runs, the same in both sets of run folders. The Dqn runs were not played, so
+    every score is the best eval: the conversion SNN and the Dsqn on Pong (play only) have none, their play stays in
+    its column."""
     dqn = rows[("Breakout", "Dqn")]
     assert dqn["seeds"] == "0 1" and dqn["runs"] == "2"
     assert num(dqn["best_eval_average"]) == pytest.approx(5.5)  # mean of the per-seed bests 5 and 6, not the
@@ -202,7 +204,8 @@ def test_handmade_table_groups_seeds_and_normalises(handmade, tmp_path, capsys):
     md = (out / "scores.md").read_text()
     assert "Nature 2015 human scores" in md and "no data for 1 game, skipped: Boxing" in md
     assert "| Breakout | DQN | 0 1 | 2 / 0 | 5.50 ± 0.50 |" in md and "| score (best eval) |" in md
-    assert "| Breakout | conversion SNN (T=500) | n/a | 0 / 1 | n/a | 15.00 ± 5.00 (2) | n/a |" in md
+    # seed 0: the conversion's own --seed, as the learn run of its checkpoint is not among the inputs
+    assert "| Breakout | conversion SNN (T=500) | 0 | 0 / 1 | n/a | 15.00 ± 5.00 (2) | n/a |" in md
     assert "| DSQN | 100.0 | 100.0 | 1 |" in md and "% Double DQN" not in md
     assert "without a JSON summary" in md  # the CSV-only conversion run is noted
 
@@ -216,12 +219,11 @@ def test_handmade_table_groups_seeds_and_normalises(handmade, tmp_path, capsys):
     assert num(energy[("Pong", "Dsqn")]["energy_uj_per_action"]) == pytest.approx((3276800 * 4.6 + 3e5 * 0.9) / 1e6)
 
 
-def test_runs_layout_double_models_seeds_and_statistics(handmade, runs, tmp_path):
+def test_runs_layout_double_models_seeds_and_statistics(runs, tmp_path):
     out = tmp_path / "figs"
-    # a folder named twice, and a run folder named on its own, are read once; no older-layout folder is read
-    result = cli.main(["--runs_dir", str(runs), str(runs), str(runs / "Dqn_Breakout_s0"), "--log_dir",
-                       str(handmade / "empty"), "--output_dir", str(out), "--no_progress", "--games", "Breakout",
-                       "Pong", "--bootstrap_samples", "200"])
+    # a folder named twice, and a run folder named on its own, are read once
+    result = cli.main(["--runs_dir", str(runs), str(runs), str(runs / "Dqn_Breakout_s0"), "--output_dir", str(out),
+                       "--no_progress", "--games", "Breakout", "Pong", "--bootstrap_samples", "200"])
     rows = read_rows(out)
     check_handmade_rows(rows)
     double = rows[("Breakout", "DoubleDqn")]
@@ -260,7 +262,7 @@ def test_runs_layout_double_models_seeds_and_statistics(handmade, runs, tmp_path
 
 
 def test_curves_mean_over_seeds_or_episode_std_band(handmade):
-    runs = {name: LearnRun(name, "", "", 0, "", {}, plot_scalars(str(handmade / "log" / name), 100))
+    runs = {name: LearnRun(name, "", "", 0, "", {}, plot_scalars(str(handmade / "runs" / name / "tensorboard"), 100))
             for name in ("Dqn_Breakout_learn_a", "Dqn_Breakout_learn_b", "Dsqn_Breakout_learn_a")}
     steps, mean, (low, high), n = mean_curve([runs["Dqn_Breakout_learn_a"], runs["Dqn_Breakout_learn_b"]],
                                              "evaluate/average_score", "evaluate/score_std")
@@ -317,7 +319,7 @@ def test_a_single_point_is_drawn_and_identical_curves_stay_apart():
 def test_handmade_atari57_set_pdf_and_the_play_rule(handmade, tmp_path):
     out = tmp_path / "figs57"
     run_plot(handmade, out, "--human_set", "atari57", "--format", "pdf", "--games", "Breakout", "Pong", "--score",
-             "play", log_dirs=[str(handmade / "log"), str(handmade / "log_dqn_play")])
+             "play", runs_dirs=[str(handmade / "runs"), str(handmade / "dqn_play")])
     rows = read_rows(out)
     dqn = rows[("Breakout", "Dqn")]
     # --score play: every score (and the % DQN base) is a play average; the Dqn play: 10 +- 2
@@ -410,7 +412,7 @@ def test_bootstrap_is_stratified_reproducible_and_contains_the_estimate():
 # -- damaged inputs: skipped with a note ----------------------------------------------------------------------------
 
 
-def test_damaged_inputs_are_skipped_with_a_note(handmade, tmp_path):
+def test_damaged_inputs_are_skipped_with_a_note(tmp_path):
     runs = tmp_path / "runs"
     write_run_folder(runs, "good", run_config("Dqn", "Breakout", 0, n_actions="four"), DQN_A)
     write_run_folder(runs, "no_energy_keys", run_config("Dsqn", "Breakout", 0, "play"),
@@ -436,12 +438,10 @@ def test_damaged_inputs_are_skipped_with_a_note(handmade, tmp_path):
     with open(os.path.join(damaged, "summary.json"), "w") as f:
         f.write('{"scores": [7.0')
     write_run_folder(runs, "no_game", {"program": "convert.py", "time": 8})
-    legacy = tmp_path / "result"  # the older layout: a result CSV holding "None"
-    legacy.mkdir()
-    (legacy / "game_BreakoutNoFrameskip-v4_episode_1_time_9_percentile_99.csv").write_text("score\nNone\n")
+    write_run_folder(runs, "score_only_csv", conversion_config("Breakout", 9), result_csv="score\nNone\n")
     out = tmp_path / "out"
-    cli.main(["--runs_dir", str(runs), "--log_dir", str(handmade / "empty"), "--conversion_result_dir", str(legacy),
-              "--output_dir", str(out), "--no_progress", "--games", "Breakout", "--bootstrap_samples", "10"])
+    cli.main(["--runs_dir", str(runs), "--output_dir", str(out), "--no_progress", "--games", "Breakout",
+              "--bootstrap_samples", "10"])
     rows = read_rows(out)
     assert num(rows[("Breakout", "Dqn")]["best_eval_average"]) == 5.0  # the good run, alone
     assert num(rows[("Breakout", "Dsqn")]["play_average"]) == 1.5  # its damaged energy block only is left out
@@ -459,7 +459,7 @@ def test_damaged_inputs_are_skipped_with_a_note(handmade, tmp_path):
                      "none_csv/result.csv: not a readable convert.py",
                      "damaged_summary/summary.json: damaged convert.py summary",
                      "no_game: convert.py configuration without a game",
-                     "percentile_99.csv: not a readable convert.py result CSV"]:
+                     "score_only_csv/result.csv: not a readable convert.py result CSV"]:
         assert fragment in md, fragment
 
 
@@ -483,7 +483,10 @@ def refuse(*args, **kwargs):
     "args, fragment",
     [
         (["--runs_dir", "{tmp}/missing"], "--runs_dir: folder"),
-        (["--log_dir", "{tmp}/missing"], "--log_dir: folder"),
+        (["--log_dir", "{tmp}/empty_log"], "--log_dir: run.py's old log/ layout is no longer read; plot the run "
+         "folders of runs/ with --runs_dir"),
+        (["--conversion_log_dir", "{tmp}/empty_log"], "--conversion_log_dir: convert.py's old log/ layout is no"),
+        (["--conversion_result_dir"], "--conversion_result_dir: convert.py's old result/ layout is no longer read"),
         (["--format", "svg"], "--format"),
         (["--human_set", "martian"], "--human_set"),
         (["--models", "Foo"], "--models"),
@@ -492,7 +495,7 @@ def refuse(*args, **kwargs):
         (["--bootstrap_samples", "10000000"], "at most 200000"),
         (["--bootstrap_seed", "-1"], "--bootstrap_seed"),
         (["--runs_dir", "{tmp}/empty"], "no run data"),
-        (["--runs_dir", "{tmp}/empty", "--log_dir", "{tmp}/empty_log"], "no run data"),
+        (["--runs_dir", "{tmp}/empty", "{tmp}/empty_log"], "no run data"),
         (["--output_dir", "{tmp}/a_file"], "a_file is not a folder"),
         (["--output_dir", "{tmp}/a_file/figures"], "a_file is not a folder"),
         (["--output_dir", "{tmp}/read_only"], "cannot write to"),
@@ -501,9 +504,7 @@ def refuse(*args, **kwargs):
     ],
 )
 def test_bad_options_and_outputs_are_one_line_and_exit_2(runs, tmp_path, monkeypatch, capsys, args, fragment):
-    for name in ("DEFAULT_RUNS_DIRS", "DEFAULT_LOG_DIRS", "DEFAULT_CONVERSION_LOG_DIRS",
-                 "DEFAULT_CONVERSION_RESULT_DIRS"):  # never the repository's own folders
-        monkeypatch.setattr(cli, name, [str(tmp_path / "no_default")])
+    monkeypatch.setattr(cli, "DEFAULT_RUNS_DIRS", [str(tmp_path / "no_default")])  # never the repository's runs/
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty_log").mkdir()
     (tmp_path / "a_file").write_text("keep me")
@@ -532,12 +533,14 @@ def test_bad_options_and_outputs_are_one_line_and_exit_2(runs, tmp_path, monkeyp
     assert not [name for name in os.listdir(tmp_path / "taken") if name.endswith(".tmp")]
 
 
-def test_help_names_both_layouts(capsys):
+def test_help_names_the_run_folders_only(capsys):
     assert call_plot(["--help"]) == 0
     text = capsys.readouterr().out
-    for fragment in ("--runs_dir", "config.json", "older layout", "--log_dir", "--bootstrap_samples",
-                     "--bootstrap_seed", "rliable", "performance_profile", "DoubleDqn"):
+    for fragment in ("--runs_dir", "config.json", "--bootstrap_samples", "--bootstrap_seed", "rliable",
+                     "performance_profile", "DoubleDqn"):
         assert fragment in text, fragment
+    for fragment in ("older layout", "--log_dir", "--conversion_log_dir", "--conversion_result_dir"):
+        assert fragment not in text, fragment
 
 
 # -- real runs (the one test that starts programs) --------------------------------------------------------------------

@@ -20,9 +20,8 @@ PONG = (-20.7, 9.3)  # random, human (Nature set)
 
 
 def plot(runs, out, *extra) -> dict:
-    os.makedirs(out.parent / "no_log", exist_ok=True)
     return cli.main(["--runs_dir", str(runs), "--output_dir", str(out), "--no_progress", "--bootstrap_samples", "200",
-                     "--log_dir", str(out.parent / "no_log"), *extra])
+                     *extra])
 
 
 def conversion(T: int, scores: list[float], seed: int = 0, game: str = "Pong") -> tuple[dict, dict]:
