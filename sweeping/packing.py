@@ -12,7 +12,7 @@ import shutil
 import tarfile
 import uuid
 
-from utils import files
+from utils.runs import RunFolder
 
 
 def pack(folder: str, only: tuple[str, ...] | None = None) -> bytes:
@@ -43,18 +43,12 @@ def unpack(data: bytes, folder: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_json(path: str):
-    """A JSON object in ``path``; None when it is missing, damaged or not an object."""
-    value = files.read_json(path)
-    return value if isinstance(value, dict) else None
-
-
 def progress_key(folder: str) -> tuple:
     """How far a copy of a run folder got: (finished, learning step, exploration step, state number) of its status
     and saved state; a missing folder is (-1,). Of two copies of one run, the larger key is the newer."""
     if not os.path.isdir(folder):
         return (-1,)
-    status = read_json(os.path.join(folder, "status.json")) or {}
-    manifest = read_json(os.path.join(folder, "state", "manifest.json")) or {}
+    run = RunFolder(folder)
+    status, manifest = run.status or {}, run.manifest or {}
     return (int(status.get("status") == "finished"), int(manifest.get("timestep") or 0),
             int(manifest.get("explored") or 0), int(manifest.get("sequence") or 0))

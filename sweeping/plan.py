@@ -11,7 +11,6 @@ The options are checked here, before anything starts, with run.py's and convert.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from dataclasses import asdict, dataclass, field
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from plotting.common import DOUBLE
 from sweeping.options import SweepOptions, expand_games
 from utils.cli import UserError, options_parser
-from utils.runs import read_status
+from utils.runs import RunFolder
 
 #: Options the sweep sets itself for every training / conversion run.
 RUN_SET = ("model", "env_id", "seed", "double", "method", "model_path", "output_dir", "run_name", "resume", "gpu")
@@ -158,14 +157,12 @@ def check_existing(specs: list[RunSpec], runs_dir: str) -> None:
     free = {"output_dir", "run_name", "resume", "model_path", "program", "command", "n_actions", "git", "gpu",
             *RESUMABLE_OVERRIDES}
     for spec in specs:
-        path = os.path.join(runs_dir, spec.name, "config.json")
-        try:
-            with open(path, encoding="utf-8") as file:
-                saved = json.load(file)
-        except (OSError, ValueError):
+        folder = RunFolder(os.path.join(runs_dir, spec.name))
+        saved = folder.config
+        if saved is None:
             continue
         if spec.kind in ("convert", "play"):
-            status = read_status(os.path.join(runs_dir, spec.name)) or {}
+            status = folder.status or {}
             if status.get("status") != "finished":
                 continue  # an unfinished conversion or play is made again with the new options
             free_here = {"model", "output_dir", "run_name", "device", "gpu", "program", "command", "epsilon",
@@ -174,5 +171,5 @@ def check_existing(specs: list[RunSpec], runs_dir: str) -> None:
             free_here = free
         for key, value in spec.config.items():
             if key not in free_here and key in saved and saved[key] != value:
-                raise UserError(f"{os.path.dirname(path)} was made with --{key} {saved[key]}, the grid asks for "
+                raise UserError(f"{folder.path} was made with --{key} {saved[key]}, the grid asks for "
                                 f"--{key} {value}: use another --sweep_dir, or delete that run folder to make it again")

@@ -31,6 +31,7 @@ import time
 
 from sweeping import packing
 from sweeping.progress import read_progress
+from utils.runs import RunFolder
 
 TOKEN_FILE = ".sweep-token"
 POLL_S = 0.5
@@ -82,7 +83,7 @@ def _error_line(log_path: str) -> str | None:
 
 
 def _finished(folder: str, timestep_num: int | None) -> bool:
-    status = packing.read_json(os.path.join(folder, "status.json")) or {}
+    status = RunFolder(folder).status or {}
     if status.get("status") != "finished":
         return False
     return timestep_num is None or int(status.get("timestep") or 0) >= timestep_num
