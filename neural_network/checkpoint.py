@@ -5,6 +5,10 @@ A checkpoint is a plain state dict (``torch.save(net.state_dict(), path)``) and 
 Besides the weights it holds the buffers ``model_id`` and ``time_steps`` (see :class:`QNetwork`), which let
 ``load_checkpoint`` refuse a checkpoint of another model or another number of actions with a clear message.
 A checkpoint with a NaN or infinite weight (from a diverged run) is refused as well.
+
+Since format 1 the file is a dict ``{"format": 1, "model": "Dsqn", "game": env id or None, "T": int or None,
+"n_actions": int, "state_dict": {...}}`` of plain values and tensors (still weights-only loadable); the model name
+in it wins over the ``model_id`` buffer. Files written before (a bare state dict) keep loading.
 """
 
 from __future__ import annotations
@@ -30,13 +34,25 @@ class CheckpointInfo:
     model: str
     n_actions: int
     T: int
+    game: str | None = None  #: the env id it was trained on; None in files written before format 1
+    format: int = 0  #: 0 for a bare state dict, else FORMAT of the file
 
 
-def save_checkpoint(net: QNetwork, path: str) -> None:
-    """Write the network's state dict to ``path`` atomically (a half-written file never replaces a good one)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+FORMAT = 1
+
+
+def checkpoint_payload(net: QNetwork, game: str | None = None) -> dict:
+    """The dict ``save_checkpoint`` writes: plain metadata beside the network's state dict."""
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    atomic_write(path, lambda file: torch.save(state, file))
+    return {"format": FORMAT, "model": net.model, "game": game, "n_actions": int(net.n_actions),
+            "T": int(net.time_steps) if net.model != "Dqn" else None, "state_dict": state}
+
+
+def save_checkpoint(net: QNetwork, path: str, game: str | None = None) -> None:
+    """Write the network and its metadata to ``path`` atomically (a half-written file never replaces a good one)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    payload = checkpoint_payload(net, game)
+    atomic_write(path, lambda file: torch.save(payload, file))
 
 
 def _integer(state: dict, key: str, path: str) -> int:
@@ -55,6 +71,12 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], CheckpointInfo]
     state = read_model_file(path, "a readable weights-only checkpoint: it is damaged, not a torch file, or holds "
                             "objects other than tensors (refused for safety); give a .pkl saved by run.py",
                             CheckpointError)
+    meta: dict = {}
+    if isinstance(state, dict) and "state_dict" in state and "format" in state:
+        meta, state = state, state["state_dict"]
+        if not isinstance(meta["format"], int) or meta["format"] > FORMAT:
+            raise CheckpointError(f"{path} has checkpoint format {meta['format']!r}, newer than this code reads "
+                                  f"({FORMAT}); update the code")
     if (not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS)
             or not all(isinstance(value, torch.Tensor) for value in state.values())):
         raise CheckpointError(f"{path} is not a network checkpoint saved by run.py (missing weights or model_id)")
@@ -66,8 +88,13 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], CheckpointInfo]
         raise CheckpointError(f"{path} holds non-finite weights (NaN or infinity in {bad[0]}): it comes from a "
                               "diverged run and is refused")
     fc2 = state["fc2.weight"]
-    info = CheckpointInfo(model=MODELS[model_id], n_actions=int(fc2.shape[0]) if fc2.dim() == 2 else 0,
-                          T=_integer(state, "time_steps", path))
+    model = meta.get("model", MODELS[model_id])
+    if model not in MODELS:
+        raise CheckpointError(f"{path} holds an unknown model {model!r}; models are {', '.join(MODELS)}")
+    game = meta.get("game")
+    info = CheckpointInfo(model=model, n_actions=int(fc2.shape[0]) if fc2.dim() == 2 else 0,
+                          T=_integer(state, "time_steps", path), game=game if isinstance(game, str) else None,
+                          format=int(meta.get("format", 0)))
     return state, info
 
 
