@@ -49,7 +49,9 @@ def test_learn_writes_its_run_folder(model, trained_run):
     assert config["program"] == "run.py" and config["git_commit"] and config["n_actions"] == 4
     assert json.load(open(os.path.join(run.run_dir, "status.json")))["status"] == "finished"
 
-    state = torch.load(run.model_path, weights_only=True)
+    saved = torch.load(run.model_path, weights_only=True)
+    assert saved["model"] == model and saved["format"] == 1
+    state = saved["state_dict"]
     assert int(state["model_id"]) == MODELS.index(model)
     assert state["fc2.weight"].shape == (4, 512)
 
@@ -97,8 +99,8 @@ def test_same_seed_gives_identical_runs(trained_run, tmp_path):
     ours, theirs = read_scalars(first.tensorboard_dir), read_scalars(os.path.join(second, "tensorboard"))
     ours.pop("train/steps_per_s"), theirs.pop("train/steps_per_s")  # wall-clock speed, not a result
     assert ours == theirs
-    a = torch.load(first.model_path, weights_only=True)
-    b = torch.load(os.path.join(second, "best.pkl"), weights_only=True)
+    a = torch.load(first.model_path, weights_only=True)["state_dict"]
+    b = torch.load(os.path.join(second, "best.pkl"), weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
