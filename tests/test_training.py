@@ -186,7 +186,7 @@ def test_best_checkpoint_is_saved_when_the_average_reaches_the_best_so_far(tmp_p
     saved = []
     real_save = training.save_checkpoint
     monkeypatch.setattr(training, "save_checkpoint",
-                        lambda net, path: saved.append(trainer.p.pending_eval) or real_save(net, path))
+                        lambda net, path, game: saved.append(trainer.p.pending_eval) or real_save(net, path, game))
     trainer.learn()
     assert saved == [0, 10, 30]  # a tie (step 10) is saved, as in the original; lower averages are not
     best = torch.load(tmp_path / "best.pkl", weights_only=True)["state_dict"]
