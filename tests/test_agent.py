@@ -80,6 +80,55 @@ def test_play_without_the_spike_monitor(trained_run, tmp_path, capsys):
     assert "energy" not in json.load(open(summary_path, encoding="utf-8"))
 
 
+PLAY_FAST = ["--method", "play", "--eval_episode_num", "1", "--max_episode_step", "20", "--device", "cpu"]
+
+
+def _played(output_dir) -> dict:
+    summary_path, = glob.glob(str(output_dir / "*" / "summary.json"))
+    return json.load(open(summary_path, encoding="utf-8"))
+
+
+def test_a_checkpoint_plays_its_own_model_game_and_T_without_options(tmp_path, capsys):
+    # Pong and SpaceInvaders both have 6 actions: only the checkpoint's game tells them apart.
+    path = str(tmp_path / "net.pkl")
+    save_checkpoint(build_network("DsqnIF", 6, T=3), path, "PongNoFrameskip-v4")
+    out = tmp_path / "out"
+    run_py.cli([*PLAY_FAST, "--model_path", path, "--output_dir", str(out)])
+    summary = _played(out)
+    assert (summary["model"], summary["env_id"], summary["T"]) == ("DsqnIF", "PongNoFrameskip-v4", 3)
+    assert glob.glob(str(out / "DsqnIF_PongNoFrameskip-v4_play_*"))
+    capsys.readouterr()
+    refused = tmp_path / "refused"
+    one_line_error(capsys, [*PLAY_FAST, "--model_path", path, "--env_id", "SpaceInvaders", "--output_dir",
+                            str(refused)], "trained on PongNoFrameskip-v4", "not SpaceInvadersNoFrameskip-v4",
+                   "--env_id")
+    one_line_error(capsys, [*PLAY_FAST, "--model_path", path, "--model", "Dsqn", "--output_dir", str(refused)],
+                   "holds a DsqnIF network, not Dsqn")
+    assert not refused.exists()
+
+
+def test_an_old_bare_state_dict_still_plays(tmp_path, capsys):
+    # Written as run.py wrote best.pkl before checkpoints had a format: a bare state dict, in a run folder whose
+    # config.json names the game.
+    run_dir = tmp_path / "Dsqn_PongNoFrameskip-v4_seed0_2026-01-01_00-00-00"
+    run_dir.mkdir()
+    torch.save(build_network("Dsqn", 6, T=2).state_dict(), run_dir / "best.pkl")
+    (run_dir / "config.json").write_text(json.dumps({"program": "run.py", "model": "Dsqn", "T": 2,
+                                                     "env_id": "PongNoFrameskip-v4", "double": False}))
+    run_py.cli([*PLAY_FAST, "--model_path", str(run_dir / "best.pkl"), "--output_dir", str(tmp_path / "a")])
+    summary = _played(tmp_path / "a")
+    assert (summary["model"], summary["env_id"], summary["T"]) == ("Dsqn", "PongNoFrameskip-v4", 2)
+    one_line_error(capsys, [*PLAY_FAST, "--model_path", str(run_dir), "--env_id", "SpaceInvaders", "--output_dir",
+                            str(tmp_path / "b")], "trained on PongNoFrameskip-v4 (its run's config.json)")
+    # Alone, without its run's config.json, it plays on the game given.
+    alone = tmp_path / "alone.pkl"
+    torch.save(build_network("Dqn", 6).state_dict(), alone)
+    run_py.cli([*PLAY_FAST, "--model_path", str(alone), "--env_id", "SpaceInvaders", "--output_dir",
+                str(tmp_path / "c")])
+    summary = _played(tmp_path / "c")
+    assert (summary["model"], summary["env_id"]) == ("Dqn", "SpaceInvadersNoFrameskip-v4")
+
+
 def _log_body(path: str) -> list[str]:
     """The log lines without their timestamps and the run's own (time-stamped, folder-dependent) names."""
     lines = []
