@@ -827,6 +827,37 @@ def test_convert_end_to_end_inside_the_folder_on_a_run_py_checkpoint(trained_run
     assert summary["model"] == os.path.abspath(run.model_path) and summary["game"] == GAME
 
 
+
+def test_convert_takes_the_game_from_the_checkpoint_and_an_old_bare_state_dict_still_converts(tmp_path, capsys):
+    from agent.config import Config
+
+    torch.manual_seed(0)
+    net = build_network("Dqn", 6)
+    new = tmp_path / "new.pkl"
+    save_checkpoint(net, str(new), "PongNoFrameskip-v4")
+    old_run = tmp_path / "Dqn_PongNoFrameskip-v4_seed0_2026-01-01_00-00-00"  # a run folder from before format 1
+    old_run.mkdir()
+    torch.save(net.state_dict(), old_run / "best.pkl")
+    (old_run / "config.json").write_text(json.dumps({"program": "run.py", "model": "Dqn",
+                                                     "env_id": "PongNoFrameskip-v4"}))
+    # Pong has no lives: a game cut by the time limit gives normalisation states, so 30 steps are enough.
+    fast = ["--episode", "1", "--time", "4", "--norm_examples", "20", "--max_episode_step", "30", "--device", "cpu"]
+    for name, model in (("new", new), ("old", old_run)):
+        convert.cli(["--model", str(model), *fast, "--output_dir", str(tmp_path / name)])
+        summary_path, = glob.glob(str(tmp_path / name / "ConvSNN_PongNoFrameskip-v4_T4_*" / "summary.json"))
+        summary = json.load(open(summary_path, encoding="utf-8"))
+        assert summary["game"] == "PongNoFrameskip-v4" and summary["neuron_counts"]["fc2"] == 6
+        assert summary["epsilon"] == Config().eval_epsilon  # run.py's evaluation epsilon, from one place
+    capsys.readouterr()
+    for model, source in ((new, "its metadata"), (old_run, "its run's config.json")):
+        with pytest.raises(SystemExit) as exit_info:
+            convert.cli(["--model", str(model), "--game", "SpaceInvadersNoFrameskip-v4", *fast,
+                         "--output_dir", str(tmp_path / "refused")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"trained on PongNoFrameskip-v4 ({source}), not SpaceInvadersNoFrameskip-v4" in err
+    assert not (tmp_path / "refused").exists()
+
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bad_models")
