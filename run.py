@@ -7,9 +7,11 @@
     python run.py --method=robustness --model_path=runs/<run> --robustness=sticky_actions --levels 0 0.25 0.5
 
 Every run writes into its own folder under runs/ (docs/RELIABILITY.md): config.json (every option and the git
-commit), run.log, tensorboard/, status.json; learn: best.pkl (the best network, a plain state dict) and state/ (the
-full training state for --resume); play: summary.json and, with --use_video_recorder, videos/; robustness:
-robustness.csv and levels/ (one play summary per level; docs/ROBUSTNESS.md).
+commit), run.log, tensorboard/, status.json; learn: best.pkl (the best network: a checkpoint of format 1 with its
+model, game, T and weights, neural_network/checkpoint.py) and state/ (the full training state for --resume); play:
+summary.json and, with --use_video_recorder, videos/; robustness: robustness.csv and levels/ (one play summary per
+level; docs/ROBUSTNESS.md). Play and robustness take the model, the game and T from the checkpoint (an older bare
+state dict: its game from the config.json beside it); a --model or --env_id that contradicts it is refused.
 """
 
 from __future__ import annotations
@@ -302,25 +304,29 @@ def prepare_device(config):
 
 
 def load_played_network(config, given: dict):
-    """The network --model_path names, built and loaded; the game, model and T taken from its run unless given
-    (and the game's mode and difficulty checked). Returns (checkpoint path, network, device, spiking)."""
+    """The network --model_path names, built and loaded; its model, game and T taken from the checkpoint unless
+    given (a file written before format 1: its game from its run's config.json), a --model or --env_id that
+    contradicts it refused, and the game's mode and difficulty checked. Returns (checkpoint path, network, device,
+    spiking)."""
     from agent.robustness import check_game_settings
     from environment import action_count, check_env_id
-    from neural_network import build_network, is_spiking, load_checkpoint, read_checkpoint
+    from neural_network import build_network, is_spiking, load_checkpoint, read_checkpoint, trained_game
     from utils.runs import trained_checkpoint
 
     model_path, trained = trained_checkpoint(config.model_path)
     _, info = read_checkpoint(model_path)
-    for name in ("env_id", "double"):  # from the trained run's folder unless given
-        if name not in given and name in trained:
-            setattr(config, name, trained[name])
-    check_env_id(config.env_id)
-    check_game_settings(config.env_id, config.game_mode, config.game_difficulty)
     if "model" in given and info.model != config.model:
         raise UserError(f"{config.model_path} holds a {info.model} network, not {config.model}; "
                         f"pass --model={info.model} or leave --model out")
     config.model = info.model
-    if "T" not in given and info.T:
+    game = trained_game(config.model_path, info, trained, given.get("env_id"), "--env_id")
+    if game is not None:
+        config.env_id = game
+    if "double" not in given and "double" in trained:  # only the run folder's name shows it
+        config.double = trained["double"]
+    check_env_id(config.env_id)
+    check_game_settings(config.env_id, config.game_mode, config.game_difficulty)
+    if "T" not in given and info.T:  # a spiking network's T; a given T is a run-time choice
         config.T = info.T
     spiking = is_spiking(config.model)
     device = prepare_device(config)

@@ -265,7 +265,7 @@ class Trainer:
         if average >= p.best_score:
             p.best_score = average
             self.writer.add_scalar("evaluate/max_average_score", average, label)
-            save_checkpoint(self.agent.net, self.path("best.pkl"))
+            save_checkpoint(self.agent.net, self.path("best.pkl"), self.config.env_id)
             logger.info("timestep: %d\tmax_average_score: %s\tsaved %s", label, average, self.path("best.pkl"))
         self.writer.flush()
         p.pending_eval, self.eval_snapshot = None, None

@@ -16,7 +16,6 @@ from .end_to_end import PAPER_STEPS
 from .parts import GAMES
 from .timing import ratio_stat, stat
 
-EVAL_EPSILON = 0.05
 PAPER_EVAL_FREQ = 250_000
 PAPER_EVALUATIONS = PAPER_STEPS // PAPER_EVAL_FREQ + 1  # steps 0, 250,000, ..., and the final network at 50M
 PAPER_GAMES = 30
@@ -46,7 +45,7 @@ def bench_evaluation(model: str, T: int, games: int, max_steps: int, workers: in
         for r in range(repeats):
             for name, env in (("one after the other", single), ("at once", envs))[:: 1 if r % 2 == 0 else -1]:
                 start = time.perf_counter()
-                results = evaluate(agent, env, games, EVAL_EPSILON, np.random.default_rng(seed + r))
+                results = evaluate(agent, env, games, config.eval_epsilon, np.random.default_rng(seed + r))
                 seconds[name].append(time.perf_counter() - start)
                 steps.setdefault(r, []).append(sum(result.steps for result in results))
                 progress(f"evaluation {name} round {r + 1}/{repeats}: {seconds[name][-1]:.2f} s")
@@ -57,7 +56,7 @@ def bench_evaluation(model: str, T: int, games: int, max_steps: int, workers: in
         raise RuntimeError(f"the two ways played different games: agent steps {steps}")
     game_steps = [s[0] for s in steps.values()]
     rates = {name: [n / t for n, t in zip(game_steps, values)] for name, values in seconds.items()}
-    out = {"model": model, "T": T, "games": games, "max_episode_step": max_steps, "epsilon": EVAL_EPSILON,
+    out = {"model": model, "T": T, "games": games, "max_episode_step": max_steps, "epsilon": config.eval_epsilon,
            "slots": envs.num_envs, "workers": envs.workers, "agent_steps_per_evaluation": game_steps,
            "evaluation_seconds": {name: stat(values, "s") for name, values in seconds.items()},
            "agent_steps_per_s": {name: stat(values, "agent steps/s") for name, values in rates.items()},

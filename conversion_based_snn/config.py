@@ -23,8 +23,8 @@ def percentile_type(text: str) -> float:
 
 @dataclass
 class ConvertConfig:
-    game: str = option("BreakoutNoFrameskip-v4", "ALE env id (default: the trained run's game when --model is a run "
-                                                 "folder)")
+    game: str = option("BreakoutNoFrameskip-v4", "ALE env id (default: the game the checkpoint was trained on, from "
+                                                 "its metadata or its run's config.json)")
     model: str | None = option(None, "a Dqn checkpoint saved by run.py, or its run folder (its best.pkl); relative "
                                      "to the current directory")
     episode: int = option(30, "full games to play", parse=positive_int)

@@ -3,16 +3,19 @@
     python conversion_based_snn/convert.py --game BreakoutNoFrameskip-v4 --model runs/Dqn_BreakoutNoFrameskip-v4_...
     cd conversion_based_snn && python convert.py --model=../runs/Dqn_.../best.pkl --time 500
 
-Steps: (1) play the ANN (epsilon 0.05) on the episodic-life env and keep the frame stacks of the last life of every
-game that ends with no lives left (a game over; in games without lives also a game cut by the time limit) until at
-least --norm_examples states, or until --norm_max_lives lives were played (1,000); (2) lambda_l = the
-exact --percentile-th percentile of each layer's pre-activation outputs (conv1 ... fc2) of the original ANN on
-them, W_l <- W_l * lambda_{l-1} / lambda_l, b_l <- b_l / lambda_l; (3) play --episode full games on the
-episodic-life env with raw rewards (FIRE pressed by the env after each lost life) with the spiking network
-simulated for --time steps per action (IF neurons with reset by subtraction, or LIF with a hard reset; one step
-of delay per connection, or --schedule same_step), Q_hat = output spike count + final output voltage,
-epsilon 0.05; a game's score is the env's whole raw return (the env's reset steps included), its firing rate the
-mean over the greedy steps of its last life (--firing_rate_over).
+The game is the checkpoint's (an older bare state dict: the game in the config.json beside it), else --game;
+a --game that contradicts the checkpoint is refused.
+
+Steps: (1) play the ANN (epsilon: run.py's evaluation epsilon, 0.05) on the episodic-life env and keep the frame
+stacks of the last life of every game that ends with no lives left (a game over; in games without lives also a game
+cut by the time limit) until at least --norm_examples states, or until --norm_max_lives lives were played (1,000);
+(2) lambda_l = the exact --percentile-th percentile of each layer's pre-activation outputs (conv1 ... fc2) of the
+original ANN on them, W_l <- W_l * lambda_{l-1} / lambda_l, b_l <- b_l / lambda_l; (3) play --episode full games on
+the episodic-life env with raw rewards (FIRE pressed by the env after each lost life) with the spiking network
+simulated for --time steps per action (IF neurons with reset by subtraction, or LIF with a hard reset; one step of
+delay per connection, or --schedule same_step), Q_hat = output spike count + final output voltage, the same epsilon;
+a game's score is the env's whole raw return (the env's reset steps included), its firing rate the mean over the
+greedy steps of its last life (--firing_rate_over).
 
 Writes one run folder, <output_dir>/ConvSNN_<game>_T<time>_<time stamp>/ (never an existing one): config.json,
 run.log, result.csv (score,mix,spike per episode, written as each ends), summary.json (scores, agreement, spike
@@ -45,7 +48,6 @@ from utils.cli import UserError, apply_gpu_option, check_output_dir, check_run_n
 from utils.runs import trained_checkpoint
 
 PROG = "convert.py"
-EPSILON = 0.05
 
 
 def build_parser():
@@ -59,11 +61,22 @@ def main(argv: list[str] | None = None) -> None:
     if not config.model:
         raise UserError("no model given; pass --model PATH to a Dqn checkpoint or run folder saved by run.py")
     model_path, trained = trained_checkpoint(config.model)
-    if "game" not in given and "env_id" in trained:
-        config.game = trained["env_id"]
     config.output_dir = check_output_dir(config.output_dir or os.path.join(REPO_ROOT, "runs"))
     check_run_name(config.run_name, config.output_dir)
+    config.game = checkpoint_game(config, given, model_path, trained)
     convert(config, model_path)
+
+
+def checkpoint_game(config: ConvertConfig, given: dict, model_path: str, trained: dict) -> str:
+    """The game to play: the checkpoint's (its metadata, else its run's config.json), else --game; a --game that
+    contradicts the checkpoint is refused."""
+    from environment import check_env_id
+    from neural_network import read_checkpoint, trained_game
+
+    if "game" in given:
+        check_env_id(config.game)  # a mistyped --game is told first
+    _, info = read_checkpoint(model_path)
+    return trained_game(config.model, info, trained, given.get("game"), "--game") or config.game
 
 
 def convert(config: ConvertConfig, model_path: str) -> None:
@@ -76,6 +89,7 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     from utils.runlock import lock_run_dir
     from utils.runs import create_run_dir, provenance, timestamp, write_status
 
+    epsilon = evaluation_epsilon()
     check_env_id(config.game)
     _, info = read_checkpoint(model_path)
     if info.model != "Dqn":
@@ -92,13 +106,13 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     lock_run_dir(run_dir)
     logger = setup_file_logger(os.path.join(run_dir, "run.log"))
     record = {**asdict(config), "model": model_path, "program": PROG, "run_name": os.path.basename(run_dir),
-              "epsilon": EPSILON, "command": " ".join([PROG, *sys.argv[1:]]),
+              "epsilon": epsilon, "command": " ".join([PROG, *sys.argv[1:]]),
               **provenance(REPO_ROOT, run_dir, device, f"{config.node_type} in plain torch (snn/simulate.py)")}
     write_run_config(os.path.join(run_dir, "config.json"), record)
     write_status(run_dir, "running")
     logger.info("convert.py started: %s", record)
     try:
-        summary = normalise_and_play(config, ann, model_path, device, rng, run_dir, record, logger)
+        summary = normalise_and_play(config, ann, model_path, device, rng, run_dir, record, logger, epsilon)
     except BaseException as error:
         with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
             write_status(run_dir, "stopped" if isinstance(error, KeyboardInterrupt) else "failed",
@@ -110,7 +124,17 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     print_summary(summary, run_dir)
 
 
-def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, record: dict, logger) -> dict:
+def evaluation_epsilon() -> float:
+    """The epsilon of the epsilon-greedy play, run.py's evaluation epsilon (agent/config.py's default)."""
+    from dataclasses import fields
+
+    from agent.config import Config
+
+    return next(f.default for f in fields(Config) if f.name == "eval_epsilon")
+
+
+def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, record: dict, logger,
+                       epsilon: float) -> dict:
     """Steps 1-4 of the module docstring; writes snn.pt, result.csv and summary.json into ``run_dir``."""
     from conversion_based_snn.snn import (
         SpikingNetwork,
@@ -130,7 +154,7 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
     started = time.perf_counter()
     norm_env = make_game_env(config.game, seed=config.seed, max_episode_step=config.max_episode_step)
     states, norm_games = collect_normalisation_states(
-        ann, norm_env, config.norm_examples, rng, EPSILON, progress=True, keep=config.norm_keep,
+        ann, norm_env, config.norm_examples, rng, epsilon, progress=True, keep=config.norm_keep,
         max_lives=config.norm_max_lives,
         on_game=lambda number, g: logger.info(
             "normalisation game %d: %d steps, %d lives, %s, %s", number, g.steps, g.lives,
@@ -168,7 +192,7 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
                         stats.firing_rate)
 
         progress.update("play", 0, config.episode)
-        episodes = evaluate(snn, ann, eval_env, config.episode, config.time, rng, EPSILON, progress=True,
+        episodes = evaluate(snn, ann, eval_env, config.episode, config.time, rng, epsilon, progress=True,
                             on_episode=on_episode, firing_rate_over=config.firing_rate_over)
     eval_env.close()
 
@@ -176,7 +200,7 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
     summary.update(
         game=config.game, model=model_path, episodes=config.episode, T=config.time, percentile=config.percentile,
         node_type=config.node_type, tau=config.tau if config.node_type == "LIFNodes" else None,
-        schedule=config.schedule, seed=config.seed, epsilon=EPSILON, device=str(device), lambdas=lambdas,
+        schedule=config.schedule, seed=config.seed, epsilon=epsilon, device=str(device), lambdas=lambdas,
         layers=list(snn.neuron_shapes()), neuron_shapes={k: list(v) for k, v in snn.neuron_shapes().items()},
         norm_examples=config.norm_examples, norm_states=int(sum(g.kept for g in norm_games)),
         norm_games=len(norm_games), norm_games_dropped=int(sum(not g.kept for g in norm_games)),

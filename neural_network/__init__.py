@@ -16,7 +16,7 @@ _HOMES = {
     "BACKENDS": "backend", "BackendError": "backend", "choose_backend": "backend", "probe_kernels": "backend",
     "resolve_backend": "backend", "resolve_device": "backend", "select_backend": "backend",
     "CheckpointError": "checkpoint", "CheckpointInfo": "checkpoint", "load_checkpoint": "checkpoint",
-    "read_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "read_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "trained_game": "checkpoint",
     "SpikeMonitor": "monitor",
     "MODELS": "architecture",
     "SURROGATES": "networks", "QNetwork": "networks", "build_network": "networks", "compile_network": "networks",

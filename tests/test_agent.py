@@ -49,7 +49,9 @@ def test_learn_writes_its_run_folder(model, trained_run):
     assert config["program"] == "run.py" and config["git_commit"] and config["n_actions"] == 4
     assert json.load(open(os.path.join(run.run_dir, "status.json")))["status"] == "finished"
 
-    state = torch.load(run.model_path, weights_only=True)
+    saved = torch.load(run.model_path, weights_only=True)
+    assert saved["model"] == model and saved["format"] == 1
+    state = saved["state_dict"]
     assert int(state["model_id"]) == MODELS.index(model)
     assert state["fc2.weight"].shape == (4, 512)
 
@@ -78,6 +80,55 @@ def test_play_without_the_spike_monitor(trained_run, tmp_path, capsys):
     assert "energy" not in json.load(open(summary_path, encoding="utf-8"))
 
 
+PLAY_FAST = ["--method", "play", "--eval_episode_num", "1", "--max_episode_step", "20", "--device", "cpu"]
+
+
+def _played(output_dir) -> dict:
+    summary_path, = glob.glob(str(output_dir / "*" / "summary.json"))
+    return json.load(open(summary_path, encoding="utf-8"))
+
+
+def test_a_checkpoint_plays_its_own_model_game_and_T_without_options(tmp_path, capsys):
+    # Pong and SpaceInvaders both have 6 actions: only the checkpoint's game tells them apart.
+    path = str(tmp_path / "net.pkl")
+    save_checkpoint(build_network("DsqnIF", 6, T=3), path, "PongNoFrameskip-v4")
+    out = tmp_path / "out"
+    run_py.cli([*PLAY_FAST, "--model_path", path, "--output_dir", str(out)])
+    summary = _played(out)
+    assert (summary["model"], summary["env_id"], summary["T"]) == ("DsqnIF", "PongNoFrameskip-v4", 3)
+    assert glob.glob(str(out / "DsqnIF_PongNoFrameskip-v4_play_*"))
+    capsys.readouterr()
+    refused = tmp_path / "refused"
+    one_line_error(capsys, [*PLAY_FAST, "--model_path", path, "--env_id", "SpaceInvaders", "--output_dir",
+                            str(refused)], "trained on PongNoFrameskip-v4", "not SpaceInvadersNoFrameskip-v4",
+                   "--env_id")
+    one_line_error(capsys, [*PLAY_FAST, "--model_path", path, "--model", "Dsqn", "--output_dir", str(refused)],
+                   "holds a DsqnIF network, not Dsqn")
+    assert not refused.exists()
+
+
+def test_an_old_bare_state_dict_still_plays(tmp_path, capsys):
+    # Written as run.py wrote best.pkl before checkpoints had a format: a bare state dict, in a run folder whose
+    # config.json names the game.
+    run_dir = tmp_path / "Dsqn_PongNoFrameskip-v4_seed0_2026-01-01_00-00-00"
+    run_dir.mkdir()
+    torch.save(build_network("Dsqn", 6, T=2).state_dict(), run_dir / "best.pkl")
+    (run_dir / "config.json").write_text(json.dumps({"program": "run.py", "model": "Dsqn", "T": 2,
+                                                     "env_id": "PongNoFrameskip-v4", "double": False}))
+    run_py.cli([*PLAY_FAST, "--model_path", str(run_dir / "best.pkl"), "--output_dir", str(tmp_path / "a")])
+    summary = _played(tmp_path / "a")
+    assert (summary["model"], summary["env_id"], summary["T"]) == ("Dsqn", "PongNoFrameskip-v4", 2)
+    one_line_error(capsys, [*PLAY_FAST, "--model_path", str(run_dir), "--env_id", "SpaceInvaders", "--output_dir",
+                            str(tmp_path / "b")], "trained on PongNoFrameskip-v4 (its run's config.json)")
+    # Alone, without its run's config.json, it plays on the game given.
+    alone = tmp_path / "alone.pkl"
+    torch.save(build_network("Dqn", 6).state_dict(), alone)
+    run_py.cli([*PLAY_FAST, "--model_path", str(alone), "--env_id", "SpaceInvaders", "--output_dir",
+                str(tmp_path / "c")])
+    summary = _played(tmp_path / "c")
+    assert (summary["model"], summary["env_id"]) == ("Dqn", "SpaceInvadersNoFrameskip-v4")
+
+
 def _log_body(path: str) -> list[str]:
     """The log lines without their timestamps and the run's own (time-stamped, folder-dependent) names."""
     lines = []
@@ -97,8 +148,8 @@ def test_same_seed_gives_identical_runs(trained_run, tmp_path):
     ours, theirs = read_scalars(first.tensorboard_dir), read_scalars(os.path.join(second, "tensorboard"))
     ours.pop("train/steps_per_s"), theirs.pop("train/steps_per_s")  # wall-clock speed, not a result
     assert ours == theirs
-    a = torch.load(first.model_path, weights_only=True)
-    b = torch.load(os.path.join(second, "best.pkl"), weights_only=True)
+    a = torch.load(first.model_path, weights_only=True)["state_dict"]
+    b = torch.load(os.path.join(second, "best.pkl"), weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

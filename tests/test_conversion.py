@@ -16,6 +16,7 @@ import pytest
 import torch
 from synthetic import SideOfTheBlockEnv
 
+from agent.config import Config
 from conversion_based_snn import convert
 from conversion_based_snn.snn import (
     LAYER_NAMES,
@@ -43,6 +44,7 @@ from neural_network import build_network, save_checkpoint
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONVERT_DIR = os.path.join(REPO_ROOT, "conversion_based_snn")
 GAME = "BreakoutNoFrameskip-v4"
+EPSILON = Config().eval_epsilon  # convert.py plays with run.py's evaluation epsilon
 NODE_TYPES = ("SubtractiveResetIFNodes", "LIFNodes")
 
 
@@ -444,7 +446,7 @@ def test_normalisation_data_are_the_last_lives_of_games_that_end(ann, env_kwargs
                                                                    expected_tags):
     env = FakeEpisodicLifeEnv(**env_kwargs)
     reported = []
-    states, games = collect_normalisation_states(ann, env, n_examples, np.random.default_rng(0),
+    states, games = collect_normalisation_states(ann, env, n_examples, np.random.default_rng(0), EPSILON,
                                                  on_game=lambda number, game: reported.append((number, game)))
     assert games == expected_games and reported == list(enumerate(expected_games, 1))
     assert [(int(s[0, 0, 0]), int(s[0, 0, 1])) for s in states] == expected_tags
@@ -456,21 +458,22 @@ def test_normalisation_data_of_games_that_end_give_up_when_the_time_limit_cuts_e
     # --norm_keep game_over: only games that end by a game over, and no endless play
     env = FakeEpisodicLifeEnv(cut=range(1, 1000), limit=7)
     with pytest.raises(NormalisationError, match="10 games in a row were cut by the time limit.*--max_episode_step"):
-        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), keep="game_over", max_lives=0)
+        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), EPSILON, keep="game_over", max_lives=0)
     assert env.game == 10
     env = FakeEpisodicLifeEnv(cut=range(1, 1000), limit=7)
     with pytest.raises(NormalisationError, match="3 games in a row"):
-        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), keep="game_over", max_cut_in_a_row=3)
+        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), EPSILON, keep="game_over",
+                                     max_cut_in_a_row=3)
     assert env.game == 3
     # only cuts IN A ROW count: two cut games, a kept one, two cut games, a kept one is fine with a limit of 3
     env = FakeEpisodicLifeEnv(cut=(1, 2, 4, 5), limit=7)
-    _, games = collect_normalisation_states(ann, env, 8, np.random.default_rng(0), keep="game_over",
+    _, games = collect_normalisation_states(ann, env, 8, np.random.default_rng(0), EPSILON, keep="game_over",
                                             max_cut_in_a_row=3)
     assert [g.cut for g in games] == [True, True, False, True, True, False]
     # the default rule plays on (a game with lives cut by the time limit is dropped) until the life cap
     env = FakeEpisodicLifeEnv(cut=range(1, 1000), limit=7)
     with pytest.raises(NormalisationError, match="no normalisation data after 30 lives .*--norm_max_lives"):
-        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), max_lives=30)
+        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), EPSILON, max_lives=30)
     assert env.game == 15  # two lives per game: the time limit cuts the second
 
 
@@ -510,7 +513,7 @@ def test_an_episode_is_a_full_game_across_lives_with_the_raw_score(ann, monkeypa
     monkeypatch.setattr(raw, "step", step_with_bonus)
     monkeypatch.setattr(env, "step", recorded_step)
     monkeypatch.setattr(env, "reset", recorded_reset)
-    stats = play_episode(SpikingNetwork.from_ann(ann), ann, env, 4, np.random.default_rng(0))
+    stats = play_episode(SpikingNetwork.from_ann(ann), ann, env, 4, np.random.default_rng(0), EPSILON)
     rewards = [step[1] for step in steps]
     lives_lost = [i + 1 for i, step in enumerate(steps) if step[2] and step[4]["lives"] > 0]
     # one reset to start the game, then one after each lost life (the env presses FIRE), and the game goes on
@@ -594,7 +597,7 @@ def test_the_score_includes_the_rewards_of_the_envs_own_reset_steps(ann, monkeyp
     # FIRE steps earn 1,500 of the game's 2,000 points. The original scored its Monitor's episode return, all of it.
     env = make_game_env("AtlantisNoFrameskip-v4", seed=3, max_episode_step=340)
     recorded = Recorded(env, monkeypatch)
-    stats = play_episode(SpikingNetwork.from_ann(ann), ann, env, 2, np.random.default_rng(3))
+    stats = play_episode(SpikingNetwork.from_ann(ann), ann, env, 2, np.random.default_rng(3), EPSILON)
     agent_rewards = sum(step[2] for step in recorded.steps)
     assert stats.steps == len(recorded.steps) and recorded.steps[-1][4]  # cut by the time limit
     assert sum(recorded.reset_rewards) > 0
@@ -608,7 +611,7 @@ def test_a_games_firing_rate_averages_the_greedy_steps_of_its_last_life(ann, lam
     for over in ("last_life", "game"):
         env = make_game_env(GAME, seed=1, max_episode_step=80)
         recorded = Recorded(env, monkeypatch)
-        stats = play_episode(snn, ann, env, T, np.random.default_rng(1), firing_rate_over=over)
+        stats = play_episode(snn, ann, env, T, np.random.default_rng(1), EPSILON, firing_rate_over=over)
         results[over] = (stats, recorded)
     (last, recorded), (whole, _) = results["last_life"], results["game"]
     assert last.steps == whole.steps and last.greedy_steps == whole.greedy_steps  # the same game
@@ -634,14 +637,14 @@ def test_normalisation_keeps_lifeless_games_cut_by_the_time_limit(ann, monkeypat
     env = make_game_env("PongNoFrameskip-v4", seed=0, max_episode_step=30)
     pong_ann = build_network("Dqn", env.action_space.n).eval().requires_grad_(False)
     recorded = Recorded(env, monkeypatch)
-    states, games = collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0))
+    states, games = collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0), EPSILON)
     assert [(g.steps, g.kept, g.cut, g.lives) for g in games] == [(28, 28, True, 1)] * 2  # 30 - 2 FIRE steps
     assert all(step[5] == 0 for step in recorded.steps)
     assert np.array_equal(np.stack(states), np.stack([step[0] for step in recorded.steps]))
     # --norm_keep game_over drops them, and gives up after 10 in a row
     env = make_game_env("PongNoFrameskip-v4", seed=0, max_episode_step=30)
     with pytest.raises(NormalisationError, match="10 games in a row were cut by the time limit"):
-        collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0), keep="game_over")
+        collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0), EPSILON, keep="game_over")
 
 
 def test_normalisation_stops_after_the_life_cap_whatever_the_number_of_states(ann, monkeypatch):
@@ -650,7 +653,7 @@ def test_normalisation_stops_after_the_life_cap_whatever_the_number_of_states(an
     # Breakout, 5 lives a game: 7 lives are one whole game (its last life kept) and 2 lives of the next
     env = make_game_env(GAME, seed=0, max_episode_step=10_000)
     recorded = Recorded(env, monkeypatch)
-    states, games = collect_normalisation_states(ann, env, 10**6, np.random.default_rng(0), max_lives=7)
+    states, games = collect_normalisation_states(ann, env, 10**6, np.random.default_rng(0), EPSILON, max_lives=7)
     lives = recorded.lives()
     assert len(lives) == 7 and recorded.steps[lives[4][-1]][5] == 0  # game over after the 5th
     assert [(g.lives, g.cut, g.stopped) for g in games] == [(5, False, False), (2, False, True)]
@@ -826,6 +829,35 @@ def test_convert_end_to_end_inside_the_folder_on_a_run_py_checkpoint(trained_run
     summary = check_outputs(process, str(out))
     assert summary["model"] == os.path.abspath(run.model_path) and summary["game"] == GAME
 
+
+
+def test_convert_takes_the_game_from_the_checkpoint_and_an_old_bare_state_dict_still_converts(tmp_path, capsys):
+    torch.manual_seed(0)
+    net = build_network("Dqn", 6)
+    new = tmp_path / "new.pkl"
+    save_checkpoint(net, str(new), "PongNoFrameskip-v4")
+    old_run = tmp_path / "Dqn_PongNoFrameskip-v4_seed0_2026-01-01_00-00-00"  # a run folder from before format 1
+    old_run.mkdir()
+    torch.save(net.state_dict(), old_run / "best.pkl")
+    (old_run / "config.json").write_text(json.dumps({"program": "run.py", "model": "Dqn",
+                                                     "env_id": "PongNoFrameskip-v4"}))
+    # Pong has no lives: a game cut by the time limit gives normalisation states, so 30 steps are enough.
+    fast = ["--episode", "1", "--time", "4", "--norm_examples", "20", "--max_episode_step", "30", "--device", "cpu"]
+    for name, model in (("new", new), ("old", old_run)):
+        convert.cli(["--model", str(model), *fast, "--output_dir", str(tmp_path / name)])
+        summary_path, = glob.glob(str(tmp_path / name / "ConvSNN_PongNoFrameskip-v4_T4_*" / "summary.json"))
+        summary = json.load(open(summary_path, encoding="utf-8"))
+        assert summary["game"] == "PongNoFrameskip-v4" and summary["neuron_counts"]["fc2"] == 6
+        assert summary["epsilon"] == EPSILON  # run.py's evaluation epsilon, from one place
+    capsys.readouterr()
+    for model, source in ((new, "its metadata"), (old_run, "its run's config.json")):
+        with pytest.raises(SystemExit) as exit_info:
+            convert.cli(["--model", str(model), "--game", "SpaceInvadersNoFrameskip-v4", *fast,
+                         "--output_dir", str(tmp_path / "refused")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"trained on PongNoFrameskip-v4 ({source}), not SpaceInvadersNoFrameskip-v4" in err
+    assert not (tmp_path / "refused").exists()
 
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory):

@@ -248,6 +248,16 @@ def test_the_command_exports_a_run_folder_with_its_configuration(models, tmp_pat
     assert graph.metadata["model"] == "Dsqn" and int(graph.metadata["T"]) == T
 
 
+
+def test_an_old_bare_state_dict_exports_with_its_model_and_T(tmp_path, capsys):
+    old = tmp_path / "old.pkl"  # as run.py wrote best.pkl before checkpoints had a format
+    torch.save(firing(build_network("DsqnSpike", 4, T=T + 1)).state_dict(), old)
+    out = tmp_path / "old.nir"
+    export_nir.main(["--model", str(old), "--out", str(out), "--check_frames", "1"])
+    assert "identical spike trains in every layer" in capsys.readouterr().out
+    graph = nir.read(str(out))
+    assert graph.metadata["model"] == "DsqnSpike" and int(graph.metadata["T"]) == T + 1
+
 def test_the_command_exports_a_conversion_run(models, tmp_path, capsys):
     out = tmp_path / "sub" / "snn.nir"
     export_nir.main(["--model", str(models / "ConvSNN_run" / "snn.pt"), "--out", str(out), "--check_frames", "1",

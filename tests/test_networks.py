@@ -142,8 +142,10 @@ def test_checkpoint_round_trip_gives_identical_predictions(model, frames, tmp_pa
     net = make(model)
     path = str(tmp_path / "net.pkl")
     save_checkpoint(net, path)
-    # A plain state dict, readable with weights_only=True.
+    # Plain metadata and a state dict, readable with weights_only=True.
     state = torch.load(path, weights_only=True)
+    assert state["model"] == model
+    state = state["state_dict"]
     assert "conv1.weight" in state and int(state["model_id"]) == MODELS.index(model)
     torch.manual_seed(123)
     other = build_network(model, N_ACTIONS, T=8)
@@ -220,3 +222,54 @@ def test_compiled_network_matches_eager_and_keeps_plain_keys(frames):
     assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints stay plain
     with torch.no_grad():
         torch.testing.assert_close(compiled(frames), eager(frames), rtol=1e-4, atol=1e-5)
+
+
+def test_new_checkpoint_carries_metadata_and_old_format_still_loads(tmp_path):
+    from neural_network import read_checkpoint, save_checkpoint
+    net = build_network("Dsqn", 6, T=5)
+    new = str(tmp_path / "new.pkl")
+    save_checkpoint(net, new, "PongNoFrameskip-v4")
+    raw = torch.load(new, weights_only=True)
+    assert {k: raw[k] for k in ("format", "model", "game", "T", "n_actions")} == {
+        "format": 1, "model": "Dsqn", "game": "PongNoFrameskip-v4", "T": 5, "n_actions": 6}
+    _, info = read_checkpoint(new)
+    assert (info.model, info.game, info.T, info.n_actions, info.format) == ("Dsqn", "PongNoFrameskip-v4", 5, 6, 1)
+    old = str(tmp_path / "old.pkl")  # written exactly as before format 1: a bare state dict
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, old)
+    other = build_network("Dsqn", 6, T=5)
+    info = load_checkpoint(other, old)
+    assert (info.model, info.game, info.format) == ("Dsqn", None, 0)
+    assert torch.equal(other.fc2.weight, net.fc2.weight)
+    with pytest.raises(CheckpointError, match="holds a Dsqn network, not Dqn"):
+        load_checkpoint(build_network("Dqn", 6), new)
+
+
+def test_checkpoint_metadata_must_agree_with_its_weights_and_names_the_game(tmp_path):
+    from neural_network import checkpoint, read_checkpoint, trained_game
+
+    net = build_network("Dsqn", 6, T=5)
+    payload = checkpoint.checkpoint_payload(net, "PongNoFrameskip-v4")
+    for name, change, words in (("actions.pkl", {"n_actions": 4}, "n_actions 4"), ("T.pkl", {"T": 7}, "T 7"),
+                                ("model.pkl", {"model": "Snn"}, "unknown model 'Snn'"),
+                                ("newer.pkl", {"format": 2}, "format 2, newer")):
+        torch.save({**payload, **change}, tmp_path / name)
+        with pytest.raises(CheckpointError, match=words):
+            read_checkpoint(str(tmp_path / name))
+    # The model is known by its name: the positional model_id buffer is only a label in a format-1 file.
+    torch.save({**payload, "state_dict": {**payload["state_dict"], "model_id": torch.tensor(3)}}, tmp_path / "id.pkl")
+    info = load_checkpoint(build_network("Dsqn", 6, T=5), str(tmp_path / "id.pkl"))
+    assert info.model == "Dsqn"
+
+    new, old = str(tmp_path / "new.pkl"), str(tmp_path / "old.pkl")
+    save_checkpoint(net, new, "PongNoFrameskip-v4")
+    torch.save(net.state_dict(), old)  # as the code before format 1 wrote it
+    _, new_info = read_checkpoint(new)
+    _, old_info = read_checkpoint(old)
+    run_config = {"env_id": "BreakoutNoFrameskip-v4"}  # a config.json beside the file
+    assert trained_game(new, new_info, run_config, None, "--env_id") == "PongNoFrameskip-v4"  # metadata first
+    assert trained_game(old, old_info, run_config, None, "--env_id") == "BreakoutNoFrameskip-v4"
+    assert trained_game(old, old_info, {}, "BoxingNoFrameskip-v4", "--env_id") is None
+    with pytest.raises(CheckpointError, match="trained on PongNoFrameskip-v4 .its metadata., not Breakout.*--game"):
+        trained_game(new, new_info, {}, "BreakoutNoFrameskip-v4", "--game")
+    with pytest.raises(CheckpointError, match="trained on BreakoutNoFrameskip-v4 .its run's config.json."):
+        trained_game(old, old_info, run_config, "PongNoFrameskip-v4", "--env_id")

@@ -116,8 +116,8 @@ def test_killed_at_random_points_and_resumed_equals_the_run_never_interrupted(un
     assert comparable_scalars(run_dir) == comparable_scalars(uninterrupted)
     ours, theirs = final_network(run_dir), final_network(uninterrupted)
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
-    best_ours = torch.load(os.path.join(run_dir, "best.pkl"), weights_only=True)
-    best_theirs = torch.load(os.path.join(uninterrupted, "best.pkl"), weights_only=True)
+    best_ours = torch.load(os.path.join(run_dir, "best.pkl"), weights_only=True)["state_dict"]
+    best_theirs = torch.load(os.path.join(uninterrupted, "best.pkl"), weights_only=True)["state_dict"]
     assert all(torch.equal(best_ours[k], best_theirs[k]) for k in best_theirs)
     assert json.load(open(os.path.join(run_dir, "status.json")))["status"] == "finished"
 

@@ -110,7 +110,7 @@ def test_a_run_by_hand_gives_the_same_result_as_in_the_sweep(local_grid, tmp_pat
     assert by_hand.returncode == 0, by_hand.stderr[-2000:]
     mine, theirs = tmp_path / name, sweep_dir / "runs" / name
     assert evaluation_lines(mine) == evaluation_lines(theirs) and evaluation_lines(mine)
-    a, b = (torch.load(d / "best.pkl", weights_only=True) for d in (mine, theirs))
+    a, b = (torch.load(d / "best.pkl", weights_only=True)["state_dict"] for d in (mine, theirs))
     assert a.keys() == b.keys()
     for key in a:
         if isinstance(a[key], torch.Tensor):

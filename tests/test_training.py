@@ -186,10 +186,10 @@ def test_best_checkpoint_is_saved_when_the_average_reaches_the_best_so_far(tmp_p
     saved = []
     real_save = training.save_checkpoint
     monkeypatch.setattr(training, "save_checkpoint",
-                        lambda net, path: saved.append(trainer.p.pending_eval) or real_save(net, path))
+                        lambda net, path, game: saved.append(trainer.p.pending_eval) or real_save(net, path, game))
     trainer.learn()
     assert saved == [0, 10, 30]  # a tie (step 10) is saved, as in the original; lower averages are not
-    best = torch.load(tmp_path / "best.pkl", weights_only=True)
+    best = torch.load(tmp_path / "best.pkl", weights_only=True)["state_dict"]
     assert torch.equal(best["fc2.bias"], snapshots[3])
     assert trainer.p.best_score == 5.0
 
@@ -213,7 +213,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(tmp_path, monkey
     manifest = json.load(open(tmp_path / "state" / "manifest.json"))
     assert manifest["timestep"] == 11  # saved after step 10; nothing later replaced it
     assert json.load(open(tmp_path / "status.json"))["status"] == "diverged"
-    best = torch.load(tmp_path / "best.pkl", weights_only=True)
+    best = torch.load(tmp_path / "best.pkl", weights_only=True)["state_dict"]
     assert all(torch.isfinite(value).all() for value in best.values() if value.is_floating_point())
 
 
