@@ -11,7 +11,8 @@ commit), run.log, tensorboard/, status.json; learn: best.pkl (the best network: 
 model, game, T and weights, neural_network/checkpoint.py) and state/ (the full training state for --resume); play:
 summary.json and, with --use_video_recorder, videos/; robustness: robustness.csv and levels/ (one play summary per
 level; docs/ROBUSTNESS.md). Play and robustness take the model, the game and T from the checkpoint (an older bare
-state dict: its game from the config.json beside it); a --model or --env_id that contradicts it is refused.
+state dict: its game from the config.json beside it); a --model that contradicts it is refused, a given
+--env_id other than the trained game is played as asked (with a note).
 """
 
 from __future__ import annotations
@@ -305,8 +306,8 @@ def prepare_device(config):
 
 def load_played_network(config, given: dict):
     """The network --model_path names, built and loaded; its model, game and T taken from the checkpoint unless
-    given (a file written before format 1: its game from its run's config.json), a --model or --env_id that
-    contradicts it refused, and the game's mode and difficulty checked. Returns (checkpoint path, network, device,
+    given (a file written before format 1: its game from its run's config.json), a --model that contradicts it
+    refused, and the game's mode and difficulty checked. Returns (checkpoint path, network, device,
     spiking)."""
     from agent.robustness import check_game_settings
     from environment import action_count, check_env_id

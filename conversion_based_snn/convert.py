@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def checkpoint_game(config: ConvertConfig, given: dict, model_path: str, trained: dict) -> str:
-    """The game to play: the checkpoint's (its metadata, else its run's config.json), else --game; a --game that
-    contradicts the checkpoint is refused."""
+    """The game to play: --game when given (a game other than the trained one gets a note), else the checkpoint's
+    (its metadata, else its run's config.json), else --game's default."""
     from environment import check_env_id
     from neural_network import read_checkpoint, trained_game
 

@@ -21,6 +21,7 @@ contradicts its own weights, or a NaN or infinite weight (from a diverged run) i
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -121,16 +122,16 @@ def _with_metadata(path: str, meta: dict, n_actions: int, T: int) -> CheckpointI
 
 
 def trained_game(path: str, info: CheckpointInfo, run_config: dict, given: str | None, option: str) -> str | None:
-    """The game the checkpoint ``path`` was trained on: its metadata, else (a file written before format 1) the
-    ``env_id`` of ``run_config`` (the config.json of the run folder that holds it), else None. A ``given`` game
-    that contradicts it is refused (``option``: the program's name for the game option)."""
+    """The game to play the checkpoint ``path`` on: a ``given`` one, else the game it was trained on (its metadata,
+    else, for a file written before format 1, the ``env_id`` of ``run_config``, the config.json of the run folder
+    that holds it), else None. A given game other than the trained one is played as asked (a transfer test), with
+    one note on stderr (``option``: the program's name for the game option)."""
     game, source = info.game, "its metadata"
     if game is None and isinstance(run_config.get("env_id"), str):
         game, source = run_config["env_id"], "its run's config.json"
     if given is not None and game is not None and given != game:
-        raise CheckpointError(f"{path} was trained on {game} ({source}), not {given}; leave {option} out to use "
-                              f"{game}, or give a checkpoint trained on {given}")
-    return game
+        print(f"note: {path} was trained on {game} ({source}); it plays {given} as {option} asks", file=sys.stderr)
+    return given or game
 
 
 def load_checkpoint(net: QNetwork, path: str) -> CheckpointInfo:

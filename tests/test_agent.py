@@ -98,10 +98,12 @@ def test_a_checkpoint_plays_its_own_model_game_and_T_without_options(tmp_path, c
     assert (summary["model"], summary["env_id"], summary["T"]) == ("DsqnIF", "PongNoFrameskip-v4", 3)
     assert glob.glob(str(out / "DsqnIF_PongNoFrameskip-v4_play_*"))
     capsys.readouterr()
+    # Another game with as many actions is played as asked (a transfer test), with one note.
+    run_py.cli([*PLAY_FAST, "--model_path", path, "--env_id", "SpaceInvaders", "--output_dir", str(tmp_path / "x")])
+    assert _played(tmp_path / "x")["env_id"] == "SpaceInvadersNoFrameskip-v4"
+    assert "was trained on PongNoFrameskip-v4 (its metadata); it plays SpaceInvadersNoFrameskip-v4" in \
+        capsys.readouterr().err
     refused = tmp_path / "refused"
-    one_line_error(capsys, [*PLAY_FAST, "--model_path", path, "--env_id", "SpaceInvaders", "--output_dir",
-                            str(refused)], "trained on PongNoFrameskip-v4", "not SpaceInvadersNoFrameskip-v4",
-                   "--env_id")
     one_line_error(capsys, [*PLAY_FAST, "--model_path", path, "--model", "Dsqn", "--output_dir", str(refused)],
                    "holds a DsqnIF network, not Dsqn")
     assert not refused.exists()
@@ -118,8 +120,10 @@ def test_an_old_bare_state_dict_still_plays(tmp_path, capsys):
     run_py.cli([*PLAY_FAST, "--model_path", str(run_dir / "best.pkl"), "--output_dir", str(tmp_path / "a")])
     summary = _played(tmp_path / "a")
     assert (summary["model"], summary["env_id"], summary["T"]) == ("Dsqn", "PongNoFrameskip-v4", 2)
-    one_line_error(capsys, [*PLAY_FAST, "--model_path", str(run_dir), "--env_id", "SpaceInvaders", "--output_dir",
-                            str(tmp_path / "b")], "trained on PongNoFrameskip-v4 (its run's config.json)")
+    run_py.cli([*PLAY_FAST, "--model_path", str(run_dir), "--env_id", "SpaceInvaders", "--output_dir",
+                str(tmp_path / "b")])
+    assert _played(tmp_path / "b")["env_id"] == "SpaceInvadersNoFrameskip-v4"
+    assert "trained on PongNoFrameskip-v4 (its run's config.json)" in capsys.readouterr().err
     # Alone, without its run's config.json, it plays on the game given.
     alone = tmp_path / "alone.pkl"
     torch.save(build_network("Dqn", 6).state_dict(), alone)
