@@ -345,7 +345,7 @@ def play(config, given: dict) -> None:
     from agent.robustness import observation_attack, perturbation_settings, play_envs
     from neural_network import SpikeMonitor
     from utils.energy import format_energy
-    from utils.runs import ProgressFile, create_run_dir, shown, timestamp, write_json, write_status
+    from utils.runs import ProgressFile, RunFolder, create_run_dir, shown, timestamp, write_status
 
     model_path, net, device, spiking = load_played_network(config, given)
     run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
@@ -382,7 +382,7 @@ def play(config, given: dict) -> None:
     energy = play_energy(agent.net, summary, spiking)
     if energy is not None:
         summary["energy"] = energy
-    write_json(os.path.join(run_dir, "summary.json"), summary)
+    RunFolder(run_dir).write_summary(summary)
     write_status(run_dir, "finished")
     progress.update("finished", config.eval_episode_num, config.eval_episode_num, counts="play")
     keys = ["average_score", "max_score", "score_std", "average_max_q", "average_max_q_std"]

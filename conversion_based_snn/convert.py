@@ -144,8 +144,7 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
         make_game_env,
         summarise,
     )
-    from utils.files import write_json
-    from utils.runs import ProgressFile
+    from utils.runs import ProgressFile, RunFolder
 
     progress = ProgressFile(run_dir, unit="game")  # progress.json, for a watcher such as the sweep
     progress.update("normalise")
@@ -210,7 +209,7 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
         config=record,
     )
     summary["energy"] = conversion_energy(snn, summary)
-    write_json(os.path.join(run_dir, "summary.json"), summary)
+    RunFolder(run_dir).write_summary(summary)
     progress.update("finished", config.episode, config.episode, counts="play")
     logger.info("summary: %s", {k: summary[k] for k in ("score_mean", "score_std", "mix_mean", "spike_mean",
                                                            "average_firing_rate", "spikes_per_greedy_action")})
