@@ -28,7 +28,8 @@ import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 
-from .architecture import CONV_OUTPUT_SIZE, LAYER_NAMES, MODELS, nature_dqn_layers  # noqa: F401 - re-exported
+# CONV_OUTPUT_SIZE and MODELS are re-exported
+from .architecture import CONV_OUTPUT_SIZE, LAYER_NAMES, MODELS, frame_stack_shape, nature_dqn_layers  # noqa: F401
 
 SURROGATES = ("ATan", "Sigmoid")
 
@@ -116,6 +117,16 @@ class QNetwork(nn.Module):
     def weight_layers(self) -> list[nn.Module]:
         """conv1 ... fc2, in the order the input flows through them."""
         return [getattr(self, name) for name in LAYER_NAMES]
+
+    @property
+    def named_weight_layers(self) -> dict[str, nn.Module]:
+        """conv1 ... fc2 by name, in the order the input flows through them."""
+        return {name: getattr(self, name) for name in LAYER_NAMES}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One input (no batch dimension): the frame stack conv1 reads."""
+        return frame_stack_shape(self.weight_layers[0].in_channels)
 
     @property
     def spiking_layer_names(self) -> list[str]:
