@@ -38,6 +38,26 @@ def nature_dqn_layers(n_actions: int, history_len: int = 4, **factory) -> dict:
     return layers
 
 
+class NatureDqnLayers:
+    """The weight layers of a network that holds them as attributes named :data:`LAYER_NAMES` (a mixin of the
+    Q-network and the converted spiking network)."""
+
+    @property
+    def weight_layers(self) -> list:
+        """conv1 ... fc2, in the order the input flows through them."""
+        return [getattr(self, name) for name in LAYER_NAMES]
+
+    @property
+    def named_weight_layers(self) -> dict:
+        """conv1 ... fc2 by name, in the order the input flows through them."""
+        return {name: getattr(self, name) for name in LAYER_NAMES}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One input (no batch dimension): the frame stack conv1 reads."""
+        return frame_stack_shape(self.weight_layers[0].in_channels)
+
+
 def nature_dqn_layer_macs(n_actions: int, history_len: int = 4) -> dict[str, int]:
     """Per layer MACs of the Nature DQN, from the architecture alone (no weights are allocated)."""
     from utils.energy import network_macs

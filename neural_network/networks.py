@@ -29,7 +29,7 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 
 # CONV_OUTPUT_SIZE and MODELS are re-exported
-from .architecture import CONV_OUTPUT_SIZE, LAYER_NAMES, MODELS, frame_stack_shape, nature_dqn_layers  # noqa: F401
+from .architecture import CONV_OUTPUT_SIZE, LAYER_NAMES, MODELS, NatureDqnLayers, nature_dqn_layers  # noqa: F401
 
 SURROGATES = ("ATan", "Sigmoid")
 
@@ -54,7 +54,7 @@ def is_spiking(model: str) -> bool:
     return MODEL_KINDS[model].neuron != "relu"
 
 
-class QNetwork(nn.Module):
+class QNetwork(NatureDqnLayers, nn.Module):
     """One network class for all four models; build it with :func:`build_network`.
 
     The state dict holds the five weight layers plus two integer buffers, ``model_id`` (the index of the model
@@ -112,21 +112,6 @@ class QNetwork(nn.Module):
     @property
     def spiking(self) -> bool:
         return self.kind.neuron != "relu"
-
-    @property
-    def weight_layers(self) -> list[nn.Module]:
-        """conv1 ... fc2, in the order the input flows through them."""
-        return [getattr(self, name) for name in LAYER_NAMES]
-
-    @property
-    def named_weight_layers(self) -> dict[str, nn.Module]:
-        """conv1 ... fc2 by name, in the order the input flows through them."""
-        return {name: getattr(self, name) for name in LAYER_NAMES}
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """One input (no batch dimension): the frame stack conv1 reads."""
-        return frame_stack_shape(self.weight_layers[0].in_channels)
 
     @property
     def spiking_layer_names(self) -> list[str]:

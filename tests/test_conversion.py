@@ -44,6 +44,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONVERT_DIR = os.path.join(REPO_ROOT, "conversion_based_snn")
 GAME = "BreakoutNoFrameskip-v4"
 NODE_TYPES = ("SubtractiveResetIFNodes", "LIFNodes")
+EPSILON = 0.05  # the conversion's epsilon-greedy policy
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------------
@@ -444,7 +445,7 @@ def test_normalisation_data_are_the_last_lives_of_games_that_end(ann, env_kwargs
                                                                    expected_tags):
     env = FakeEpisodicLifeEnv(**env_kwargs)
     reported = []
-    states, games = collect_normalisation_states(ann, env, n_examples, np.random.default_rng(0),
+    states, games = collect_normalisation_states(ann, env, n_examples, np.random.default_rng(0), EPSILON,
                                                  on_game=lambda number, game: reported.append((number, game)))
     assert games == expected_games and reported == list(enumerate(expected_games, 1))
     assert [(int(s[0, 0, 0]), int(s[0, 0, 1])) for s in states] == expected_tags
@@ -456,21 +457,22 @@ def test_normalisation_data_of_games_that_end_give_up_when_the_time_limit_cuts_e
     # --norm_keep game_over: only games that end by a game over, and no endless play
     env = FakeEpisodicLifeEnv(cut=range(1, 1000), limit=7)
     with pytest.raises(NormalisationError, match="10 games in a row were cut by the time limit.*--max_episode_step"):
-        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), keep="game_over", max_lives=0)
+        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), EPSILON, keep="game_over", max_lives=0)
     assert env.game == 10
     env = FakeEpisodicLifeEnv(cut=range(1, 1000), limit=7)
     with pytest.raises(NormalisationError, match="3 games in a row"):
-        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), keep="game_over", max_cut_in_a_row=3)
+        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), EPSILON, keep="game_over",
+                                     max_cut_in_a_row=3)
     assert env.game == 3
     # only cuts IN A ROW count: two cut games, a kept one, two cut games, a kept one is fine with a limit of 3
     env = FakeEpisodicLifeEnv(cut=(1, 2, 4, 5), limit=7)
-    _, games = collect_normalisation_states(ann, env, 8, np.random.default_rng(0), keep="game_over",
+    _, games = collect_normalisation_states(ann, env, 8, np.random.default_rng(0), EPSILON, keep="game_over",
                                             max_cut_in_a_row=3)
     assert [g.cut for g in games] == [True, True, False, True, True, False]
     # the default rule plays on (a game with lives cut by the time limit is dropped) until the life cap
     env = FakeEpisodicLifeEnv(cut=range(1, 1000), limit=7)
     with pytest.raises(NormalisationError, match="no normalisation data after 30 lives .*--norm_max_lives"):
-        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), max_lives=30)
+        collect_normalisation_states(ann, env, 5, np.random.default_rng(0), EPSILON, max_lives=30)
     assert env.game == 15  # two lives per game: the time limit cuts the second
 
 
@@ -510,7 +512,7 @@ def test_an_episode_is_a_full_game_across_lives_with_the_raw_score(ann, monkeypa
     monkeypatch.setattr(raw, "step", step_with_bonus)
     monkeypatch.setattr(env, "step", recorded_step)
     monkeypatch.setattr(env, "reset", recorded_reset)
-    stats = play_episode(SpikingNetwork.from_ann(ann), ann, env, 4, np.random.default_rng(0))
+    stats = play_episode(SpikingNetwork.from_ann(ann), ann, env, 4, np.random.default_rng(0), EPSILON)
     rewards = [step[1] for step in steps]
     lives_lost = [i + 1 for i, step in enumerate(steps) if step[2] and step[4]["lives"] > 0]
     # one reset to start the game, then one after each lost life (the env presses FIRE), and the game goes on
@@ -594,7 +596,7 @@ def test_the_score_includes_the_rewards_of_the_envs_own_reset_steps(ann, monkeyp
     # FIRE steps earn 1,500 of the game's 2,000 points. The original scored its Monitor's episode return, all of it.
     env = make_game_env("AtlantisNoFrameskip-v4", seed=3, max_episode_step=340)
     recorded = Recorded(env, monkeypatch)
-    stats = play_episode(SpikingNetwork.from_ann(ann), ann, env, 2, np.random.default_rng(3))
+    stats = play_episode(SpikingNetwork.from_ann(ann), ann, env, 2, np.random.default_rng(3), EPSILON)
     agent_rewards = sum(step[2] for step in recorded.steps)
     assert stats.steps == len(recorded.steps) and recorded.steps[-1][4]  # cut by the time limit
     assert sum(recorded.reset_rewards) > 0
@@ -608,7 +610,7 @@ def test_a_games_firing_rate_averages_the_greedy_steps_of_its_last_life(ann, lam
     for over in ("last_life", "game"):
         env = make_game_env(GAME, seed=1, max_episode_step=80)
         recorded = Recorded(env, monkeypatch)
-        stats = play_episode(snn, ann, env, T, np.random.default_rng(1), firing_rate_over=over)
+        stats = play_episode(snn, ann, env, T, np.random.default_rng(1), EPSILON, firing_rate_over=over)
         results[over] = (stats, recorded)
     (last, recorded), (whole, _) = results["last_life"], results["game"]
     assert last.steps == whole.steps and last.greedy_steps == whole.greedy_steps  # the same game
@@ -634,14 +636,14 @@ def test_normalisation_keeps_lifeless_games_cut_by_the_time_limit(ann, monkeypat
     env = make_game_env("PongNoFrameskip-v4", seed=0, max_episode_step=30)
     pong_ann = build_network("Dqn", env.action_space.n).eval().requires_grad_(False)
     recorded = Recorded(env, monkeypatch)
-    states, games = collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0))
+    states, games = collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0), EPSILON)
     assert [(g.steps, g.kept, g.cut, g.lives) for g in games] == [(28, 28, True, 1)] * 2  # 30 - 2 FIRE steps
     assert all(step[5] == 0 for step in recorded.steps)
     assert np.array_equal(np.stack(states), np.stack([step[0] for step in recorded.steps]))
     # --norm_keep game_over drops them, and gives up after 10 in a row
     env = make_game_env("PongNoFrameskip-v4", seed=0, max_episode_step=30)
     with pytest.raises(NormalisationError, match="10 games in a row were cut by the time limit"):
-        collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0), keep="game_over")
+        collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0), EPSILON, keep="game_over")
 
 
 def test_normalisation_stops_after_the_life_cap_whatever_the_number_of_states(ann, monkeypatch):
@@ -650,7 +652,7 @@ def test_normalisation_stops_after_the_life_cap_whatever_the_number_of_states(an
     # Breakout, 5 lives a game: 7 lives are one whole game (its last life kept) and 2 lives of the next
     env = make_game_env(GAME, seed=0, max_episode_step=10_000)
     recorded = Recorded(env, monkeypatch)
-    states, games = collect_normalisation_states(ann, env, 10**6, np.random.default_rng(0), max_lives=7)
+    states, games = collect_normalisation_states(ann, env, 10**6, np.random.default_rng(0), EPSILON, max_lives=7)
     lives = recorded.lives()
     assert len(lives) == 7 and recorded.steps[lives[4][-1]][5] == 0  # game over after the 5th
     assert [(g.lives, g.cut, g.stopped) for g in games] == [(5, False, False), (2, False, True)]

@@ -84,7 +84,7 @@ def play_episode(
     env,
     T: int,
     rng: np.random.Generator,
-    epsilon: float = 0.05,
+    epsilon: float,
     bar: tqdm | None = None,
     firing_rate_over: str = "last_life",
 ) -> EpisodeStats:
@@ -139,7 +139,7 @@ def evaluate(
     episodes: int,
     T: int,
     rng: np.random.Generator,
-    epsilon: float = 0.05,
+    epsilon: float,
     progress: bool = True,
     on_episode: Callable[[int, EpisodeStats], None] | None = None,
     firing_rate_over: str = "last_life",

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from neural_network.architecture import LAYER_NAMES, OUTPUT_LAYER, frame_stack_shape
+from neural_network.architecture import LAYER_NAMES, OUTPUT_LAYER, NatureDqnLayers
 
 NODE_TYPES = ("SubtractiveResetIFNodes", "LIFNodes")
 SCHEDULES = ("delayed", "same_step")
@@ -112,7 +112,7 @@ def check_T(T: int) -> None:
         raise ValueError(f"T must be at least 1, got {T}")
 
 
-class SpikingNetwork(nn.Module):
+class SpikingNetwork(NatureDqnLayers, nn.Module):
     """The converted network: five weight layers, each followed by a layer of IF (or LIF) neurons."""
 
     def __init__(
@@ -191,20 +191,6 @@ class SpikingNetwork(nn.Module):
         return snn.requires_grad_(False)
 
     # -- structure ------------------------------------------------------------------------------------------------
-
-    @property
-    def weight_layers(self) -> list[nn.Module]:
-        return [getattr(self, name) for name in LAYER_NAMES]
-
-    @property
-    def named_weight_layers(self) -> dict[str, nn.Module]:
-        """conv1 ... fc2 by name, in the order the input flows through them."""
-        return {name: getattr(self, name) for name in LAYER_NAMES}
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """One input (no batch dimension): the frame stack conv1 reads."""
-        return frame_stack_shape(self.weight_layers[0].in_channels)
 
     @property
     def decay(self) -> float | None:
