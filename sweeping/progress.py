@@ -7,7 +7,7 @@ import math
 import os
 import time
 
-from sweeping.packing import read_json
+from utils.files import read_json
 
 
 def read_progress(folder: str) -> dict:
