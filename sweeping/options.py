@@ -132,7 +132,7 @@ def parse_command_line(argv: list[str]) -> tuple[SweepOptions, list[str], str | 
                             "their own (ray start --num-cpus, --object-store-memory)")
     if values["results"] == "return":
         raise UserError("--results return: run folders are no longer sent back through Ray; give --sweep_dir a "
-                        "folder that every node sees (NFS, a mounted bucket; docs/CLUSTER.md)")
+                        "folder that every node sees (a shared file system such as NFS; docs/CLUSTER.md)")
     options = SweepOptions(**values)
     options.grid_run_words = grid.get("run_options", [])  # type: ignore[attr-defined]
     options.model_words = grid.get("model_options", {})  # type: ignore[attr-defined]
