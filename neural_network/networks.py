@@ -28,7 +28,8 @@ import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 
-from .architecture import CONV_OUTPUT_SIZE, LAYER_NAMES, MODELS, nature_dqn_layers  # noqa: F401 - re-exported
+# CONV_OUTPUT_SIZE and MODELS are re-exported
+from .architecture import CONV_OUTPUT_SIZE, LAYER_NAMES, MODELS, NatureDqnLayers, nature_dqn_layers  # noqa: F401
 
 SURROGATES = ("ATan", "Sigmoid")
 
@@ -53,7 +54,7 @@ def is_spiking(model: str) -> bool:
     return MODEL_KINDS[model].neuron != "relu"
 
 
-class QNetwork(nn.Module):
+class QNetwork(NatureDqnLayers, nn.Module):
     """One network class for all four models; build it with :func:`build_network`.
 
     The state dict holds the five weight layers plus two integer buffers, ``model_id`` (the index of the model
@@ -111,11 +112,6 @@ class QNetwork(nn.Module):
     @property
     def spiking(self) -> bool:
         return self.kind.neuron != "relu"
-
-    @property
-    def weight_layers(self) -> list[nn.Module]:
-        """conv1 ... fc2, in the order the input flows through them."""
-        return [getattr(self, name) for name in LAYER_NAMES]
 
     @property
     def spiking_layer_names(self) -> list[str]:

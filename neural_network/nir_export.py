@@ -42,7 +42,8 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 from torch import nn
 
-from .networks import LAYER_NAMES, QNetwork
+from .architecture import LAYER_NAMES, OUTPUT_LAYER, frame_stack_shape
+from .networks import QNetwork
 
 DEFAULT_DT = 1e-4  # seconds per step, SpikingJelly's NIR default
 SNNTORCH_DT = 1e-4  # the step snnTorch 1.0.0's importer assumes (it cannot be told another)
@@ -248,7 +249,7 @@ def neuron_shapes(layers: list[nn.Module], input_shape: tuple[int, ...]) -> list
 
 def _trunk(builder: GraphBuilder, layers: list[nn.Module], cells: list[Neuron], delay: int) -> tuple[str, list]:
     """input -> (delay, weight layer, neurons) for each of ``cells``; returns the last node and the shapes."""
-    input_shape = (layers[0].in_channels, 84, 84)
+    input_shape = frame_stack_shape(layers[0].in_channels)
     shapes = neuron_shapes(layers, input_shape)
     node = builder.add("input", nir.Input(input_type={"input": np.array(input_shape)}))
     source_shape = input_shape
@@ -306,7 +307,7 @@ def spiking_network_to_nir(snn, T: int, *, schedule: str | None = None, dt: floa
                 "node_type": snn.node_type, "schedule": schedule or snn.schedule, "delay_steps": delay,
                 "readout": "q_mix: output spike count over T steps + the output layer's voltage after step T"}
     if cell.v_reset is None:
-        builder.output("q_mix", builder.accumulator("mix", "fc2", n_actions), n_actions)
+        builder.output("q_mix", builder.accumulator("mix", OUTPUT_LAYER, n_actions), n_actions)
         metadata["q_output"] = "q_mix"
     else:
         builder.output("spike_count", builder.accumulator("count", spikes, n_actions), n_actions)

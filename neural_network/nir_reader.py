@@ -1,5 +1,5 @@
-"""Reading a NIR graph back into PyTorch: a small step-by-step simulator (or the same nodes wired by nirtorch), and
-a check of an export against the network it came from (docs/NIR.md).
+"""Reading a NIR graph back into PyTorch: a small step-by-step simulator, and a check of an export against the
+network it came from (docs/NIR.md).
 
 Semantics, one step = ``dt`` seconds of NIR time, forward Euler, the input of step t acting in step t::
 
@@ -32,8 +32,6 @@ from torch import nn
 
 SPIKING = (nir.IF, nir.LIF, nir.Threshold)
 VOLTAGE = (nir.I, nir.LI, nir.IF, nir.LIF)
-NODE_TYPES = (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.Scale, nir.Threshold,
-              nir.Delay, *VOLTAGE)
 
 
 def _tensor(values, dtype: torch.dtype) -> torch.Tensor:
@@ -202,35 +200,6 @@ class GraphSimulator:
         spikes = {name: torch.stack(seq).bool() for name, seq in record.items() if name not in outputs}
         voltages = {name: states[name] for name, node in graph.items() if isinstance(node, VOLTAGE)}
         return GraphRun(outputs, spikes, voltages)
-
-
-class _StatefulModule(nn.Module):
-    def __init__(self, node):
-        super().__init__()
-        self.node = node
-
-    def forward(self, x: torch.Tensor, state=None):
-        return self.node.step(x, state)
-
-
-class _StatelessModule(_StatefulModule):
-    def forward(self, x: torch.Tensor):
-        return self.node.step(x, None)[0]
-
-
-def nirtorch_module(graph: nir.NIRGraph, dt: float | None = None, dtype: torch.dtype = torch.float32):
-    """The graph as a PyTorch module built by nirtorch.nir_to_torch, which wires the nodes (input sums, evaluation
-    order, a cycle's edge reading the previous step) while the nodes keep this module's semantics. One call is one
-    step: ``out, state = module(x, state)``, from state None. nirtorch takes graphs with a single Output node."""
-    import nirtorch
-
-    dt = float(graph.metadata["dt"]) if dt is None else float(dt)
-
-    def to_module(node: nir.NIRNode) -> nn.Module:
-        step = _simulator_node(node, dt, dtype)
-        return (_StatelessModule if isinstance(step, _Stateless) else _StatefulModule)(step)
-
-    return nirtorch.nir_to_torch(graph, dict.fromkeys(NODE_TYPES, to_module))
 
 
 # -- checking an export against its network ---------------------------------------------------------------------------

@@ -27,10 +27,10 @@ Frames of a previous episode are therefore never used.  A sample gathers these i
 Appending
 ---------
 ``append(frame_stack, action, reward, done, next_frame_stack)`` decides whether the transition begins a new episode
-segment.  It does if it is the first append ever, if the previous append had ``done=True``, or (when
-``check_continuity``, the default) if ``frame_stack`` differs from the previous transition's next state as rebuilt
-from the ring (one gather of ``history_len`` frames and one comparison, about 10-20 microseconds per append on one CPU
-core; pass ``check_continuity=False`` to rely on ``done`` alone, about 4 microseconds).  Then:
+segment.  It does if it is the first append ever, if the previous append had ``done=True``, or if ``frame_stack``
+differs from the previous transition's next state as rebuilt from the ring (one gather of ``history_len`` frames and
+one comparison, about 10-20 microseconds per append on one CPU core), so a stream that skips a transition without
+``done`` never mixes two episodes' frames.  Then:
 
 * new episode: the leading run of identical frames of ``frame_stack`` is stored once (``[f0, f0, f0, f0]`` -> 1 frame;
   a non-repeated stack ``[a, b, c, d]`` -> 4 frames; ``[a, a, b, c]`` -> 3 frames), then ``next_frame_stack[-1]``.
@@ -97,7 +97,7 @@ class ReplayMemoryTooLargeError(MemoryError):
 
 
 class Batch(NamedTuple):
-    """A sampled minibatch; all tensors are on the memory's device."""
+    """A sampled minibatch of CPU tensors (the learner moves them to its device)."""
 
     states: torch.Tensor  # uint8 [B, history_len, H, W]
     actions: torch.Tensor  # int64 [B]
@@ -147,10 +147,8 @@ class ReplayMemory:
         history_len: int = 4,
         frame_shape: tuple[int, ...] = (84, 84),
         seed: int | None = None,
-        device: str | torch.device = "cpu",
         check_memory: bool = True,
         frame_headroom: float = 0.02,
-        check_continuity: bool = True,
         frames_file: str | None = None,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
@@ -167,8 +165,6 @@ class ReplayMemory:
         self.history_len = int(history_len)
         self.frame_shape = frame_shape
         self.frame_headroom = float(frame_headroom)
-        self.check_continuity = bool(check_continuity)
-        self.device = torch.device(device)
 
         if check_memory:
             self.check_fits(self.capacity, self.history_len, frame_shape, self.frame_headroom,
@@ -330,9 +326,7 @@ class ReplayMemory:
         frame_stack = self._check_stack(frame_stack, "frame_stack")
         next_frame_stack = self._check_stack(next_frame_stack, "next_frame_stack")
 
-        new_episode = self._last_done or (
-            self.check_continuity and not self._continues_previous(frame_stack)
-        )
+        new_episode = self._last_done or not self._continues_previous(frame_stack)
         if new_episode:
             # Store the leading run of identical frames once.
             first = 0
@@ -391,7 +385,7 @@ class ReplayMemory:
         return states, self._actions[slots], self._rewards[slots], next_states, self._dones[slots]
 
     def sample(self, batch_size: int) -> Batch:
-        """Uniformly sample ``batch_size`` sampleable transitions (with replacement) as tensors on ``device``."""
+        """Uniformly sample ``batch_size`` sampleable transitions (with replacement) as CPU tensors."""
         n = len(self)
         if n == 0:
             raise ValueError("cannot sample from an empty replay memory")
@@ -399,13 +393,12 @@ class ReplayMemory:
             raise ValueError(f"batch_size must be between 1 and len(memory)={n}, got {batch_size}")
         numbers = self._first_valid + self._rng.integers(0, n, size=batch_size)
         states, actions, rewards, next_states, dones = self._gather(numbers)
-        dev = self.device
         return Batch(
-            states=torch.from_numpy(states).to(dev),
-            actions=torch.from_numpy(actions.astype(np.int64)).to(dev),
-            rewards=torch.from_numpy(rewards).to(dev),
-            next_states=torch.from_numpy(next_states).to(dev),
-            dones=torch.from_numpy(dones.astype(np.float32)).to(dev),
+            states=torch.from_numpy(states),
+            actions=torch.from_numpy(actions.astype(np.int64)),
+            rewards=torch.from_numpy(rewards),
+            next_states=torch.from_numpy(next_states),
+            dones=torch.from_numpy(dones.astype(np.float32)),
         )
 
     # ------------------------------------------------------------ persistence

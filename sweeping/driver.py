@@ -18,10 +18,10 @@ import sys
 import time
 from collections import defaultdict
 
-from sweeping import cost, packing, progress
+from sweeping import cost, progress
 from sweeping.options import REPO_ROOT
 from sweeping.state import OWN_FAILURE, SweepState
-from sweeping.worker import cleanup_node, execute
+from sweeping.worker import execute
 
 EXIT_FAILED, EXIT_STOPPED = 1, 130
 PROBE_TIMEOUT_S = 10  # a TCP connection to --address host:port must open within this
@@ -136,9 +136,6 @@ class Driver:
                 ray.init(num_cpus=self.options.num_cpus, include_dashboard=False, log_to_driver=False, job_config=job,
                          object_store_memory=self.options.object_store_mb and self.options.object_store_mb << 20)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        # --results return: every task gets the driver's copy of its run folder; auto: only once a task found
-        # that its node does not see the sweep folder (it then asks for it, see worker.execute)
-        self.ship = self.options.results == "return"
         self.board = progress.make_board()
         memory = {"memory": int(self.options.memory_per_run * 2**30)} if self.options.memory_per_run else {}
         self.task = ray.remote(execute).options(num_cpus=self.options.cpus_per_run,
@@ -147,43 +144,19 @@ class Driver:
                  f"{ray.cluster_resources().get('GPU', 0):g} GPUs; each run holds {self.options.cpus_per_run:g} "
                  f"CPU(s) and {self.options.gpus_per_run:g} GPU(s)")
 
-    def submit(self, name: str, again: bool = False) -> None:
-        spec, attempt = self.specs[name], self.state.run(name).get("attempts", 0) + (0 if again else 1)
-        folder = os.path.join(self.runs_dir, name)
+    def submit(self, name: str) -> None:
+        spec, attempt = self.specs[name], self.state.run(name).get("attempts", 0) + 1
         job = {"name": name, "kind": spec.kind, "words": spec.words, "after": spec.after,
-               "has_copy": spec.kind != "train" or os.path.isdir(folder),
                "timestep_num": spec.config.get("timestep_num") if spec.kind == "train" else None,
-               "sweep_dir": self.sweep_dir, "token": self.token, "results": self.options.results,
-               "repo_root": REPO_ROOT, "attempt": attempt, "cpus": self.options.cpus_per_run,
-               "gpus": self.options.gpus_per_run}
-        pack = dep = None
-        if self.ship:  # the driver's copy goes along, for a node that does not see this folder
-            if spec.kind == "train" and os.path.isdir(folder):
-                pack = packing.pack(folder)
-            if spec.kind != "train":  # a conversion or play: the training run it starts from
-                dep = packing.pack(os.path.join(self.runs_dir, spec.after), only=("best.pkl", "config.json",
-                                                                                   "status.json"))
-        self.refs[self.task.remote(job, pack, dep, self.board)] = name
+               "sweep_dir": self.sweep_dir, "token": self.token, "repo_root": REPO_ROOT, "attempt": attempt,
+               "cpus": self.options.cpus_per_run, "gpus": self.options.gpus_per_run}
+        self.refs[self.task.remote(job, self.board)] = name
         self.view[name] = {"state": "queued", "attempt": attempt, "since": time.time()}
         self.state.record(name, state="running", attempts=attempt, words=spec.words)
 
     # -- outcomes ---------------------------------------------------------------------------------------------------
 
-    def receive(self, name: str, result: dict) -> None:
-        """Take in what a task sent back from a node-local folder: its run folder and its output."""
-        if result.get("pack") is not None:
-            packing.unpack(result.pop("pack"), os.path.join(self.runs_dir, name))
-        if result.get("log") is not None:  # the output of an attempt made in a node-local folder
-            os.makedirs(os.path.join(self.sweep_dir, "logs"), exist_ok=True)
-            with open(os.path.join(self.sweep_dir, "logs", f"{name}.attempt{self.view[name]['attempt']}.log"),
-                      "wb") as log:
-                log.write(result.pop("log"))
-
     def handle(self, name: str, result: dict) -> None:
-        if result.get("need_pack"):  # its node does not see the sweep folder: send the driver's copy along
-            self.ship = True
-            return self.submit(name, again=True)
-        self.receive(name, result)
         if "lost" in result:
             return self.interrupted(name, result["lost"])
         where = {"node": result.get("node"), "host": result.get("host"), "exit": result["rc"],
@@ -237,7 +210,7 @@ class Driver:
             raise Stop()
 
         previous = signal.signal(signal.SIGTERM, on_sigterm)
-        self.ray, self.owns_ray, self.ship = None, False, False
+        self.ray, self.owns_ray = None, False
         try:
             if any(view["state"] == "waiting" for view in self.view.values()):
                 self.start_ray()
@@ -261,8 +234,6 @@ class Driver:
         self.draw(final=True)
         failed = sorted(n for n, v in self.view.items() if v["state"] == "failed")
         self.summary(failed)
-        if self.ship:
-            self.clean_nodes()
         if self.owns_ray:
             self.ray.shutdown()
         self.plot()
@@ -274,13 +245,8 @@ class Driver:
         self.say("stopping: every running run saves its state (the same command continues the sweep)")
         for ref in self.refs:
             self.ray.cancel(ref)
-        try:
-            ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=120)
-            for ref in ready:  # the runs saved their state; from node-local folders it comes back here
-                with contextlib.suppress(self.ray.exceptions.RayError):
-                    self.receive(self.refs[ref], self.ray.get(ref))
-        except (KeyboardInterrupt, Stop):
-            pass
+        with contextlib.suppress(KeyboardInterrupt, Stop):  # the runs save their state in the sweep folder
+            self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=120)
         for name in self.refs.values():
             self.state.record(name, state="stopped")
         print(f"stopped: {len(self.refs)} run(s) were running or queued; the same command continues the sweep",
@@ -333,19 +299,6 @@ class Driver:
         if failed:
             print("  (runs that failed for a reason of their own are not retried when the sweep is started "
                   "again; --retry_failed does, and changed options always do)", file=self.out)
-
-    def clean_nodes(self) -> None:
-        """Remove the node-local copies of the finished runs (the driver has them now)."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        done = [n for n, v in self.view.items() if v["state"] == "done"]
-        task = self.ray.remote(cleanup_node)
-        refs = [task.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-                .remote(self.token, done) for node in self.ray.nodes() if node.get("Alive")]
-        try:
-            self.ray.get(refs, timeout=60)
-        except Exception as error:  # noqa: BLE001 - only tidying up
-            print(f"note: node-local copies not all removed ({type(error).__name__})", file=self.out)
 
     def plot(self) -> None:
         import shlex

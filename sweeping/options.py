@@ -68,10 +68,9 @@ class SweepOptions:
     memory_per_run: float | None = option(None, "GB of memory each run reserves in Ray's scheduling, e.g. 9 for the "
                                                 "7.2 GB replay memory of 1M transitions (default: none declared)",
                                           parse=positive_float)
-    results: str = option("auto", "auto: a task that sees the sweep folder (its token file) writes there, "
-                                  "anywhere else it writes a node-local copy that is sent back to the driver; "
-                                  "shared / return: always the one or the other",
-                          choices=("auto", "shared", "return"))
+    results: str = option("shared", "where the runs write: shared, the sweep folder, which every node must see "
+                                    "(auto means the same; return, node-local folders sent back through Ray, is "
+                                    "no longer offered)", choices=("shared", "auto", "return"))
     max_retries: int = option(3, "retries (with run.py --resume) of a run whose worker was lost, killed or "
                                  "pre-empted, per invocation", parse=non_negative_int)
     retry_failed: bool = option(False, "also retry the runs that failed for a reason of their own before "
@@ -131,6 +130,9 @@ def parse_command_line(argv: list[str]) -> tuple[SweepOptions, list[str], str | 
         if values["address"] and values[local]:
             raise UserError(f"--{local} sizes the local Ray instance; with --address the cluster's nodes declare "
                             "their own (ray start --num-cpus, --object-store-memory)")
+    if values["results"] == "return":
+        raise UserError("--results return: run folders are no longer sent back through Ray; give --sweep_dir a "
+                        "folder that every node sees (a shared file system such as NFS; docs/CLUSTER.md)")
     options = SweepOptions(**values)
     options.grid_run_words = grid.get("run_options", [])  # type: ignore[attr-defined]
     options.model_words = grid.get("model_options", {})  # type: ignore[attr-defined]

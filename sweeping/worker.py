@@ -1,8 +1,7 @@
 """What one Ray task does on its node: run one run.py or convert.py run as a subprocess, to the end.
 
-* Where: in the driver's sweep folder when this node sees it (its token file holds the sweep's token), else in a
-  node-local copy under $SWEEP_LOCAL_DIR (default <tmp>/dsqn-sweep)/<token>/, whose run folder is packed and
-  returned to the driver when the process ends (finished or not).
+* Where: in the driver's sweep folder, which every node must see (its token file holds the sweep's token); on a
+  node that does not, the task ends at once with one line saying so, and the driver counts it as interrupted.
 * One process per run folder at a time: a lock file, held by the task and inherited by the subprocess, so a retry
   waits until a previous attempt's process (which may outlive a killed worker for a moment) has saved and exited.
 * A run folder that has a config.json is continued with ``run.py --resume`` (the same options: run.py refuses any
@@ -19,29 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
-from sweeping import packing
 from sweeping.progress import read_progress
 from utils.runs import RunFolder
 
 TOKEN_FILE = ".sweep-token"
 POLL_S = 0.5
 REPORT_S = 3.0
-LOG_RETURNED = 256 * 1024  # the end of a node-local attempt's output that is sent back to the driver
-
-
-def node_root(token: str) -> str:
-    base = os.environ.get("SWEEP_LOCAL_DIR") or os.path.join(tempfile.gettempdir(), "dsqn-sweep")
-    return os.path.join(os.path.abspath(base), token)
 
 
 def sees_sweep_dir(sweep_dir: str, token: str) -> bool:
@@ -110,26 +100,21 @@ def _command(job: dict, runs_dir: str, folder: str) -> list[str]:
     return [sys.executable, run_py, *job["words"], "--output_dir", runs_dir, "--run_name", job["name"]]
 
 
-def execute(job: dict, pack: bytes | None = None, dep_pack: bytes | None = None, board=None) -> dict:
-    """Run ``job`` (see :mod:`sweeping.driver`) to its end; returns its outcome (``pack``: the run folder when
-    it ran in a node-local copy)."""
+def execute(job: dict, board=None) -> dict:
+    """Run ``job`` (see :mod:`sweeping.driver`) to its end in the sweep folder; returns its outcome."""
+    started = time.time()
+    root = job["sweep_dir"]
+    if not sees_sweep_dir(root, job["token"]):
+        return {"lost": f"node {socket.gethostname()} does not see the sweep folder {root}: a sweep needs a folder "
+                        "that every node sees (docs/CLUSTER.md)"}
     import ray
 
-    started = time.time()
-    shared = job["results"] == "shared" or (job["results"] == "auto" and sees_sweep_dir(job["sweep_dir"],
-                                                                                       job["token"]))
-    if job["results"] == "shared" and not sees_sweep_dir(job["sweep_dir"], job["token"]):
-        return {"lost": f"--results shared, but node {socket.gethostname()} does not see {job['sweep_dir']}"}
-    if not shared and job["has_copy"] and (pack if job["kind"] == "train" else dep_pack) is None:
-        return {"need_pack": True}  # the driver sends its copy of the run folder (or of the Dqn run) along
-    root = job["sweep_dir"] if shared else node_root(job["token"])
     runs_dir, name = os.path.join(root, "runs"), job["name"]
     folder = os.path.join(runs_dir, name)
     for sub in ("runs", "locks", "logs"):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
     context = ray.get_runtime_context()
-    where = {"node": context.get_node_id()[:8], "host": socket.gethostname(), "shared": shared,
-             "attempt": job["attempt"]}
+    where = {"node": context.get_node_id()[:8], "host": socket.gethostname(), "attempt": job["attempt"]}
 
     def report(**info) -> None:
         if board is not None:
@@ -144,43 +129,18 @@ def execute(job: dict, pack: bytes | None = None, dep_pack: bytes | None = None,
             except BlockingIOError:
                 report(phase="waiting for the previous attempt to stop")
                 time.sleep(POLL_S)
-        if not shared:
-            if pack is not None and packing.progress_key(folder) < _key_of_pack(pack, root, name):
-                packing.unpack(pack, folder)
-            if job["kind"] != "train" and dep_pack is not None:  # a conversion or play: the run it starts from
-                dqn = os.path.join(runs_dir, job["after"])
-                if not _finished(dqn, None):
-                    packing.unpack(dep_pack, dqn)
         if _finished(folder, job.get("timestep_num")):
             rc = 0
         else:
             rc = _run(job, runs_dir, folder, root, report, lock.fileno())
     finally:
         lock.close()
-    outcome = {**where, "rc": rc, "seconds": time.time() - started,
-               "finished": _finished(folder, job.get("timestep_num")),
-               "error": None if rc == 0 else _error_line(_log_path(root, job))}
-    if not shared:
-        if os.path.isdir(folder):
-            outcome["pack"] = packing.pack(folder)
-        with contextlib.suppress(OSError), open(_log_path(root, job), "rb") as log:
-            log.seek(max(0, os.path.getsize(log.name) - LOG_RETURNED))
-            outcome["log"] = log.read()
-    return outcome
+    return {**where, "rc": rc, "seconds": time.time() - started, "finished": _finished(folder, job.get("timestep_num")),
+            "error": None if rc == 0 else _error_line(_log_path(root, job))}
 
 
 def _log_path(root: str, job: dict) -> str:
     return os.path.join(root, "logs", f"{job['name']}.attempt{job['attempt']}.log")
-
-
-def _key_of_pack(pack: bytes, root: str, name: str) -> tuple:
-    """The progress key of a packed copy (unpacked into a scratch folder, since the key reads two small files)."""
-    scratch = os.path.join(root, "runs", f".scratch-{name}")
-    try:
-        packing.unpack(pack, scratch)
-        return packing.progress_key(scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _run(job: dict, runs_dir: str, folder: str, root: str, report, lock_fd: int) -> int:
@@ -204,30 +164,11 @@ def _run(job: dict, runs_dir: str, folder: str, root: str, report, lock_fd: int)
             if time.time() - last >= REPORT_S:
                 last = time.time()
                 report(**read_progress(folder), pid=process.pid)
-    except BaseException:  # noqa: BLE001 - ray.cancel (TaskCancelledError / KeyboardInterrupt): the run saves and stops, and
-        process.send_signal(signal.SIGINT)  # the task returns normally, so that a node-local copy is sent back
+    except BaseException:  # noqa: BLE001 - ray.cancel (TaskCancelledError / KeyboardInterrupt): the run saves and stops,
+        process.send_signal(signal.SIGINT)  # and the task returns its outcome normally
         with contextlib.suppress(BaseException):
             process.wait(timeout=300)
         if process.poll() is None:
             process.kill()
             process.wait()
     return process.returncode
-
-
-def cleanup_node(token: str, names: list[str]) -> int:
-    """Remove this node's local copies of the runs ``names`` (the driver holds them); returns how many."""
-    root = node_root(token)
-    removed = 0
-    for name in names:
-        folder = os.path.join(root, "runs", name)
-        if os.path.isdir(folder):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed += 1
-        for sub, suffix in (("locks", ".lock"), ("logs", ".attempt")):
-            for file in glob.glob(os.path.join(glob.escape(os.path.join(root, sub, name)) + suffix + "*")):
-                with contextlib.suppress(OSError):
-                    os.remove(file)
-    with contextlib.suppress(OSError):
-        if not os.listdir(os.path.join(root, "runs")):
-            shutil.rmtree(root, ignore_errors=True)
-    return removed

@@ -46,6 +46,7 @@ CONVERT_DIR = os.path.join(REPO_ROOT, "conversion_based_snn")
 GAME = "BreakoutNoFrameskip-v4"
 EPSILON = Config().eval_epsilon  # convert.py plays with run.py's evaluation epsilon
 NODE_TYPES = ("SubtractiveResetIFNodes", "LIFNodes")
+EPSILON = 0.05  # the conversion's epsilon-greedy policy
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------------

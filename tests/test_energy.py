@@ -21,7 +21,6 @@ from utils.energy import (
     network_macs,
     snn_energy,
     synaptic_ops,
-    weight_layers_of,
 )
 
 # -- brute force: enumerate every synapse -----------------------------------------------------------------------------
@@ -161,7 +160,7 @@ def test_sops_equal_spikingjellys_synaptic_operation_counter():
 def test_nature_dqn_macs():
     for n_actions in (4, 6, 18):
         net = build_network("Dqn", n_actions)
-        macs = network_macs(weight_layers_of(net))
+        macs = network_macs(net.named_weight_layers, net.input_shape)
         assert macs == {"conv1": 32 * 20 * 20 * 4 * 64, "conv2": 64 * 9 * 9 * 32 * 16, "conv3": 64 * 7 * 7 * 64 * 9,
                         "fc1": 3136 * 512, "fc2": 512 * n_actions}
         assert sum(macs.values()) == 9_342_976 + 512 * n_actions
@@ -169,6 +168,23 @@ def test_nature_dqn_macs():
         report = ann_energy(net)
         assert report["macs_per_action_total"] == 9_342_976 + 512 * n_actions and report["sops_per_action_total"] == 0
         assert report["energy_pj_per_action"]["total"] == pytest.approx((9_342_976 + 512 * n_actions) * 4.6)
+
+
+def test_counts_follow_the_network_input():
+    """A network of another frame history counts conv1 with its own input channels, and so does its converted SNN,
+    also after a save and load."""
+    net = build_network("Dqn", 4, history_len=2)
+    assert ann_energy(net)["macs_per_action"]["conv1"] == 32 * 20 * 20 * 2 * 64
+    snn = SpikingNetwork.from_ann(net)
+    assert snn_energy(snn, {}, "conversion")["macs_per_action"] == {"conv1": 32 * 20 * 20 * 2 * 64}
+    assert snn.neuron_counts() == {"conv1": 12800, "conv2": 5184, "conv3": 3136, "fc1": 512, "fc2": 4}
+
+
+def test_a_converted_network_of_another_history_loads(tmp_path):
+    snn = SpikingNetwork.from_ann(build_network("Dqn", 4, history_len=2))
+    snn.save(str(tmp_path / "snn.pt"))
+    loaded = SpikingNetwork.load(str(tmp_path / "snn.pt"))
+    assert loaded.input_shape == (2, 84, 84) and torch.equal(loaded.conv1.weight, snn.conv1.weight)
 
 
 def test_energy_arithmetic_and_labels():

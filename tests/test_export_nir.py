@@ -19,11 +19,12 @@ import sys
 import nir
 import pytest
 import torch
+from torch import nn
 
 from conversion_based_snn.snn.simulate import SpikingNetwork
 from neural_network import build_network, save_checkpoint
 from neural_network.nir_export import graph_bytes, importer_limits, qnetwork_to_nir, spiking_network_to_nir
-from neural_network.nir_reader import GraphSimulator, compare, network_run, nirtorch_module
+from neural_network.nir_reader import VOLTAGE, GraphSimulator, _simulator_node, compare, network_run
 from utils import export_nir
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,6 +137,39 @@ def test_the_mapping_of_a_hard_reset_lif_and_of_a_soft_reset():
     assert importer_limits(hard) == {"snntorch": ["its importer assumes dt = 0.0001 s, this graph's dt is 0.001 s"],
                                      "norse": []}
     assert importer_limits(soft) == {"snntorch": [], "norse": []}
+
+
+class StepModule(nn.Module):
+    """A simulator node as nirtorch wants a stateful module: ``out, state = module(x, state)``."""
+
+    def __init__(self, node):
+        super().__init__()
+        self.node = node
+
+    def forward(self, x: torch.Tensor, state=None):
+        return self.node.step(x, state)
+
+
+class StatelessStepModule(StepModule):
+    def forward(self, x: torch.Tensor):
+        return self.node.step(x, None)[0]
+
+
+def nirtorch_module(graph: nir.NIRGraph, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The graph as a PyTorch module built by nirtorch.nir_to_torch, which wires the nodes (input sums, evaluation
+    order, a cycle's edge reading the previous step) while the nodes keep the simulator's semantics. One call is one
+    step: ``out, state = module(x, state)``, from state None. nirtorch takes graphs with a single Output node."""
+    import nirtorch
+
+    dt = float(graph.metadata["dt"])
+
+    def to_module(node: nir.NIRNode) -> nn.Module:
+        stateful = isinstance(node, (*VOLTAGE, nir.Delay))
+        return (StepModule if stateful else StatelessStepModule)(_simulator_node(node, dt, dtype))
+
+    types = (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.Scale, nir.Threshold,
+             nir.Delay, *VOLTAGE)
+    return nirtorch.nir_to_torch(graph, dict.fromkeys(types, to_module))
 
 
 @pytest.mark.parametrize("model, v_reset", [("Dsqn", None), ("DsqnSpike", 0.0)])

@@ -197,6 +197,15 @@ def test_backend_resolution_on_cpu():
         resolve_backend("numba", "cpu")
 
 
+def test_the_networks_read_the_frames_the_environment_makes():
+    """The frame size has two homes in one layer (the preprocessing and the network input, which may not import
+    each other): they agree."""
+    from environment.wrappers import FRAME_SIZE as ENV_FRAME_SIZE
+    from neural_network.architecture import FRAME_SIZE
+
+    assert ENV_FRAME_SIZE == FRAME_SIZE and build_network("Dqn", 4).input_shape == (4, FRAME_SIZE, FRAME_SIZE)
+
+
 def test_dqn_output_matches_a_hand_written_nature_cnn(frames):
     net = make("Dqn")
     x = frames.float() / 255

@@ -120,14 +120,12 @@ def test_single_episode_starts_with_repeated_frame():
     assert dones.tolist() == [False] * 5 + [True]
 
 
-@pytest.mark.parametrize("check_continuity", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_random_episodes_no_wrap(seed, check_continuity):
-    # With check_continuity=False the done flag alone must separate the episodes.
+def test_random_episodes_no_wrap(seed):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 12, size=15).tolist()  # many shorter than history_len
     assert any(length < H for length in lengths)
-    mem = ReplayMemory(capacity=1000, seed=seed, check_continuity=check_continuity)
+    mem = ReplayMemory(capacity=1000, seed=seed)
     records = feed(mem, lengths, rng=rng)
     assert len(mem) == sum(lengths)
     check_all_sampleable(mem, records)
@@ -206,7 +204,7 @@ def test_len_grows_then_saturates_at_capacity():
 
 
 def test_sample_shapes_dtypes_device():
-    mem = ReplayMemory(capacity=200, seed=0, device="cpu")
+    mem = ReplayMemory(capacity=200, seed=0)
     feed(mem, [10, 3, 7, 40])
     batch = mem.sample(32)
     assert isinstance(batch, Batch)

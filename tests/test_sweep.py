@@ -3,10 +3,10 @@
 * a local Ray (2 CPUs): 2 games x {Dqn, Dsqn} x seed 0, the conversion of one Dqn run and a play of every trained
   run end with every run folder and plot.py's tables, whose energy table has the DQN, DSQN and conversion rows;
   the same run launched by hand gives the same network and evaluations;
-* a two-node cluster on this machine (ray.cluster_utils.Cluster) whose nodes write into node-local folders of their
-  own (--results return): the runs spread over both nodes and every run folder reaches the driver;
-* on that cluster, a worker killed mid-run: its run is resumed (run.py --resume) and finishes, while a run with a
-  bad option fails once and is reported; starting the finished sweep again runs nothing;
+* a two-node cluster on this machine (ray.cluster_utils.Cluster): a worker killed mid-run: its run is resumed
+  (run.py --resume) and finishes, while a run with a bad option fails once and is reported; starting the finished
+  sweep again runs nothing;
+* a task on a node that does not see the sweep folder ends at once with one line saying so;
 * mistakes in the options: one line on stderr, exit status 2, before Ray starts.
 """
 
@@ -126,41 +126,29 @@ def test_a_run_by_hand_gives_the_same_result_as_in_the_sweep(local_grid, tmp_pat
 def cluster(tmp_path_factory):
     from ray.cluster_utils import Cluster
 
-    base = tmp_path_factory.mktemp("nodes")
     node = {"num_cpus": 1, "object_store_memory": 80 << 20}
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False,
-                                                            "env_vars": {"SWEEP_LOCAL_DIR": str(base / "A")}})
-    cluster.add_node(**node, env_vars={"SWEEP_LOCAL_DIR": str(base / "B")})
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    cluster.add_node(**node)
     cluster.wait_for_nodes()
-    cluster.node_dirs = (base / "A", base / "B")
     yield cluster
     cluster.shutdown()
 
 
-@pytest.mark.slow
-def test_cluster_without_a_shared_folder_returns_every_run_to_the_driver(cluster, tmp_path):
+def test_a_node_that_does_not_see_the_sweep_folder_says_so(tmp_path):
+    """The task checks the sweep folder's token before anything else: where the folder is missing, or is another
+    folder at the same path, it ends at once with one line (the driver retries it elsewhere, then reports it)."""
+    from sweeping.state import SweepState
+    from sweeping.worker import execute
+
     sweep_dir = tmp_path / "sweep"
-    process = run_sweep(sweep_dir, "--games", "Breakout", "Pong", "--models", "Dqn", "--seeds", "0", "--convert",
-                    "Breakout", "--convert_options", CONVERT, "--address", cluster.address, "--results", "return",
-                    "--no-plot", "--play_games", "1")
-    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
-    state = sweep_state(sweep_dir)
-    names = ["Dqn_BreakoutNoFrameskip-v4_seed0", "Dqn_PongNoFrameskip-v4_seed0",
-             "ConvSNN_BreakoutNoFrameskip-v4_T4_seed0", "Dqn_BreakoutNoFrameskip-v4_seed0_play",
-             "Dqn_PongNoFrameskip-v4_seed0_play"]
-    assert sorted(state) == sorted(names)
-    for name in names:
-        assert status(sweep_dir / "runs" / name)["status"] == "finished"
-        assert state[name]["state"] == "done"
-    assert (sweep_dir / "runs" / names[0] / "best.pkl").is_file()
-    assert os.listdir(sweep_dir / "runs" / names[0] / "tensorboard")
-    assert len({state[name]["node"] for name in names[:2]}) == 2, state  # the two Dqn runs ran side by side
-    written = {json.loads((sweep_dir / "runs" / name / "config.json").read_text())["output_dir"] for name in names[:2]}
-    assert {os.path.dirname(os.path.dirname(w)) for w in written} == set(map(str, cluster.node_dirs)), written
-    assert len(os.listdir(sweep_dir / "logs")) == 5  # each task's output came back with its run
-    play = json.loads((sweep_dir / "runs" / names[3] / "summary.json").read_text())  # played on a node's copy
-    assert play["episodes"] == 1 and play["model_path"].endswith(f"{names[0]}/best.pkl")
-    assert not [d for d in cluster.node_dirs if d.exists() and os.listdir(d)]  # node-local copies removed
+    job = {"name": "Dqn_BreakoutNoFrameskip-v4_seed0", "sweep_dir": str(sweep_dir), "token": "0123456789abcdef"}
+    for folder_exists in (False, True):
+        if folder_exists:  # this path holds another sweep's folder, with a token of its own
+            sweep_dir.mkdir()
+            assert SweepState(str(sweep_dir)).token() != job["token"]
+        outcome = execute(job)
+        assert set(outcome) == {"lost"} and f"does not see the sweep folder {sweep_dir}" in outcome["lost"]
+        assert "\n" not in outcome["lost"] and not (sweep_dir / "runs").exists()
 
 
 @pytest.mark.slow
@@ -268,6 +256,7 @@ def test_a_mistake_is_one_line_on_stderr_and_exit_2(tmp_path):
     (["--convert", "Pong", "--games", "Breakout"], [], "not in the grid"),
     (["--grid", "/nonexistent.yaml"], [], "--grid /nonexistent.yaml: No such file"),
     (["--address", "auto", "--num_cpus", "2"], [], "--num_cpus"),
+    (["--results", "return"], [], "--results return: run folders are no longer sent back through Ray"),
 ])
 def test_mistakes_are_refused_before_anything_starts(tmp_path, capsys, options, words, expected):
     from utils.cli import run_cli

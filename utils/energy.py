@@ -25,6 +25,10 @@ middle, so exact SOPs need per-position spike counts. For a conv successor
 spike-count map summed over the input channels (each input channel connects to every output channel, groups = 1);
 for a linear successor it is ``total spikes * out_features``.
 
+The networks name their layers and their input (``net.named_weight_layers``: conv1 ... fc2 in the order the input
+flows through them; ``net.input_shape``: one frame stack), so this module, below the networks in the layers, spells
+neither.
+
 Energy: E = MACs x 4.6 pJ + SOPs x 0.9 pJ, the 45 nm 32-bit float figures of Horowitz (ISSCC 2014). It is an
 ESTIMATE for comparison only (no memory access, no neuron update costs); the counts themselves are reported too.
 """
@@ -71,7 +75,7 @@ def layer_macs(layer: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, tup
     raise TypeError(f"cannot count MACs of {type(layer).__name__}")
 
 
-def network_macs(layers: dict[str, nn.Module], input_shape: tuple[int, ...] = (4, 84, 84)) -> dict[str, int]:
+def network_macs(layers: dict[str, nn.Module], input_shape: tuple[int, ...]) -> dict[str, int]:
     """Per layer (in order), the MACs of one forward pass; a linear layer after a conv sees the flattened map."""
     macs, shape = {}, tuple(input_shape)
     for name, layer in layers.items():
@@ -79,11 +83,6 @@ def network_macs(layers: dict[str, nn.Module], input_shape: tuple[int, ...] = (4
             shape = (math.prod(shape),)
         macs[name], shape = layer_macs(layer, shape)
     return macs
-
-
-def weight_layers_of(net: nn.Module) -> dict[str, nn.Module]:
-    """conv1 ... fc2 of a QNetwork or a converted SpikingNetwork."""
-    return {name: getattr(net, name) for name in ("conv1", "conv2", "conv3", "fc1", "fc2")}
 
 
 # -- SOPs -------------------------------------------------------------------------------------------------------------
@@ -121,7 +120,7 @@ def layer_sops(spike_maps: dict[str, torch.Tensor], net: nn.Module) -> dict[str,
     """Per neuron layer (named after the weight layer that feeds it), the SOPs of its spikes into the NEXT weight
     layer of ``net`` (conv1 -> conv2 -> conv3 -> fc1 -> fc2; the spikes of a layer fed by fc2 go nowhere).
     ``spike_maps``: [N, *neuron_shape] spike counts summed over T, e.g. a ``SpikeMonitor``'s maps."""
-    layers = list(weight_layers_of(net).items())
+    layers = list(net.named_weight_layers.items())
     successor = {name: (layers[i + 1][1] if i + 1 < len(layers) else None) for i, (name, _) in enumerate(layers)}
     return {name: synaptic_ops(spike_map, successor[name]) for name, spike_map in spike_maps.items()}
 
@@ -153,16 +152,15 @@ def energy_report(macs: dict[str, float], sops: dict[str, float], kind: str) -> 
     }
 
 
-def ann_energy(net: nn.Module, input_shape: tuple[int, ...] = (4, 84, 84)) -> dict:
+def ann_energy(net: nn.Module) -> dict:
     """The energy block of a Dqn (MACs of every layer, no SOPs)."""
-    return energy_report(network_macs(weight_layers_of(net), input_shape), {}, "ann")
+    return energy_report(network_macs(net.named_weight_layers, net.input_shape), {}, "ann")
 
 
-def snn_energy(net: nn.Module, sops_per_action: dict[str, float], kind: str,
-               input_shape: tuple[int, ...] = (4, 84, 84)) -> dict:
-    """The energy block of a spiking network: conv1 MACs once + the measured SOPs per greedy action."""
-    conv1 = network_macs({"conv1": net.conv1}, input_shape)
-    return energy_report(conv1, sops_per_action, kind)
+def snn_energy(net: nn.Module, sops_per_action: dict[str, float], kind: str) -> dict:
+    """The energy block of a spiking network: the first layer's MACs once + the measured SOPs per greedy action."""
+    first = dict([next(iter(net.named_weight_layers.items()))])
+    return energy_report(network_macs(first, net.input_shape), sops_per_action, kind)
 
 
 def format_energy(report: dict) -> str:

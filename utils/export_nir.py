@@ -144,13 +144,14 @@ def check(exported: Exported, out: str, n: int) -> list[str]:
     import nir
     import torch
 
+    from neural_network.architecture import frame_stack_shape
     from neural_network.nir_export import IMPORTERS, importer_limits
     from neural_network.nir_reader import compare
 
     graph = nir.read(out)
     generator = torch.Generator().manual_seed(0)
     channels = int(graph.nodes["input"].input_type["input"][0])
-    frames = torch.randint(0, 256, (n, channels, 84, 84), generator=generator, dtype=torch.uint8)
+    frames = torch.randint(0, 256, (n, *frame_stack_shape(channels)), generator=generator, dtype=torch.uint8)
     limits = importer_limits(graph)
     runners = [(None, "simulated step by step")] + [
         (importer, f"run in {IMPORTERS[importer]}") for importer in IMPORTERS

@@ -1,9 +1,9 @@
 """Normalisation data and data-based layer-wise weight normalisation.
 
-Data: :func:`collect_normalisation_states` plays the ANN epsilon-greedy on the episodic-life env, game by game
-(a game lasts across its lives until the real game over or the time limit, see :mod:`.games`), as the original
-did. Of a game only the frame stacks of its LAST life can be kept (the stacks it acted on from the reset after its
-last lost life, or from the start in a game without lives). Which games are kept (``keep``):
+Data: :func:`collect_normalisation_states` plays the ANN epsilon-greedy (the caller's epsilon) on the episodic-life
+env, game by game (a game lasts across its lives until the real game over or the time limit, see :mod:`.games`),
+as the original did. Of a game only the frame stacks of its LAST life can be kept (the stacks it acted on from the
+reset after its last lost life, or from the start in a game without lives). Which games are kept (``keep``):
 
 * ``"no_lives_left"`` (the default, the original's rule): the last life is kept when the game reports no lives
   left (``ale.lives() == 0``) at its end: the last life of a game over, and, in games without lives (Pong, Boxing,

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from neural_network.architecture import LAYER_NAMES
+from neural_network.architecture import LAYER_NAMES, OUTPUT_LAYER, NatureDqnLayers
 
 NODE_TYPES = ("SubtractiveResetIFNodes", "LIFNodes")
 SCHEDULES = ("delayed", "same_step")
@@ -69,12 +69,12 @@ class SimulationResult:
     @property
     def output_counts(self) -> torch.Tensor:
         """[B, n_actions] output spike counts: the 'spike' decoder."""
-        return self.spike_counts["fc2"]
+        return self.spike_counts[OUTPUT_LAYER]
 
     @property
     def q_mix(self) -> torch.Tensor:
         """[B, n_actions] Q_hat = output spike count over T + output voltage at the last step."""
-        return self.spike_counts["fc2"] + self.final_voltages["fc2"]
+        return self.spike_counts[OUTPUT_LAYER] + self.final_voltages[OUTPUT_LAYER]
 
     def q_mix_at(self, steps: int) -> torch.Tensor:
         """[B, n_actions] the mix decoder read after the first ``steps`` steps: the output spike count over those
@@ -112,7 +112,7 @@ def check_T(T: int) -> None:
         raise ValueError(f"T must be at least 1, got {T}")
 
 
-class SpikingNetwork(nn.Module):
+class SpikingNetwork(NatureDqnLayers, nn.Module):
     """The converted network: five weight layers, each followed by a layer of IF (or LIF) neurons."""
 
     def __init__(
@@ -182,17 +182,15 @@ class SpikingNetwork(nn.Module):
         weights = record["state_dict"]
         from neural_network.networks import nature_dqn_layers
 
-        layers = nature_dqn_layers(weights["fc2.weight"].shape[0]).values()
+        n_actions = weights[f"{OUTPUT_LAYER}.weight"].shape[0]
+        history_len = weights[f"{LAYER_NAMES[0]}.weight"].shape[1]  # conv1's input channels
+        layers = nature_dqn_layers(n_actions, history_len).values()
         snn = cls(*layers, node_type=record["node_type"], tau=record["tau"], lambdas=record["lambdas"],
                   schedule=record["schedule"])
         snn.load_state_dict(weights)
         return snn.requires_grad_(False)
 
     # -- structure ------------------------------------------------------------------------------------------------
-
-    @property
-    def weight_layers(self) -> list[nn.Module]:
-        return [self.conv1, self.conv2, self.conv3, self.fc1, self.fc2]
 
     @property
     def decay(self) -> float | None:
@@ -218,8 +216,9 @@ class SpikingNetwork(nn.Module):
             inputs = inputs.flatten(1)
         return layer(inputs)
 
-    def neuron_shapes(self, input_shape: tuple[int, ...] = (4, 84, 84)) -> dict[str, tuple[int, ...]]:
-        """Per layer, the shape of its neuron array for one input of ``input_shape``."""
+    def neuron_shapes(self, input_shape: tuple[int, ...] | None = None) -> dict[str, tuple[int, ...]]:
+        """Per layer, the shape of its neuron array for one input of ``input_shape`` (default: the frame stack)."""
+        input_shape = self.input_shape if input_shape is None else input_shape
         shapes = {}
         with torch.no_grad():
             x = torch.zeros(1, *input_shape, dtype=self.conv1.weight.dtype, device=self.conv1.weight.device)
@@ -228,7 +227,7 @@ class SpikingNetwork(nn.Module):
                 shapes[name] = tuple(x.shape[1:])
         return shapes
 
-    def neuron_counts(self, input_shape: tuple[int, ...] = (4, 84, 84)) -> dict[str, int]:
+    def neuron_counts(self, input_shape: tuple[int, ...] | None = None) -> dict[str, int]:
         return {name: math.prod(shape) for name, shape in self.neuron_shapes(input_shape).items()}
 
     def _analog_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -290,7 +289,7 @@ class SpikingNetwork(nn.Module):
         shapes = self.neuron_shapes(tuple(x.shape[1:]))
         voltages = {name: analog.new_zeros(x.shape[0], *shapes[name]) for name in LAYER_NAMES}
         counts = {name: torch.zeros_like(v) for name, v in voltages.items()}
-        recorded = LAYER_NAMES if record_trains else ("fc2",)  # the output train is always kept (it is small)
+        recorded = LAYER_NAMES if record_trains else (OUTPUT_LAYER,)  # the output train is always kept (it is small)
         trains: dict[str, list[torch.Tensor]] = {name: [] for name in recorded}
         output_voltages = []
         # emitted[l]: the output of layer l's source (the frame for conv1) at the previous step; nothing before t=0
@@ -304,8 +303,8 @@ class SpikingNetwork(nn.Module):
                 if name in trains:
                     trains[name].append(spikes)
                 now.append(spikes.to(analog.dtype))
-            output_voltages.append(voltages["fc2"].clone())
+            output_voltages.append(voltages[OUTPUT_LAYER].clone())
             emitted = now
         stacked = {name: torch.stack(seq) for name, seq in trains.items()}
-        return SimulationResult(T, counts, voltages, stacked["fc2"], torch.stack(output_voltages),
+        return SimulationResult(T, counts, voltages, stacked[OUTPUT_LAYER], torch.stack(output_voltages),
                                 stacked if record_trains else None)
