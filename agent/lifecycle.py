@@ -79,6 +79,7 @@ class Run:
     def __init__(self, trainer, stop: StopRequest | None = None):
         self.trainer = trainer
         self.run_dir = trainer.run_dir
+        self.state_dir = os.path.join(self.run_dir, "state")
         self.stop = stop or StopRequest()
         self.losses = LossMeter(trainer.agent.device)
         self.eval_snapshot: dict | None = None  # the evaluation env's state when the pending evaluation began
@@ -229,9 +230,6 @@ class Run:
 
     # -- saving, stopping, resuming -----------------------------------------------------------------------------------
 
-    def path(self, name: str) -> str:
-        return os.path.join(self.run_dir, name)
-
     def purge_step(self) -> int:
         """The first TensorBoard step this (resumed) run writes again: later events of the run that was cut off
         are discarded by TensorBoard's readers (SummaryWriter's purge_step), so no point appears twice."""
@@ -265,7 +263,7 @@ class Run:
         trainer, p = self.trainer, self.trainer.p
         self.guard(p.timestep)  # a diverged network never replaces the last good state
         trainer.writer.flush()  # TensorBoard events up to this step are on disk before the state that follows them
-        save_state(self.path("state"), self.state(), trainer.replay if trainer.config.save_replay else None,
+        save_state(self.state_dir, self.state(), trainer.replay if trainer.config.save_replay else None,
                    timestep=p.timestep, explored=p.explored, pending_eval=p.pending_eval, finished=p.finished)
         self.last_saved = p.timestep
         write_status(self.run_dir, "running", timestep=p.timestep, explored=p.explored, best_score=p.best_score)
@@ -303,7 +301,7 @@ class Run:
         read and checked), None if no state was saved yet. With the replay memory kept, the frames overwritten since
         that state are put back from the undo journal first."""
         replay = self.trainer.replay
-        state_dir = self.path("state")
+        state_dir = self.state_dir
         loaded = load_state(state_dir) if loaded is True else loaded
         if loaded is None:
             return None

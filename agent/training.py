@@ -92,7 +92,7 @@ class Trainer:
                     if t % cfg.checkpoint_every == 0:
                         run.save()
                 run.stop_if_requested()
-            run.phase("learn")
+            run.phase("learn")  # (also where no learning step is left: the final evaluation shows on it)
             if not p.finished:
                 self.final_evaluation()
         return p.best_score
