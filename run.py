@@ -248,7 +248,7 @@ def learn(config, run_dir: str | None) -> None:
     agent = Agent(config, net, device, target_net=target_net, rngs=rngs)
     with StopRequest() as stop:
         trainer = Trainer(config, agent, train_env, eval_env, replay, run_dir, writer=None, stop=stop)
-        manifest = trainer.resume(loaded) if config.resume else None
+        manifest = trainer.run.resume(loaded) if config.resume else None
         if config.resume:
             agent.set_learning_rate(config.learning_rate)  # an override takes effect on the restored optimizer
             where = (f"resumed at learning step {manifest['timestep']} (exploration step {manifest['explored']})"
@@ -260,7 +260,8 @@ def learn(config, run_dir: str | None) -> None:
         else:
             logger.info("Run %s: %s", run_dir, json.dumps(config.to_dict(), sort_keys=True))
         tracking = Tracking(config, run_dir, fresh=not manifest)  # before the writer: W&B mirrors its scalars
-        trainer.writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"), purge_step=trainer.purge_step())
+        trainer.writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"),
+                                       purge_step=trainer.run.purge_step())
         tracking.attach(trainer)
         try:
             best = trainer.learn()

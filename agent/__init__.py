@@ -3,7 +3,8 @@
 from .agent import Agent, random_streams
 from .config import Config, epsilon_at
 from .evaluation import EpisodeResult, SpikeStats, evaluate, run_episode, summarize_play
-from .training import StopRequest, Trainer
+from .lifecycle import StopRequest
+from .training import Trainer
 
 __all__ = [
     "Agent",

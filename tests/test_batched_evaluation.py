@@ -188,7 +188,7 @@ def test_a_state_saved_with_one_evaluation_env_resumes_on_games_at_once(tmp_path
     old = trainer(RememberTheSideEnv(seed=2), "old", 12)
     old.learn()
     new = trainer(EvaluationEnvs(lambda slot: RememberTheSideEnv(seed=slot), 2), "new", 16)
-    new.restore(old.state(), replay_kept=False)
+    new.run.restore(old.run.state(), replay_kept=False)
     assert new.p.timestep == 12 and not new.p.finished  # a larger budget: it trains on
     new.learn()  # and evaluates its final network on the games at once
     assert new.p.timestep == 16 and new.p.finished

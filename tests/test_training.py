@@ -9,10 +9,12 @@ that the evaluation budget leaves training untouched (independent random streams
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 import os
+import signal
 
 import gymnasium as gym
 import numpy as np
@@ -22,10 +24,11 @@ from synthetic import RememberTheSideEnv
 from torch.utils.tensorboard import SummaryWriter
 
 import agent.training as training
-from agent import Agent, Config, EpisodeResult, Trainer, epsilon_at, evaluate, random_streams
+from agent import Agent, Config, EpisodeResult, StopRequest, Trainer, epsilon_at, evaluate, random_streams
 from environment import make_env
 from neural_network import build_network
 from replay_memory import Batch, ReplayMemory
+from utils.cli import Diverged, Stopped
 
 GAME = "BreakoutNoFrameskip-v4"
 
@@ -130,11 +133,11 @@ def test_the_loop_updates_copies_evaluates_and_saves_on_schedule(tmp_path, monke
     calls = {"update": [], "sync": [], "evaluate": [], "save": [], "epsilon": []}
     agent = trainer.agent
     real_update, real_sync, real_act = agent.update, agent.sync_target, agent.act
-    real_evaluate, real_save = trainer.evaluate, trainer.save
+    real_evaluate, real_save = trainer.evaluate, trainer.run.save
     monkeypatch.setattr(agent, "update", lambda batch: calls["update"].append(trainer.p.timestep) or real_update(batch))
     monkeypatch.setattr(agent, "sync_target", lambda: calls["sync"].append(trainer.p.timestep) or real_sync())
     monkeypatch.setattr(trainer, "evaluate", lambda label: calls["evaluate"].append(label) or real_evaluate(label))
-    monkeypatch.setattr(trainer, "save", lambda: calls["save"].append(trainer.p.timestep) or real_save())
+    monkeypatch.setattr(trainer.run, "save", lambda: calls["save"].append(trainer.p.timestep) or real_save())
 
     def act(frame_stack, epsilon, rng):
         if rng is agent.rngs["explore"] and trainer.p.explored == 32:  # learning steps only, not evaluation
@@ -154,6 +157,83 @@ def test_the_loop_updates_copies_evaluates_and_saves_on_schedule(tmp_path, monke
     assert len(trainer.replay) == 32 + steps
     manifest = json.load(open(tmp_path / "state" / "manifest.json"))
     assert manifest["timestep"] == 25 and manifest["finished"] is True
+
+
+def test_the_steps_before_the_learning_starts_threshold_are_random_and_learn_nothing(tmp_path, monkeypatch):
+    # One loop over all steps: the first replay_start_size take the explore generator's random actions, in order,
+    # into the replay memory, with no epsilon-greedy action, update or target copy, and are no learning steps;
+    # learning step 0 follows them, from a reset of the env.
+    config = small_config(replay_start_size=31, timestep_num=6, eval_freq=3, final_eval="at_budget")
+    trainer = make_trainer(tmp_path, config, n_actions=4)
+    agent = trainer.agent
+    draws = copy.deepcopy(agent.rngs["explore"])
+    random_actions = [int(draws.integers(4)) for _ in range(31)]
+    calls, labels, resets = [], [], []
+
+    def recorded(name, real):
+        def call(*args):
+            if name != "act" or args[2] is agent.rngs["explore"]:  # (not the evaluation's actions)
+                calls.append((name, len(trainer.replay), trainer.p.explored, trainer.p.timestep))
+            return real(*args)
+        return call
+
+    for name in ("act", "update", "sync_target"):
+        monkeypatch.setattr(agent, name, recorded(name, getattr(agent, name)))
+    real_evaluate, real_reset = trainer.evaluate, trainer.train_env.reset
+    monkeypatch.setattr(trainer, "evaluate", lambda label: labels.append(label) or real_evaluate(label))
+    monkeypatch.setattr(trainer.train_env, "reset", lambda **kw: resets.append(len(trainer.replay)) or real_reset(**kw))
+    trainer.learn()
+    assert trainer.replay._actions[:31].tolist() == random_actions
+    assert [(name, size) for name, size, _, _ in calls[:3]] == [("act", 31), ("update", 32), ("sync_target", 32)]
+    assert all(explored == 31 for _, _, explored, _ in calls)
+    assert [t for name, _, _, t in calls if name == "act"] == list(range(6))
+    assert [t for name, _, _, t in calls if name == "update"] == [0, 4]
+    assert resets == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 31, 33, 35]  # two-step episodes
+    assert labels == [0, 3, 6] and trainer.p.timestep == 6 and len(trainer.replay) == 31 + 6
+
+
+def test_a_run_stopped_at_the_learning_starts_threshold_resumes_exactly(tmp_path):
+    # SIGTERM in the last random step: the saved state already holds the reset that learning starts with, so the
+    # resumed run (replay memory kept, --save_replay) equals the run never stopped
+    config = small_config(replay_start_size=31, timestep_num=8, save_replay=True)
+
+    def trainer_in(folder, stop=None) -> Trainer:
+        agent = make_agent(config, n_actions=2)
+        os.makedirs(folder / "state", exist_ok=True)
+        replay = ReplayMemory(config.replay_memory_size, seed=agent.rngs["replay"],
+                              frames_file=str(folder / "state" / "replay-frames.u8"))
+        return Trainer(config, agent, RememberTheSideEnv(2, seed=1), RememberTheSideEnv(2, seed=2), replay,
+                       str(folder), SummaryWriter(str(folder / "tensorboard")), stop=stop)
+
+    straight = trainer_in(tmp_path / "straight")
+    straight.learn()
+    with StopRequest() as stop:
+        stopped = trainer_in(tmp_path / "stopped", stop)
+        real_step = stopped.train_env.step
+
+        def step(action):
+            if stopped.p.explored == 30:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real_step(action)
+
+        stopped.train_env.step = step
+        with pytest.raises(Stopped) as error:
+            stopped.learn()
+    assert error.value.exit_status == 143
+    stopped.replay.close_journal()
+    manifest = json.load(open(tmp_path / "stopped" / "state" / "manifest.json"))
+    assert (manifest["explored"], manifest["timestep"]) == (31, 0)
+    resumed = trainer_in(tmp_path / "stopped")
+    assert resumed.run.resume()["replay"]
+    resumed.learn()
+    ours, theirs = resumed.agent.net.state_dict(), straight.agent.net.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    n = len(straight.replay)
+    assert len(resumed.replay) == n
+    assert np.array_equal(resumed.replay._actions[:n], straight.replay._actions[:n])
+    assert np.array_equal(resumed.replay._rewards[:n], straight.replay._rewards[:n])
+    evaluations = [(tmp_path / folder / "evaluations.csv").read_text() for folder in ("stopped", "straight")]
+    assert evaluations[0] == evaluations[1]
 
 
 @pytest.mark.parametrize(("final_eval", "timestep_num", "evaluations"), [
@@ -207,7 +287,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_state(tmp_path, monkey
         return loss
 
     monkeypatch.setattr(trainer.agent, "update", update)
-    with pytest.raises(training.Diverged, match="non-finite .* at learning step 12") as error:
+    with pytest.raises(Diverged, match="non-finite .* at learning step 12") as error:
         trainer.learn()
     assert "learning step 11" in str(error.value) and "--learning_rate" in str(error.value)
     manifest = json.load(open(tmp_path / "state" / "manifest.json"))
@@ -241,14 +321,17 @@ class Recorder(gym.Wrapper):
 
 
 def explore_recorded(tmp_path, max_episode_step: int, steps: int):
-    """``steps`` exploration steps of the real loop on Breakout's training env; (the steps seen, replay dones)."""
-    config = small_config(replay_start_size=steps, replay_memory_size=1000, max_episode_step=max_episode_step)
+    """``steps`` exploration steps of the real loop on Breakout's training env (a budget of 0 learning steps);
+    (the steps seen, replay dones)."""
+    config = small_config(replay_start_size=steps, replay_memory_size=1000, max_episode_step=max_episode_step,
+                          timestep_num=0, final_eval="at_budget", eval_episode_num=1)
     agent = make_agent(config)
     env = Recorder(make_env(GAME, training=True, max_episode_step=max_episode_step, seed=0))
-    trainer = Trainer(config, agent, env, make_env(GAME, training=False, seed=0),
-                      ReplayMemory(1000, seed=agent.rngs["replay"]), str(tmp_path), writer=None)
-    trainer.bar = _Bar()
-    trainer.explore(steps, counted=True)
+    trainer = Trainer(config, agent, env, make_env(GAME, training=False, max_episode_step=10, seed=0),
+                      ReplayMemory(1000, seed=agent.rngs["replay"]), str(tmp_path),
+                      SummaryWriter(str(tmp_path / "tensorboard")))
+    trainer.learn()
+    assert len(env.steps) == len(trainer.replay) == steps
     return env.steps, trainer.replay._dones[:steps].tolist()
 
 
@@ -271,14 +354,6 @@ def test_a_time_limit_truncation_is_terminal_and_starts_a_new_game(tmp_path):
     assert len(truncations) >= 3
     for i in truncations[:-1]:
         assert dones[i] and steps[i + 1]["frame"] < steps[i]["frame"] and steps[i + 1]["lives"] == 5
-
-
-class _Bar:
-    def update(self, *args):
-        pass
-
-    def set_description(self, *args):
-        pass
 
 
 def test_evaluation_plays_whole_games_across_lives_with_raw_scores():
@@ -374,9 +449,9 @@ def test_a_larger_budget_goes_on_after_the_step_the_final_evaluation_took(tmp_pa
     resumed = breakout_trainer(tmp_path / "resumed", timestep_num=8)
     first = list(recorded_learn(resumed, monkeypatch))  # (its recorder goes on recording: a copy)
     assert resumed.p.final_step and resumed.p.timestep == 8
-    state = {**resumed.state(), "replay": resumed.replay.state_dict()}  # the frames stay in memory
+    state = {**resumed.run.state(), "replay": resumed.replay.state_dict()}  # the frames stay in memory
     resumed.config = dataclasses.replace(resumed.config, timestep_num=12)
-    resumed.restore(state, replay_kept=True)
+    resumed.run.restore(state, replay_kept=True)
     assert resumed.p.timestep == 9 and not resumed.p.finished and not resumed.p.final_step
     second = recorded_learn(resumed, monkeypatch)
     straight = breakout_trainer(tmp_path / "straight", timestep_num=12)
