@@ -215,7 +215,7 @@ def learn(config, run_dir: str | None) -> None:
     check(config)  # --track, --capture_video: their packages
     device = prepare_device(config)
     seed_everything(config.seed)
-    env_args = dict(max_episode_step=config.max_episode_step, history_len=config.history_len, seed=config.seed)
+    env_args = dict(**config.env_kwargs(), seed=config.seed)
     train_env = make_env(config.env_id, training=True, **env_args)
     eval_env = evaluation_envs(functools.partial(evaluation_env, env_id=config.env_id, **env_args), config, device)
     n_actions = int(eval_env.action_space.n)

@@ -181,6 +181,11 @@ class Config:
                                              "(OMP_NUM_THREADS, else the CPUs it may use) less one, on the CPU 0",
                                        parse=cli.non_negative_int, resumable=True)
 
+    def env_kwargs(self) -> dict:
+        """The game settings of :func:`environment.make_env` (and of ``environment.vector.evaluation_env``)."""
+        return dict(max_episode_step=self.max_episode_step, history_len=self.history_len,
+                    action_repeat=self.action_repeat)
+
     def network_kwargs(self) -> dict:
         """The keyword arguments of :func:`neural_network.build_network` (v_reset -1 means soft reset)."""
         return dict(

@@ -219,8 +219,7 @@ def play_env(config, video_dir: str | None = None, slot: int = 0):
     """The evaluation env of a play run, with the configuration's perturbations of the env and its frames."""
     from environment import make_env
 
-    return make_env(config.env_id, training=False, max_episode_step=config.max_episode_step,
-                    history_len=config.history_len, seed=config.seed, video_dir=video_dir,
+    return make_env(config.env_id, training=False, **config.env_kwargs(), seed=config.seed, video_dir=video_dir,
                     **env_options(config, slot))
 
 

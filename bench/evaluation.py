@@ -37,7 +37,7 @@ def bench_evaluation(model: str, T: int, games: int, max_steps: int, workers: in
                     max_episode_step=max_steps)
     torch.manual_seed(seed)
     agent = Agent(config, build_network(model, 4, **config.network_kwargs()), torch.device(device))
-    options = dict(env_id=GAMES["Breakout"], max_episode_step=max_steps, seed=seed)
+    options = dict(env_id=GAMES["Breakout"], **config.env_kwargs(), seed=seed)
     single = make_env(training=False, **options)
     envs = evaluation_envs(functools.partial(evaluation_env, **options), config, device)
     seconds: dict[str, list[float]] = {"one after the other": [], "at once": []}

@@ -11,10 +11,10 @@ import re
 
 import pytest
 import torch
-from conftest import GAME, TINY_LEARN, read_scalars, run_program
+from conftest import GAME, TINY_LEARN, paper_network, read_scalars, run_program
 
 import run as run_py
-from neural_network import MODELS, build_network, save_checkpoint
+from neural_network import MODELS, save_checkpoint
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -148,13 +148,13 @@ def test_cli_errors(tmp_path, capsys):
         (tmp_path / name).write_bytes(content)
         one_line_error(capsys, [*base, "--method", "play", "--model_path", str(tmp_path / name)], name)
     dqn = str(tmp_path / "dqn.pkl")
-    save_checkpoint(build_network("Dqn", 4), dqn)
+    save_checkpoint(paper_network("Dqn", 4), dqn)
     one_line_error(capsys, [*base, "--model", "Dsqn", "--method", "play", "--model_path", dqn],
                    "holds a Dqn network", "--model=Dqn")
     pong = str(tmp_path / "pong.pkl")
-    save_checkpoint(build_network("Dqn", 6), pong)
+    save_checkpoint(paper_network("Dqn", 6), pong)
     one_line_error(capsys, [*base, "--method", "play", "--model_path", pong, "--env_id", GAME], "6 actions")
-    state = build_network("Dqn", 4).state_dict()
+    state = paper_network("Dqn", 4).state_dict()
     for name, change in (("string_id.pkl", {"model_id": "Dqn"}), ("float_id.pkl", {"model_id": torch.tensor(1.5)}),
                          ("nan.pkl", {"fc1.weight": torch.full((512, 3136), float("nan"))}),
                          ("misfit.pkl", {"conv2.weight": torch.zeros(64, 32, 5, 5)})):

@@ -6,13 +6,13 @@ import pickle
 
 import pytest
 import torch
+from conftest import paper_network
 
 from neural_network import (
     MODELS,
     BackendError,
     CheckpointError,
     SpikeMonitor,
-    build_network,
     load_checkpoint,
     read_checkpoint,
     resolve_backend,
@@ -30,7 +30,7 @@ def frames():
 
 def make(model, **kwargs):
     torch.manual_seed(1)
-    return build_network(model, N_ACTIONS, T=kwargs.pop("T", 8), **kwargs)
+    return paper_network(model, N_ACTIONS, T=kwargs.pop("T", 8), **kwargs)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -146,7 +146,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(model, frames, tmp_pa
     state = torch.load(path, weights_only=True)
     assert "conv1.weight" in state and int(state["model_id"]) == MODELS.index(model)
     torch.manual_seed(123)
-    other = build_network(model, N_ACTIONS, T=8)
+    other = paper_network(model, N_ACTIONS, T=8)
     info = load_checkpoint(other, path)
     assert info.model == model and info.n_actions == N_ACTIONS
     with torch.no_grad():
@@ -159,7 +159,7 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="holds a Dqn network, not Dsqn"):
         load_checkpoint(make("Dsqn"), dqn_path)
     with pytest.raises(CheckpointError, match="6 actions but this game has 4"):
-        load_checkpoint(build_network("Dqn", 4), dqn_path)
+        load_checkpoint(paper_network("Dqn", 4), dqn_path)
     with pytest.raises(CheckpointError, match="not found"):
         read_checkpoint(str(tmp_path / "missing.pkl"))
     text = tmp_path / "notes.pkl"

@@ -3,6 +3,7 @@ method refuses derived from the groups."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from dataclasses import fields
@@ -86,3 +87,28 @@ def test_run_py_refuses_a_play_option_with_learn_and_plays_with_a_learn_option(t
     run_py.cli(["--method", "play", "--model_path", checkpoint, "--eval_episode_num", "1", "--max_episode_step",
                 "10", "--device", "cpu", "--output_dir", out, "--learning_rate", "0.5", "--timestep_num", "7"])
     assert "average_score" in capsys.readouterr().out  # the learn options are accepted, and unused
+
+
+def test_the_library_takes_the_paper_values_from_the_options_only():
+    """QNetwork, make_env and ReplayMemory have no defaults of their own for what an option sets: a value left out
+    is an error, not a second copy of the paper's number."""
+    from environment import make_env
+    from neural_network import QNetwork
+    from replay_memory import ReplayMemory
+
+    required = {QNetwork.__init__: ("history_len", "T", "tau", "v_threshold", "v_reset", "surrogate_func", "alpha"),
+                make_env: ("max_episode_step", "history_len", "action_repeat"),
+                ReplayMemory.__init__: ("capacity", "history_len"),
+                ReplayMemory.check_fits: ("capacity", "history_len"),
+                ReplayMemory.estimate_bytes: ("capacity", "history_len")}
+    for function, names in required.items():
+        parameters = inspect.signature(function).parameters
+        assert all(parameters[name].default is inspect.Parameter.empty for name in names), function
+    with pytest.raises(TypeError, match="history_len"):
+        build_network("Dqn", 4, T=8, tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate_func="ATan", alpha=2.0)
+    with pytest.raises(TypeError, match="action_repeat"):
+        make_env("BreakoutNoFrameskip-v4", training=False, max_episode_step=10, history_len=4)
+    # run.py's options carry the paper's values
+    config = Config()
+    assert (config.history_len, config.T, config.tau, config.max_episode_step, config.action_repeat,
+            config.replay_memory_size) == (4, 64, 2.0, 18_000, 4, 1_000_000)
