@@ -14,7 +14,7 @@ import nir
 import numpy as np
 import pytest
 import torch
-from conftest import paper_network
+from conftest import paper_env, paper_network
 from test_export_nir import firing
 
 from conversion_based_snn.snn.simulate import SpikingNetwork
@@ -29,7 +29,7 @@ IMPORTERS = ("snntorch", "norse")
 @pytest.fixture(scope="module")
 def frames() -> torch.Tensor:
     """Six frame stacks of a real Breakout game under random actions (every 8th agent step)."""
-    env = make_env("BreakoutNoFrameskip-v4", training=False, seed=0)
+    env = make_env("BreakoutNoFrameskip-v4", training=False, seed=0, **paper_env())
     rng = np.random.default_rng(0)
     observation, _ = env.reset()
     stacks = []
