@@ -21,11 +21,13 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
+from agent.config import Config
+
 from .parts import GAMES
 from .timing import rate_stat, ratio_stat, stat
 
 EPSILON = 0.1
-PAPER_STEPS = 50_000_000
+PAPER_STEPS = Config.timestep_num  # run.py's default: the paper's budget
 
 
 class StepClock(gym.Wrapper):

@@ -12,15 +12,17 @@ import time
 import numpy as np
 import torch
 
+from agent.config import Config
+
 from .end_to_end import PAPER_STEPS
 from .parts import GAMES
 from .timing import ratio_stat, stat
 
 EVAL_EPSILON = 0.05
-PAPER_EVAL_FREQ = 250_000
+PAPER_EVAL_FREQ = Config.eval_freq
 PAPER_EVALUATIONS = PAPER_STEPS // PAPER_EVAL_FREQ + 1  # steps 0, 250,000, ..., and the final network at 50M
-PAPER_GAMES = 30
-PAPER_CAP = 18_000
+PAPER_GAMES = Config.eval_episode_num
+PAPER_CAP = Config.max_episode_step
 
 
 def bench_evaluation(model: str, T: int, games: int, max_steps: int, workers: int | None, repeats: int,
