@@ -2,7 +2,9 @@
 
 * Every option is defined once, as a dataclass field made by :func:`option` (default, help text, value parser,
   choices); :func:`add_options` turns the fields into argparse options and :func:`given_options` reads back only
-  the options the user actually typed (so a resumed run can tell an override from a default).
+  the options the user actually typed (so a resumed run can tell an override from a default). An option may
+  belong to an :class:`OptionGroup` (what it is for): its section of ``--help`` and the methods it applies to, from
+  which :func:`refuse_misplaced` derives the options a method refuses.
 * Every program's entry point is :func:`run_cli`: whatever is not a bug in the project (a user mistake, a damaged
   input, a full disk, Ctrl-C) ends with one line on stderr and an exit status of its own; a bug keeps its
   traceback. ``DSQN_TRACEBACK=1`` shows the full trace of every failure, for a report.
