@@ -133,18 +133,18 @@ def resumed_config(given: dict):
 
 def check_config(config, given: dict) -> None:
     """Refuse option combinations that cannot work, before any file is written."""
+    from agent.config import check_methods
     from agent.robustness import check_options
     from environment import check_env_id
 
-    check_options(config, given)  # the perturbation options (agent/robustness.py)
+    check_methods(config.method, given)  # an option of a group that does not apply to this method
+    check_options(config, given)  # --method robustness: the perturbation and its levels (agent/robustness.py)
     if config.method in ("play", "robustness"):
         if not config.model_path:
             raise UserError(f"--method {config.method} needs --model_path: a checkpoint (.pkl) or a run folder "
                             "saved by run.py")
     else:
         check_env_id(config.env_id)
-        if config.model_path is not None:
-            raise UserError("--model_path is for --method play; to continue a learning run use --resume RUN_FOLDER")
         if config.resume and "run_name" in given:
             raise UserError("--run_name names a new run; --resume continues the run folder it is given")
         minimum = (config.history_len + 1) * config.minibatch_size
@@ -219,7 +219,7 @@ def learn(config, run_dir: str | None) -> None:
     check(config)  # --track, --capture_video: their packages
     device = prepare_device(config)
     seed_everything(config.seed)
-    env_args = dict(max_episode_step=config.max_episode_step, history_len=config.history_len, seed=config.seed)
+    env_args = dict(**config.env_kwargs(), seed=config.seed)
     train_env = make_env(config.env_id, training=True, **env_args)
     eval_env = evaluation_envs(functools.partial(evaluation_env, env_id=config.env_id, **env_args), config, device)
     n_actions = int(eval_env.action_space.n)

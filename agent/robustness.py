@@ -63,19 +63,10 @@ def perturbation_settings(config) -> dict:
 
 
 def check_options(config, given: dict) -> None:
-    """The perturbation options that cannot work with this method, refused before anything is written (the
-    game's modes and difficulties are checked once the game is known, :func:`check_game_settings`)."""
-    play_options = [name for name in OPTIONS.values() if name in given]
-    sweep_options = [name for name in ("robustness", "levels") if name in given]
-    if config.method == "learn":
-        if play_options or sweep_options:
-            raise UserError(f"--{(play_options + sweep_options)[0]} perturbs the play of a trained network: use it "
-                            "with --method play or --method robustness (learning uses the paper's environment)")
-        return
-    if config.method == "play":
-        if sweep_options:
-            raise UserError(f"--{sweep_options[0]} is for --method robustness (a sweep over levels); --method play "
-                            "plays one setting: --" + ", --".join(OPTIONS.values()))
+    """--method robustness: its perturbation and levels, refused before anything is written (which options each
+    method takes: agent.config.check_methods; the game's modes and difficulties are checked once the game is known,
+    :func:`check_game_settings`)."""
+    if config.method != "robustness":
         return
     if config.robustness is None:
         raise UserError(f"--method robustness needs --robustness: one of {', '.join(PERTURBATIONS)}")
@@ -228,8 +219,7 @@ def play_env(config, video_dir: str | None = None, slot: int = 0):
     """The evaluation env of a play run, with the configuration's perturbations of the env and its frames."""
     from environment import make_env
 
-    return make_env(config.env_id, training=False, max_episode_step=config.max_episode_step,
-                    history_len=config.history_len, seed=config.seed, video_dir=video_dir,
+    return make_env(config.env_id, training=False, **config.env_kwargs(), seed=config.seed, video_dir=video_dir,
                     **env_options(config, slot))
 
 

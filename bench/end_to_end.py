@@ -21,11 +21,13 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
+from agent.config import Config
+
 from .parts import GAMES
 from .timing import rate_stat, ratio_stat, stat
 
 EPSILON = 0.1
-PAPER_STEPS = 50_000_000
+PAPER_STEPS = Config.timestep_num  # run.py's default: the paper's budget
 
 
 class StepClock(gym.Wrapper):
@@ -125,13 +127,13 @@ def learn_window(run: Run, steps: int, replay_start: int, capacity: int, device:
                     init_epsilon=EPSILON, final_epsilon=EPSILON, cuda_graphs=run.mode == "graphs", bf16=run.bf16,
                     final_eval="at_budget")  # exactly `steps` learning steps
     torch.manual_seed(seed)
-    train_env = StepClock(make_env(GAMES["Breakout"], training=True, seed=seed))
-    eval_env = make_env(GAMES["Breakout"], training=False, max_episode_step=5, seed=seed)
+    train_env = StepClock(make_env(GAMES["Breakout"], training=True, **config.env_kwargs(), seed=seed))
+    eval_env = make_env(GAMES["Breakout"], training=False, **{**config.env_kwargs(), "max_episode_step": 5}, seed=seed)
     n = int(train_env.action_space.n)
     net, target = (build_network(run.model, n, **config.network_kwargs()) for _ in range(2))
     rngs = random_streams(seed)
     agent = Agent(config, net, torch.device(device), target_net=target, rngs=rngs)
-    replay = ReplayMemory(capacity, seed=rngs["replay"], check_memory=False)
+    replay = ReplayMemory(capacity, config.history_len, seed=rngs["replay"], check_memory=False)
     with tempfile.TemporaryDirectory(prefix="bench_e2e_") as run_dir, open(os.devnull, "w") as devnull:
         writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
         try:

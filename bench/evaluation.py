@@ -12,14 +12,16 @@ import time
 import numpy as np
 import torch
 
+from agent.config import Config
+
 from .end_to_end import PAPER_STEPS
 from .parts import GAMES
 from .timing import ratio_stat, stat
 
-PAPER_EVAL_FREQ = 250_000
+PAPER_EVAL_FREQ = Config.eval_freq
 PAPER_EVALUATIONS = PAPER_STEPS // PAPER_EVAL_FREQ + 1  # steps 0, 250,000, ..., and the final network at 50M
-PAPER_GAMES = 30
-PAPER_CAP = 18_000
+PAPER_GAMES = Config.eval_episode_num
+PAPER_CAP = Config.max_episode_step
 
 
 def bench_evaluation(model: str, T: int, games: int, max_steps: int, workers: int | None, repeats: int,
@@ -36,7 +38,7 @@ def bench_evaluation(model: str, T: int, games: int, max_steps: int, workers: in
                     max_episode_step=max_steps)
     torch.manual_seed(seed)
     agent = Agent(config, build_network(model, 4, **config.network_kwargs()), torch.device(device))
-    options = dict(env_id=GAMES["Breakout"], max_episode_step=max_steps, seed=seed)
+    options = dict(env_id=GAMES["Breakout"], **config.env_kwargs(), seed=seed)
     single = make_env(training=False, **options)
     envs = evaluation_envs(functools.partial(evaluation_env, **options), config, device)
     seconds: dict[str, list[float]] = {"one after the other": [], "at once": []}

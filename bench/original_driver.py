@@ -94,7 +94,9 @@ def main() -> None:
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
-        train_env = OldGymApi(environment.make_env(game, training=True, seed=args.seed))
+        # run.py's defaults (agent.config cannot be imported here: the original's packages take the name agent)
+        train_env = OldGymApi(environment.make_env(game, training=True, max_episode_step=18_000, history_len=4,
+                                                   action_repeat=4, seed=args.seed))
         n = int(train_env.action_space.n)
         device = torch.device(args.device)
         nets = [Dsqn(4, n, 1e-4, device, args.T, 2.0, 1.0, 0.0, "ATan", 2.0) for _ in range(2)]

@@ -17,11 +17,13 @@ N_ACTIONS = 4  # Breakout's minimal action set
 def breakout_batch(size: int, seed: int = 0, steps: int = 600):
     """A replay_memory.Batch of ``size`` transitions sampled from ``steps`` random-action steps of Breakout's
     training env: real frames, mostly black, as the networks see them in training."""
+    from agent import Config
     from environment import make_env
     from replay_memory import ReplayMemory
 
-    env = make_env(GAMES["Breakout"], training=True, seed=seed)
-    memory, rng = ReplayMemory(steps, seed=seed, check_memory=False), np.random.default_rng(seed)
+    paper = Config()
+    env = make_env(GAMES["Breakout"], training=True, **paper.env_kwargs(), seed=seed)
+    memory, rng = ReplayMemory(steps, paper.history_len, seed=seed, check_memory=False), np.random.default_rng(seed)
     state, _ = env.reset()
     for _ in range(steps):
         action = int(rng.integers(N_ACTIONS))
@@ -37,9 +39,10 @@ def breakout_batch(size: int, seed: int = 0, steps: int = 600):
 
 def bench_env(games: list[str], repeats: int, min_time: float, seed: int = 0) -> dict:
     """Agent steps per second of each game's training env (the full DeepMind pipeline), random actions, resets."""
+    from agent import Config
     from environment import make_env
 
-    envs = {game: make_env(GAMES[game], training=True, seed=seed) for game in games}
+    envs = {game: make_env(GAMES[game], training=True, **Config().env_kwargs(), seed=seed) for game in games}
     rng = np.random.default_rng(seed)
 
     def stepper(env):
@@ -86,17 +89,20 @@ def bench_replay(capacity: int, repeats: int, min_time: float, batch_size: int =
     memory that is full and has wrapped (the steady state of 49 of the 50 million steps of a paper run)."""
     import itertools
 
+    from agent import Config
     from replay_memory import ReplayMemory
 
-    memory = ReplayMemory(capacity, seed=seed)
+    paper_config = Config()
+    memory = ReplayMemory(capacity, paper_config.history_len, seed=seed)
     stream = itertools.cycle(episodes(8, seed=seed))
     for _ in range(capacity + 10):
         memory.append(*next(stream))
     samples = interleave({"append": lambda: memory.append(*next(stream)),
                           "sample": lambda: memory.sample(batch_size)}, repeats, min_time)
-    paper = ReplayMemory.estimate_bytes(1_000_000)
+    paper = ReplayMemory.estimate_bytes(paper_config.replay_memory_size, paper_config.history_len)
     return {
-        "paper_capacity_bytes_per_transition": paper / 1_000_000, "paper_capacity_gb": paper / 1e9,
+        "paper_capacity_bytes_per_transition": paper / paper_config.replay_memory_size,
+        "paper_capacity_gb": paper / 1e9,
         "whole_stack_bytes_per_transition": 2 * 4 * 84 * 84, "measured_capacity": capacity,
         "measured_bytes_per_transition": memory.bytes_per_transition, "append_us": stat(samples["append"], "us", 1e6),
         "sample_batch_size": batch_size, "sample_us": stat(samples["sample"], "us", 1e6),
@@ -111,11 +117,12 @@ def bench_conversion(T: int, repeats: int, agreement_T: list[int], frames: int, 
     """The converted Dqn: ms per action of the layer-by-layer and the step-by-step simulation at T steps, and
     conversion_based_snn.snn.greedy_agreement against T for both schedules on real Breakout frames (other frames
     than the 64 that normalise it)."""
+    from agent import Config
     from conversion_based_snn.snn import SpikingNetwork, compute_lambdas, greedy_agreement
     from neural_network import build_network, load_checkpoint
 
     torch.manual_seed(seed)
-    ann = build_network("Dqn", N_ACTIONS).eval().requires_grad_(False)
+    ann = build_network("Dqn", N_ACTIONS, **Config(model="Dqn").network_kwargs()).eval().requires_grad_(False)
     states = breakout_batch(64 + frames, seed).states
     network = checkpoint
     if checkpoint:
@@ -147,10 +154,11 @@ def bench_conversion(T: int, repeats: int, agreement_T: list[int], frames: int, 
 def firing_dsqn(states: torch.Tensor, seed: int = 0, rate: float = 0.05, T: int = 8) -> dict:
     """The weights of an untrained Dsqn scaled, layer after layer, by powers of 2 until at least ``rate`` of the
     layer's neurons fire per step on ``states`` (untrained, its neurons stay silent on Breakout frames)."""
+    from agent import Config
     from neural_network import SpikeMonitor, build_network
 
     torch.manual_seed(seed)
-    net = build_network("Dsqn", N_ACTIONS, T=T)
+    net = build_network("Dsqn", N_ACTIONS, **Config(model="Dsqn", T=T).network_kwargs())
     with SpikeMonitor(net) as monitor:
         for name, layer in zip(net.spiking_layer_names, net.weight_layers):
             for _ in range(16):

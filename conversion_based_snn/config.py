@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from agent.config import Config
 from conversion_based_snn.snn.evaluate import FIRING_RATE_SPANS
 from conversion_based_snn.snn.normalise import KEEP_RULES, MAX_LIVES
 from conversion_based_snn.snn.simulate import NODE_TYPES, SCHEDULES
@@ -49,7 +50,8 @@ class ConvertConfig:
     firing_rate_over: str = option("last_life", "a game's firing rate averages the greedy steps of its last life "
                                                 "(the original's) or of the whole game", choices=FIRING_RATE_SPANS)
     batch: int = option(256, "batch size of the normalisation passes", parse=positive_int)
-    max_episode_step: int = option(18000, "agent steps after which a game is truncated", parse=positive_int)
+    max_episode_step: int = option(Config.max_episode_step, "agent steps after which a game is truncated",
+                                   parse=positive_int)
     device: str = option("auto", "auto: cuda if available, else cpu", choices=("auto", "cuda", "cpu"))
     gpu: str | None = option(None, "set CUDA_VISIBLE_DEVICES to this (default: leave it as the scheduler set it)")
     output_dir: str | None = option(None, "the folder that receives the run folder (default: runs/ in the "

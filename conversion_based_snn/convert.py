@@ -83,6 +83,7 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     import numpy as np
     import torch
 
+    from agent.config import Config
     from environment import action_count, check_env_id
     from neural_network import build_network, load_checkpoint, read_checkpoint, resolve_device
     from utils.logging_setup import close_file_logger, setup_file_logger, write_run_config
@@ -95,7 +96,7 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     if info.model != "Dqn":
         raise UserError(f"{config.model} holds a {info.model} network; convert.py converts Dqn (ReLU) checkpoints only")
     device = resolve_device(config.device)
-    ann = build_network("Dqn", action_count(config.game))
+    ann = build_network("Dqn", action_count(config.game), **Config(model="Dqn").network_kwargs())
     load_checkpoint(ann, model_path)  # refuses a checkpoint of another game (its action count)
     ann.to(device).eval().requires_grad_(False)
     torch.manual_seed(config.seed)
@@ -126,11 +127,19 @@ def convert(config: ConvertConfig, model_path: str) -> None:
 
 def evaluation_epsilon() -> float:
     """The epsilon of the epsilon-greedy play, run.py's evaluation epsilon (agent/config.py's default)."""
-    from dataclasses import fields
-
     from agent.config import Config
 
-    return next(f.default for f in fields(Config) if f.name == "eval_epsilon")
+    return Config().eval_epsilon
+
+
+def game_settings(config) -> dict:
+    """make_env's game settings of a conversion: its --max_episode_step, and run.py's frame stack and action repeat
+    (those the Dqn was trained with)."""
+    from agent.config import Config
+
+    trained = Config()
+    return dict(max_episode_step=config.max_episode_step, history_len=trained.history_len,
+                action_repeat=trained.action_repeat)
 
 
 def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, record: dict, logger,
@@ -151,7 +160,7 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
 
     # 1. normalisation data
     started = time.perf_counter()
-    norm_env = make_game_env(config.game, seed=config.seed, max_episode_step=config.max_episode_step)
+    norm_env = make_game_env(config.game, seed=config.seed, **game_settings(config))
     states, norm_games = collect_normalisation_states(
         ann, norm_env, config.norm_examples, rng, epsilon, progress=True, keep=config.norm_keep,
         max_lives=config.norm_max_lives,
@@ -176,7 +185,7 @@ def normalise_and_play(config, ann, model_path: str, device, rng, run_dir: str, 
 
     # 3-4. play the spiking network; the CSV gets one row per finished episode
     csv_path = os.path.join(run_dir, "result.csv")
-    eval_env = make_game_env(config.game, seed=config.seed, max_episode_step=config.max_episode_step)
+    eval_env = make_game_env(config.game, seed=config.seed, **game_settings(config))
     with open(csv_path, "w", encoding="utf-8") as csv_file:
         csv_file.write("score,mix,spike\n")
         csv_file.flush()

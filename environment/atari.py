@@ -26,7 +26,6 @@ gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
 
 NOOP_MAX = 30
-FRAME_SKIP = 4
 VIDEO_FPS = 60  # the raw ALE env steps one 60 Hz Atari frame at a time
 _ALE_ENTRY_POINT = "ale_py.env:AtariEnv"
 
@@ -75,8 +74,9 @@ def make_env(
     env_id: str,
     *,
     training: bool,
-    max_episode_step: int = 18000,
-    history_len: int = 4,
+    max_episode_step: int,
+    history_len: int,
+    action_repeat: int,
     seed: int | None = None,
     video_dir: str | None = None,
     episodic_life: bool | None = None,
@@ -89,7 +89,7 @@ def make_env(
     """Build the DeepMind-preprocessed Atari env (baselines ``make_atari`` + ``wrap_deepmind``).
 
     Wrappers, innermost first: raw ``<Game>NoFrameskip-v4`` (frameskip 1, no sticky actions,
-    minimal action set) [-> RecordVideo] -> NoopReset(30) -> MaxAndSkip(4) ->
+    minimal action set) [-> RecordVideo] -> NoopReset(30) -> MaxAndSkip(``action_repeat``) ->
     TimeLimit(``max_episode_step`` agent steps) -> GameReturn [-> EpisodicLife if training] ->
     FireReset (games with FIRE) -> WarpFrame(84x84 gray) [-> ClipReward if training] ->
     FrameStack(``history_len``). Observations are ``np.uint8`` arrays of shape
@@ -105,6 +105,9 @@ def make_env(
     disabled (set to 0), so the only limit is ours: ``truncated=True`` at agent step
     ``max_episode_step`` of a game. The no-op steps of EpisodicLife's reset and the two FireReset
     steps are agent steps too and count towards it, as in baselines.
+
+    max_episode_step, history_len, action_repeat: required; the paper's values are run.py's defaults
+    (``agent.config.Config.env_kwargs()``).
 
     seed: if given, the raw env is reset once with ``reset(seed=seed)`` here (seeding the ALE and
     the env's ``np_random`` that draws the no-op counts) and ``action_space.seed(seed)`` is
@@ -124,8 +127,9 @@ def make_env(
     frame before it enters the frame stack (e.g. noise) and must return one of the same shape and dtype.
     """
     check_env_id(env_id)
-    if max_episode_step < 1 or history_len < 1:
-        raise ValueError(f"need max_episode_step >= 1 and history_len >= 1, got {max_episode_step}, {history_len}")
+    if max_episode_step < 1 or history_len < 1 or action_repeat < 1:
+        raise ValueError(f"need max_episode_step, history_len and action_repeat >= 1, got {max_episode_step}, "
+                         f"{history_len}, {action_repeat}")
     if video_dir is not None and training:
         raise ValueError("video_dir is only supported for the evaluation env (training=False)")
 
@@ -145,7 +149,7 @@ def make_env(
             env, video_dir, episode_trigger=lambda episode: True, fps=VIDEO_FPS, name_prefix=env_id
         )
     env = NoopResetEnv(env, noop_max=NOOP_MAX)
-    env = MaxAndSkipEnv(env, skip=FRAME_SKIP)
+    env = MaxAndSkipEnv(env, skip=action_repeat)
     env = TimeLimit(env, max_episode_steps=max_episode_step)
     env = GameReturn(env)
     episodic_life = training if episodic_life is None else episodic_life

@@ -64,7 +64,7 @@ class MaxAndSkipEnv(gym.Wrapper):
     observation unchanged.
     """
 
-    def __init__(self, env: gym.Env, skip: int = 4):
+    def __init__(self, env: gym.Env, skip: int):
         super().__init__(env)
         assert skip >= 2
         self.skip = skip

@@ -65,13 +65,14 @@ class QNetwork(NatureDqnLayers, nn.Module):
         self,
         model: str,
         n_actions: int,
-        history_len: int = 4,
-        T: int = 64,
-        tau: float = 2.0,
-        v_threshold: float = 1.0,
-        v_reset: float | None = 0.0,
-        surrogate_func: str = "ATan",
-        alpha: float = 2.0,
+        *,
+        history_len: int,
+        T: int,
+        tau: float,
+        v_threshold: float,
+        v_reset: float | None,
+        surrogate_func: str,
+        alpha: float,
     ):
         super().__init__()
         if model not in MODEL_KINDS:
@@ -180,8 +181,9 @@ def compile_network(net: QNetwork, device: torch.device | str) -> QNetwork:
 
 
 def build_network(model: str, n_actions: int, **hyperparameters) -> QNetwork:
-    """Build one of :data:`MODELS`. ``hyperparameters``: history_len, T, tau, v_threshold, v_reset
-    (None or -1 for soft reset), surrogate_func ("ATan" or "Sigmoid") and alpha; Dqn ignores the spiking ones."""
+    """Build one of :data:`MODELS`. ``hyperparameters``, all required (their defaults are run.py's options,
+    ``agent.config.Config.network_kwargs()``): history_len, T, tau, v_threshold, v_reset (None or -1 for soft reset),
+    surrogate_func ("ATan" or "Sigmoid") and alpha; Dqn ignores the spiking ones."""
     if hyperparameters.get("v_reset") == -1:
         hyperparameters["v_reset"] = None
     return QNetwork(model, n_actions, **hyperparameters)

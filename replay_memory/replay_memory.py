@@ -143,8 +143,8 @@ class ReplayMemory:
 
     def __init__(
         self,
-        capacity: int = 1_000_000,
-        history_len: int = 4,
+        capacity: int,
+        history_len: int,
         frame_shape: tuple[int, ...] = (84, 84),
         seed: int | None = None,
         check_memory: bool = True,
@@ -207,7 +207,7 @@ class ReplayMemory:
     @staticmethod
     def estimate_bytes(
         capacity: int,
-        history_len: int = 4,
+        history_len: int,
         frame_shape: tuple[int, ...] = (84, 84),
         frame_headroom: float = 0.02,
     ) -> int:
@@ -217,13 +217,13 @@ class ReplayMemory:
         return rows * frame_bytes + int(capacity) * _META_BYTES_PER_TRANSITION
 
     @staticmethod
-    def frames_file_bytes(capacity: int, history_len: int = 4, frame_shape: tuple[int, ...] = (84, 84),
+    def frames_file_bytes(capacity: int, history_len: int, frame_shape: tuple[int, ...] = (84, 84),
                           frame_headroom: float = 0.02) -> int:
         """The size of the memory-mapped frames file of such a memory."""
         return _frame_rows(int(capacity), int(history_len), float(frame_headroom)) * int(np.prod(frame_shape))
 
     @classmethod
-    def check_saved(cls, frames_file: str, state: dict, journal: str | None, capacity: int, history_len: int = 4,
+    def check_saved(cls, frames_file: str, state: dict, journal: str | None, capacity: int, history_len: int,
                     frame_shape: tuple[int, ...] = (84, 84), frame_headroom: float = 0.02) -> str | None:
         """Whether ``frames_file`` with the undo ``journal`` gives back exactly the frames that the saved
         :meth:`state_dict` ``state`` refers to: None if so, else what is wrong. Reads only."""
@@ -258,7 +258,7 @@ class ReplayMemory:
         return None
 
     @classmethod
-    def check_fits(cls, capacity: int, history_len: int = 4, frame_shape: tuple[int, ...] = (84, 84),
+    def check_fits(cls, capacity: int, history_len: int, frame_shape: tuple[int, ...] = (84, 84),
                    frame_headroom: float = 0.02, folder: str | None = None) -> None:
         """Raise :class:`ReplayMemoryTooLargeError` unless the memory fits in the available RAM, or, for a
         memory-mapped memory in ``folder``, in the free disk space there."""

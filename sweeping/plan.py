@@ -65,6 +65,17 @@ def _run_parser():
     return options_parser("run.py", "", Config)  # run.py's own options (run.build_parser), without its help text
 
 
+def _check_methods(method: str, given: dict, what: str) -> None:
+    """run.py's refusal of an option its group does not take with ``method`` (agent.config.check_methods), before
+    anything starts, naming the sweep option that holds it."""
+    from agent.config import check_methods
+
+    try:
+        check_methods(method, given)
+    except UserError as error:
+        raise UserError(f"{what}: {error}") from None
+
+
 def _convert_parser():
     from conversion_based_snn.config import ConvertConfig
 
@@ -88,6 +99,7 @@ def build_plan(options: SweepOptions, run_words: list[str]) -> list[RunSpec]:
         given = _parse(_run_parser(), words, f"run.py options of {model}")
         if set(given) & set(RUN_SET):
             raise UserError(f"model_options of {model}: --{min(set(given) & set(RUN_SET))} is set by the sweep")
+        _check_methods("learn", given, f"run.py options of {model}")
         configs[model] = Config(**{**given, "model": base, "double": double}).to_dict()
         for env_id in games:
             for seed in options.seeds:
@@ -113,6 +125,7 @@ def plays(options: SweepOptions, train: list[RunSpec]) -> list[RunSpec]:
     taken = sorted(set(given) & (set(RUN_SET) | {"eval_episode_num", "use_spike_monitor"}))
     if taken:
         raise UserError(f"--play_options: --{taken[0]} is set by the sweep for each play run; leave it out")
+    _check_methods("play", given, "--play_options")
     out = []
     for spec in train:
         if spec.kind != "train":

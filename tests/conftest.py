@@ -83,6 +83,22 @@ TINY_LEARN = [
 ]
 
 
+def paper_env(**overrides) -> dict:
+    """make_env's game settings at run.py's defaults (agent.config.Config; the library has none of its own), with
+    ``overrides``."""
+    from agent.config import Config
+
+    return {**Config().env_kwargs(), **overrides}
+
+
+def paper_network(model: str, n_actions: int, **overrides):
+    """build_network with run.py's defaults (agent.config.Config) for the hyperparameters not in ``overrides``."""
+    from agent.config import Config
+    from neural_network import build_network
+
+    return build_network(model, n_actions, **{**Config().network_kwargs(), **overrides})
+
+
 def run_program(args: list[str], cwd: str = REPO_ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a Python program of the repo as a user would, capturing its output."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -11,10 +11,10 @@ import re
 
 import pytest
 import torch
-from conftest import GAME, TINY_LEARN, read_scalars, run_program
+from conftest import GAME, TINY_LEARN, paper_network, read_scalars, run_program
 
 import run as run_py
-from neural_network import MODELS, build_network, save_checkpoint
+from neural_network import MODELS, save_checkpoint
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -91,7 +91,7 @@ def _played(output_dir) -> dict:
 def test_a_checkpoint_plays_its_own_model_game_and_T_without_options(tmp_path, capsys):
     # Pong and SpaceInvaders both have 6 actions: only the checkpoint's game tells them apart.
     path = str(tmp_path / "net.pkl")
-    save_checkpoint(build_network("DsqnIF", 6, T=3), path, "PongNoFrameskip-v4")
+    save_checkpoint(paper_network("DsqnIF", 6, T=3), path, "PongNoFrameskip-v4")
     out = tmp_path / "out"
     run_py.cli([*PLAY_FAST, "--model_path", path, "--output_dir", str(out)])
     summary = _played(out)
@@ -114,7 +114,7 @@ def test_an_old_bare_state_dict_still_plays(tmp_path, capsys):
     # config.json names the game.
     run_dir = tmp_path / "Dsqn_PongNoFrameskip-v4_seed0_2026-01-01_00-00-00"
     run_dir.mkdir()
-    torch.save(build_network("Dsqn", 6, T=2).state_dict(), run_dir / "best.pkl")
+    torch.save(paper_network("Dsqn", 6, T=2).state_dict(), run_dir / "best.pkl")
     (run_dir / "config.json").write_text(json.dumps({"program": "run.py", "model": "Dsqn", "T": 2,
                                                      "env_id": "PongNoFrameskip-v4", "double": False}))
     run_py.cli([*PLAY_FAST, "--model_path", str(run_dir / "best.pkl"), "--output_dir", str(tmp_path / "a")])
@@ -126,7 +126,7 @@ def test_an_old_bare_state_dict_still_plays(tmp_path, capsys):
     assert "trained on PongNoFrameskip-v4 (its run's config.json)" in capsys.readouterr().err
     # Alone, without its run's config.json, it plays on the game given.
     alone = tmp_path / "alone.pkl"
-    torch.save(build_network("Dqn", 6).state_dict(), alone)
+    torch.save(paper_network("Dqn", 6).state_dict(), alone)
     run_py.cli([*PLAY_FAST, "--model_path", str(alone), "--env_id", "SpaceInvaders", "--output_dir",
                 str(tmp_path / "c")])
     summary = _played(tmp_path / "c")
@@ -203,13 +203,13 @@ def test_cli_errors(tmp_path, capsys):
         (tmp_path / name).write_bytes(content)
         one_line_error(capsys, [*base, "--method", "play", "--model_path", str(tmp_path / name)], name)
     dqn = str(tmp_path / "dqn.pkl")
-    save_checkpoint(build_network("Dqn", 4), dqn)
+    save_checkpoint(paper_network("Dqn", 4), dqn)
     one_line_error(capsys, [*base, "--model", "Dsqn", "--method", "play", "--model_path", dqn],
                    "holds a Dqn network", "--model=Dqn")
     pong = str(tmp_path / "pong.pkl")
-    save_checkpoint(build_network("Dqn", 6), pong)
+    save_checkpoint(paper_network("Dqn", 6), pong)
     one_line_error(capsys, [*base, "--method", "play", "--model_path", pong, "--env_id", GAME], "6 actions")
-    state = build_network("Dqn", 4).state_dict()
+    state = paper_network("Dqn", 4).state_dict()
     for name, change in (("string_id.pkl", {"model_id": "Dqn"}), ("float_id.pkl", {"model_id": torch.tensor(1.5)}),
                          ("nan.pkl", {"fc1.weight": torch.full((512, 3136), float("nan"))}),
                          ("misfit.pkl", {"conv2.weight": torch.zeros(64, 32, 5, 5)})):

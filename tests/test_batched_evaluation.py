@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import paper_env
 
 from agent import Agent, Config
 from agent.evaluation import draw_evaluation_seed, evaluate, game_streams, run_episode
@@ -41,7 +42,7 @@ class ActionLog(gym.Wrapper):
 
 
 def logged_env(slot: int = 0) -> gym.Env:
-    return ActionLog(make_env(GAME, training=False, max_episode_step=MAX_STEPS, seed=100 + slot))
+    return ActionLog(make_env(GAME, training=False, seed=100 + slot, **paper_env(max_episode_step=MAX_STEPS)))
 
 
 def varied_agent(model: str) -> Agent:
@@ -50,7 +51,7 @@ def varied_agent(model: str) -> Agent:
     config = Config(model=model, T=4, seed=0)
     torch.manual_seed(0)
     net = build_network(model, 4, **config.network_kwargs())
-    env = make_env(GAME, training=False, seed=1)
+    env = make_env(GAME, training=False, seed=1, **paper_env())
     frames, rng = [env.reset()[0]], np.random.default_rng(0)
     for _ in range(60):
         frames.append(env.step(int(rng.integers(4)))[0])
@@ -125,7 +126,7 @@ def test_spike_counts_of_each_game_are_its_own():
 
 def test_fewer_slots_one_env_and_worker_processes_give_the_same_games():
     agent = varied_agent("Dsqn")
-    make = functools.partial(evaluation_env, env_id=GAME, max_episode_step=50, seed=0)
+    make = functools.partial(evaluation_env, env_id=GAME, seed=0, **paper_env(max_episode_step=50))
     outcomes = []
     for env in (EvaluationEnvs(make, EPISODES), EvaluationEnvs(make, 2), make(0), EvaluationEnvs(make, 3, workers=2)):
         order = []
@@ -182,7 +183,7 @@ def test_a_state_saved_with_one_evaluation_env_resumes_on_games_at_once(tmp_path
         agent = Agent(config, nets[0], torch.device("cpu"), target_net=nets[1])
         os.makedirs(tmp_path / folder)
         return Trainer(config, agent, RememberTheSideEnv(seed=1), eval_env,
-                       ReplayMemory(500, seed=agent.rngs["replay"]), str(tmp_path / folder),
+                       ReplayMemory(500, config.history_len, seed=agent.rngs["replay"]), str(tmp_path / folder),
                        SummaryWriter(str(tmp_path / folder / "tb")))
 
     old = trainer(RememberTheSideEnv(seed=2), "old", 12)

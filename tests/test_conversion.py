@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import paper_env, paper_network
 from synthetic import SideOfTheBlockEnv
 
 from agent.config import Config
@@ -39,7 +40,7 @@ from conversion_based_snn.snn import (
     summarise,
 )
 from environment.wrappers import ClipRewardEnv, EpisodicLifeEnv, FireResetEnv
-from neural_network import build_network, save_checkpoint
+from neural_network import save_checkpoint
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONVERT_DIR = os.path.join(REPO_ROOT, "conversion_based_snn")
@@ -65,7 +66,7 @@ def smooth_frames(n: int, seed: int) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def ann():
     torch.manual_seed(0)
-    return build_network("Dqn", 4).eval().requires_grad_(False)
+    return paper_network("Dqn", 4).eval().requires_grad_(False)
 
 
 @pytest.fixture(scope="module")
@@ -491,7 +492,7 @@ def wrapper_types(env) -> list[type]:
 
 @pytest.mark.parametrize("max_episode_step, end", [(2000, "game over"), (60, "time limit")])
 def test_an_episode_is_a_full_game_across_lives_with_the_raw_score(ann, monkeypatch, max_episode_step, end):
-    env = make_game_env(GAME, seed=0, max_episode_step=max_episode_step)
+    env = make_game_env(GAME, seed=0, **paper_env(max_episode_step=max_episode_step))
     types = wrapper_types(env)
     assert EpisodicLifeEnv in types and FireResetEnv in types and ClipRewardEnv not in types
     raw = env.unwrapped
@@ -596,7 +597,7 @@ class Recorded:
 def test_the_score_includes_the_rewards_of_the_envs_own_reset_steps(ann, monkeypatch):
     # Atlantis (measured): the untrained network loses 4 lives in 386 steps; after the 4th the env's no-op and
     # FIRE steps earn 1,500 of the game's 2,000 points. The original scored its Monitor's episode return, all of it.
-    env = make_game_env("AtlantisNoFrameskip-v4", seed=3, max_episode_step=340)
+    env = make_game_env("AtlantisNoFrameskip-v4", seed=3, **paper_env(max_episode_step=340))
     recorded = Recorded(env, monkeypatch)
     stats = play_episode(SpikingNetwork.from_ann(ann), ann, env, 2, np.random.default_rng(3), EPSILON)
     agent_rewards = sum(step[2] for step in recorded.steps)
@@ -610,7 +611,7 @@ def test_a_games_firing_rate_averages_the_greedy_steps_of_its_last_life(ann, lam
     T = 6
     results = {}
     for over in ("last_life", "game"):
-        env = make_game_env(GAME, seed=1, max_episode_step=80)
+        env = make_game_env(GAME, seed=1, **paper_env(max_episode_step=80))
         recorded = Recorded(env, monkeypatch)
         stats = play_episode(snn, ann, env, T, np.random.default_rng(1), EPSILON, firing_rate_over=over)
         results[over] = (stats, recorded)
@@ -635,15 +636,15 @@ def test_a_games_firing_rate_averages_the_greedy_steps_of_its_last_life(ann, lam
 
 def test_normalisation_keeps_lifeless_games_cut_by_the_time_limit(ann, monkeypatch):
     # Pong has no lives (ale.lives() == 0 throughout): the original keeps its games cut by the time limit
-    env = make_game_env("PongNoFrameskip-v4", seed=0, max_episode_step=30)
-    pong_ann = build_network("Dqn", env.action_space.n).eval().requires_grad_(False)
+    env = make_game_env("PongNoFrameskip-v4", seed=0, **paper_env(max_episode_step=30))
+    pong_ann = paper_network("Dqn", env.action_space.n).eval().requires_grad_(False)
     recorded = Recorded(env, monkeypatch)
     states, games = collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0), EPSILON)
     assert [(g.steps, g.kept, g.cut, g.lives) for g in games] == [(28, 28, True, 1)] * 2  # 30 - 2 FIRE steps
     assert all(step[5] == 0 for step in recorded.steps)
     assert np.array_equal(np.stack(states), np.stack([step[0] for step in recorded.steps]))
     # --norm_keep game_over drops them, and gives up after 10 in a row
-    env = make_game_env("PongNoFrameskip-v4", seed=0, max_episode_step=30)
+    env = make_game_env("PongNoFrameskip-v4", seed=0, **paper_env(max_episode_step=30))
     with pytest.raises(NormalisationError, match="10 games in a row were cut by the time limit"):
         collect_normalisation_states(pong_ann, env, 40, np.random.default_rng(0), EPSILON, keep="game_over")
 
@@ -652,7 +653,7 @@ def test_normalisation_stops_after_the_life_cap_whatever_the_number_of_states(an
     assert convert.ConvertConfig().norm_max_lives == 1000 == MAX_LIVES
     assert inspect.signature(collect_normalisation_states).parameters["max_lives"].default == 1000
     # Breakout, 5 lives a game: 7 lives are one whole game (its last life kept) and 2 lives of the next
-    env = make_game_env(GAME, seed=0, max_episode_step=10_000)
+    env = make_game_env(GAME, seed=0, **paper_env(max_episode_step=10_000))
     recorded = Recorded(env, monkeypatch)
     states, games = collect_normalisation_states(ann, env, 10**6, np.random.default_rng(0), EPSILON, max_lives=7)
     lives = recorded.lives()
@@ -699,7 +700,7 @@ def block_dqn():
     """A Dqn fitted to the side-of-the-block task (Q = 1 for the block's side, 0 for the other; 40 Adam steps of
     16 frames, about 2 s), and frames of its training set."""
     torch.manual_seed(0)
-    ann = build_network("Dqn", 2)
+    ann = paper_network("Dqn", 2)
     frames, sides = block_frames(256, seed=0)
     targets = torch.nn.functional.one_hot(sides, 2).float()
     optimiser = torch.optim.Adam(ann.parameters(), lr=3e-4)
@@ -813,7 +814,7 @@ def check_outputs(process, output_dir, episodes=1, T=50, schedule="delayed"):
 def test_convert_end_to_end_from_the_repo_root(tmp_path):
     torch.manual_seed(0)
     model = tmp_path / "Dqn_random.pkl"
-    save_checkpoint(build_network("Dqn", 4), str(model))
+    save_checkpoint(paper_network("Dqn", 4), str(model))
     out = tmp_path / "out"
     process = run_convert(["--game", GAME, "--model", os.path.relpath(model, REPO_ROOT), *E2E,
                            "--schedule", "same_step", "--output_dir", str(out)])
@@ -834,7 +835,7 @@ def test_convert_end_to_end_inside_the_folder_on_a_run_py_checkpoint(trained_run
 
 def test_convert_takes_the_game_from_the_checkpoint_and_an_old_bare_state_dict_still_converts(tmp_path, capsys):
     torch.manual_seed(0)
-    net = build_network("Dqn", 6)
+    net = paper_network("Dqn", 6)
     new = tmp_path / "new.pkl"
     save_checkpoint(net, str(new), "PongNoFrameskip-v4")
     old_run = tmp_path / "Dqn_PongNoFrameskip-v4_seed0_2026-01-01_00-00-00"  # a run folder from before format 1
@@ -861,11 +862,11 @@ def test_convert_takes_the_game_from_the_checkpoint_and_an_old_bare_state_dict_s
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bad_models")
-    save_checkpoint(build_network("Dsqn", 4, T=4), str(folder / "dsqn.pkl"))
-    save_checkpoint(build_network("Dqn", 6), str(folder / "dqn6.pkl"))
-    save_checkpoint(build_network("Dqn", 4), str(folder / "dqn4.pkl"))
+    save_checkpoint(paper_network("Dsqn", 4, T=4), str(folder / "dsqn.pkl"))
+    save_checkpoint(paper_network("Dqn", 6), str(folder / "dqn6.pkl"))
+    save_checkpoint(paper_network("Dqn", 4), str(folder / "dqn4.pkl"))
     (folder / "garbage.pkl").write_text("not a checkpoint")
-    state = build_network("Dqn", 4).state_dict()
+    state = paper_network("Dqn", 4).state_dict()
     torch.save({**state, "fc2.bias": torch.full((4,), float("nan"))}, folder / "nan.pkl")
     return folder
 

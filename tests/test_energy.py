@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import paper_network
 from torch import nn
 
 from agent import EpisodeResult, SpikeStats, summarize_play
 from conversion_based_snn.snn import LAYER_NAMES, EpisodeStats, SpikingNetwork, summarise
-from neural_network import SpikeMonitor, build_network
+from neural_network import SpikeMonitor
 from neural_network.architecture import nature_dqn_layer_macs
 from utils.energy import (
     PJ_PER_AC,
@@ -105,7 +106,7 @@ def test_linear_and_last_layer_sops():
 def _firing_net(model: str, T: int = 4) -> nn.Module:
     """A Dsqn-family network whose every layer fires (positive-leaning random weights), on the CPU."""
     torch.manual_seed(1)
-    net = build_network(model, 4, T=T)
+    net = paper_network(model, 4, T=T)
     with torch.no_grad():
         for layer in net.weight_layers:
             layer.weight.add_(layer.weight.abs().mean() * 0.6)
@@ -159,7 +160,7 @@ def test_sops_equal_spikingjellys_synaptic_operation_counter():
 
 def test_nature_dqn_macs():
     for n_actions in (4, 6, 18):
-        net = build_network("Dqn", n_actions)
+        net = paper_network("Dqn", n_actions)
         macs = network_macs(net.named_weight_layers, net.input_shape)
         assert macs == {"conv1": 32 * 20 * 20 * 4 * 64, "conv2": 64 * 9 * 9 * 32 * 16, "conv3": 64 * 7 * 7 * 64 * 9,
                         "fc1": 3136 * 512, "fc2": 512 * n_actions}
@@ -173,7 +174,7 @@ def test_nature_dqn_macs():
 def test_counts_follow_the_network_input():
     """A network of another frame history counts conv1 with its own input channels, and so does its converted SNN,
     also after a save and load."""
-    net = build_network("Dqn", 4, history_len=2)
+    net = paper_network("Dqn", 4, history_len=2)
     assert ann_energy(net)["macs_per_action"]["conv1"] == 32 * 20 * 20 * 2 * 64
     snn = SpikingNetwork.from_ann(net)
     assert snn_energy(snn, {}, "conversion")["macs_per_action"] == {"conv1": 32 * 20 * 20 * 2 * 64}
@@ -181,7 +182,7 @@ def test_counts_follow_the_network_input():
 
 
 def test_a_converted_network_of_another_history_loads(tmp_path):
-    snn = SpikingNetwork.from_ann(build_network("Dqn", 4, history_len=2))
+    snn = SpikingNetwork.from_ann(paper_network("Dqn", 4, history_len=2))
     snn.save(str(tmp_path / "snn.pt"))
     loaded = SpikingNetwork.load(str(tmp_path / "snn.pt"))
     assert loaded.input_shape == (2, 84, 84) and torch.equal(loaded.conv1.weight, snn.conv1.weight)
@@ -194,7 +195,7 @@ def test_energy_arithmetic_and_labels():
     assert report["energy_pj_per_action"] == pytest.approx({"mac": 4600.0, "sop": 1800.0, "total": 6400.0})
     assert report["energy_uj_per_action"] == pytest.approx(0.0064)
     assert report["is_estimate"] is True and "estimate" in report["note"] and "fan-out 0" in report["counting_rule"]
-    dsqn = snn_energy(build_network("Dsqn", 4, T=4), {"conv1": 10.0}, "dsqn")
+    dsqn = snn_energy(paper_network("Dsqn", 4, T=4), {"conv1": 10.0}, "dsqn")
     assert dsqn["macs_per_action"] == {"conv1": 3_276_800.0}  # conv1 once: analog input computed once
 
 
@@ -223,7 +224,7 @@ def test_spike_stats_and_play_summary_carry_sops():
 
 def test_conversion_sops_per_layer_and_summary():
     torch.manual_seed(0)
-    ann = build_network("Dqn", 4)
+    ann = paper_network("Dqn", 4)
     lambdas = {"conv1": 0.5, "conv2": 0.5, "conv3": 0.5, "fc1": 0.5, "fc2": 0.5}  # makes every layer fire
     snn = SpikingNetwork.from_ann(ann, lambdas)
     x = torch.randint(0, 256, (1, 4, 84, 84), dtype=torch.uint8)

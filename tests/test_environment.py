@@ -4,6 +4,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import paper_env
 
 from environment import GAMES, UnknownEnvError, check_env_id, make_env, warp_frame
 from environment.wrappers import EpisodicLifeEnv, FireResetEnv, MaxAndSkipEnv, NoopResetEnv
@@ -51,7 +52,7 @@ class Spy(gym.Wrapper):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("env_id", [BREAKOUT, PONG])
 def test_observation_is_uint8_stack(env_id, training):
-    env = make_env(env_id, training=training, seed=1)
+    env = make_env(env_id, training=training, seed=1, **paper_env())
     assert env.observation_space == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     obs, info = env.reset()
     assert type(obs) is np.ndarray and obs.dtype == np.uint8 and obs.shape == (4, 84, 84)
@@ -68,7 +69,7 @@ def test_observation_is_uint8_stack(env_id, training):
 
 
 def test_history_len_and_spaces():
-    env = make_env(PONG, training=False, history_len=2)
+    env = make_env(PONG, training=False, **paper_env(history_len=2))
     assert env.reset()[0].shape == (2, 84, 84)
     assert env.action_space == gym.spaces.Discrete(6)
 
@@ -103,7 +104,7 @@ def test_max_and_skip_maxes_last_two_raw_frames_and_sums_rewards():
 
 def test_eval_env_equals_baselines_replay_on_raw_env():
     """End to end on Breakout: replay noops, FIRE, action 2 and 4x skips on a raw env by hand."""
-    env = make_env(BREAKOUT, training=False, seed=5)
+    env = make_env(BREAKOUT, training=False, seed=5, **paper_env())
     obs, info = env.reset()
     noops = info["episode_frame_number"] - 8  # noops, then FIRE and action 2, 4 frames each
     assert 1 <= noops <= 30
@@ -140,19 +141,19 @@ def test_noop_reset_draws_1_to_30_noops_from_env_rng():
 
     # the same through make_env (no FIRE: the frame number after reset is the no-op count),
     # unaffected by global numpy seeding
-    env = make_env(NO_FIRE_GAME, training=False, seed=0)
+    env = make_env(NO_FIRE_GAME, training=False, seed=0, **paper_env())
     np.random.seed(0)
     counts = [env.reset()[1]["episode_frame_number"] for _ in range(10)]
     assert all(1 <= c <= 30 for c in counts) and len(set(counts)) > 3
     np.random.seed(1)
-    env = make_env(NO_FIRE_GAME, training=False, seed=0)
+    env = make_env(NO_FIRE_GAME, training=False, seed=0, **paper_env())
     assert [env.reset()[1]["episode_frame_number"] for _ in range(10)] == counts
 
 
 def test_fire_reset_only_for_games_with_fire():
-    breakout = make_env(BREAKOUT, training=False, seed=0)
+    breakout = make_env(BREAKOUT, training=False, seed=0, **paper_env())
     assert FireResetEnv in wrapper_types(breakout)
-    tutankham = make_env(NO_FIRE_GAME, training=False, seed=0)
+    tutankham = make_env(NO_FIRE_GAME, training=False, seed=0, **paper_env())
     assert "FIRE" not in tutankham.unwrapped.get_action_meanings()
     assert FireResetEnv not in wrapper_types(tutankham)
     assert 1 <= tutankham.reset()[1]["episode_frame_number"] <= 30
@@ -173,7 +174,7 @@ def test_fire_reset_only_for_games_with_fire():
 
 
 def test_episodic_life_on_breakout():
-    env = make_env(BREAKOUT, training=True, seed=0)
+    env = make_env(BREAKOUT, training=True, seed=0, **paper_env())
     assert EpisodicLifeEnv in wrapper_types(env)
     ale = env.unwrapped.ale
     _, info = env.reset()
@@ -199,7 +200,7 @@ def test_episodic_life_on_breakout():
 
 
 def test_truncation_makes_next_training_reset_real():
-    env = make_env(BREAKOUT, training=True, max_episode_step=10, seed=0)
+    env = make_env(BREAKOUT, training=True, seed=0, **paper_env(max_episode_step=10))
     env.reset()
     for step in range(1, 9):  # the 2 FireReset steps count: truncation at the 8th step here
         _, _, terminated, truncated, info = env.step(0)
@@ -213,7 +214,7 @@ def test_truncation_makes_next_training_reset_real():
 
 
 def test_eval_env_plays_whole_game_with_raw_rewards():
-    env = make_env(BREAKOUT, training=False, seed=0)
+    env = make_env(BREAKOUT, training=False, seed=0, **paper_env())
     assert EpisodicLifeEnv not in wrapper_types(env)
     env.reset()
     lives_seen = set()
@@ -226,8 +227,8 @@ def test_eval_env_plays_whole_game_with_raw_rewards():
     assert {0, 1, 2, 3, 4} <= lives_seen  # the game went on through every life loss
 
     # same seed and actions: training reward == sign(eval reward) until the first life loss
-    train = make_env("SpaceInvadersNoFrameskip-v4", training=True, seed=3)
-    evaluate = make_env("SpaceInvadersNoFrameskip-v4", training=False, seed=3)
+    train = make_env("SpaceInvadersNoFrameskip-v4", training=True, seed=3, **paper_env())
+    evaluate = make_env("SpaceInvadersNoFrameskip-v4", training=False, seed=3, **paper_env())
     train_obs, _ = train.reset()
     eval_obs, _ = evaluate.reset()
     np.testing.assert_array_equal(train_obs, eval_obs)
@@ -249,7 +250,7 @@ def test_eval_env_plays_whole_game_with_raw_rewards():
 @pytest.mark.parametrize("env_id, agent_steps", [(NO_FIRE_GAME, 50), (BREAKOUT, 48)])
 def test_time_limit_truncates_at_max_episode_step(env_id, agent_steps):
     # agent steps = MaxAndSkip steps; on Breakout the 2 FireReset steps are 2 of the 50
-    env = make_env(env_id, training=False, max_episode_step=50, seed=0)
+    env = make_env(env_id, training=False, seed=0, **paper_env(max_episode_step=50))
     for _ in range(2):
         env.reset()
         for step in range(1, agent_steps + 1):
@@ -259,7 +260,7 @@ def test_time_limit_truncates_at_max_episode_step(env_id, agent_steps):
 
 def test_same_seed_same_trajectory_different_seed_different_noops():
     def rollout(seed):
-        env = make_env(PONG, training=True, seed=seed)
+        env = make_env(PONG, training=True, seed=seed, **paper_env())
         frames = [env.reset()[1]["episode_frame_number"]]  # a first game, then a second one
         observations, rewards = [env.reset()[0]], []
         for _ in range(40):
@@ -275,7 +276,7 @@ def test_same_seed_same_trajectory_different_seed_different_noops():
     assert rewards_a == rewards_b
 
     def noop_counts(seed):
-        env = make_env(NO_FIRE_GAME, training=False, seed=seed)
+        env = make_env(NO_FIRE_GAME, training=False, seed=seed, **paper_env())
         return [env.reset()[1]["episode_frame_number"] for _ in range(3)]
 
     assert noop_counts(0) == [22, 1, 1]  # verified values for this gymnasium / ale-py
@@ -287,7 +288,7 @@ def test_same_seed_same_trajectory_different_seed_different_noops():
     "env_id", ["FooNoFrameskip-v4", "CartPole-v1", "ALE/Breakout-v5", "Breakout-v4", "BreakoutNoFrameskip-v0", None]
 )
 def test_unknown_env_id(env_id):
-    for call in (lambda: check_env_id(env_id), lambda: make_env(env_id, training=False)):
+    for call in (lambda: check_env_id(env_id), lambda: make_env(env_id, training=False, **paper_env())):
         with pytest.raises(UnknownEnvError) as error:
             call()
         message = str(error.value)
@@ -307,7 +308,7 @@ def test_known_ids_accepted():
 def test_all_games_construct_reset_and_step():
     for env_id in GAMES:
         for training in (True, False):
-            env = make_env(env_id, training=training, seed=0)
+            env = make_env(env_id, training=training, seed=0, **paper_env())
             obs, info = env.reset()
             assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8 and "lives" in info
             obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
@@ -317,7 +318,7 @@ def test_all_games_construct_reset_and_step():
 
 def test_video_dir_writes_mp4(tmp_path):
     video_dir = tmp_path / "videos"
-    env = make_env(PONG, training=False, max_episode_step=30, seed=0, video_dir=str(video_dir))
+    env = make_env(PONG, training=False, seed=0, video_dir=str(video_dir), **paper_env(max_episode_step=30))
     env.reset()
     truncated = False
     while not truncated:
@@ -327,4 +328,4 @@ def test_video_dir_writes_mp4(tmp_path):
     videos = list(video_dir.glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
     with pytest.raises(ValueError):
-        make_env(PONG, training=True, video_dir=str(video_dir))
+        make_env(PONG, training=True, video_dir=str(video_dir), **paper_env())

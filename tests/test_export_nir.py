@@ -19,10 +19,11 @@ import sys
 import nir
 import pytest
 import torch
+from conftest import paper_network
 from torch import nn
 
 from conversion_based_snn.snn.simulate import SpikingNetwork
-from neural_network import build_network, save_checkpoint
+from neural_network import save_checkpoint
 from neural_network.nir_export import graph_bytes, importer_limits, qnetwork_to_nir, spiking_network_to_nir
 from neural_network.nir_reader import VOLTAGE, GraphSimulator, _simulator_node, compare, network_run
 from utils import export_nir
@@ -90,7 +91,7 @@ def assert_same(model, graph, frames=FRAMES, **kwargs):
 @pytest.fixture(scope="module")
 def if_layers():
     """Firing grid weights for the converted networks (those of a soft-reset DsqnIF)."""
-    return firing(build_network("DsqnIF", 4, T=T, v_reset=None)).weight_layers
+    return firing(paper_network("DsqnIF", 4, T=T, v_reset=None)).weight_layers
 
 
 # -- the DSQN models --------------------------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ def if_layers():
 @pytest.mark.parametrize("model, v_reset", [("Dsqn", 0.0), ("Dsqn", None), ("DsqnIF", 0.0), ("DsqnIF", None),
                                             ("DsqnSpike", 0.0)])
 def test_dsqn_models_give_the_same_spikes_and_actions(model, v_reset, tmp_path):
-    net = firing(build_network(model, 4, T=T, v_reset=v_reset))
+    net = firing(paper_network(model, 4, T=T, v_reset=v_reset))
     graph = read_back(qnetwork_to_nir(net), tmp_path)
     agreement = assert_same(net, graph)
     assert agreement.actions_equal == len(FRAMES)
@@ -107,7 +108,7 @@ def test_dsqn_models_give_the_same_spikes_and_actions(model, v_reset, tmp_path):
 
 
 def test_the_mapping_of_a_hard_reset_lif_and_of_a_soft_reset():
-    hard = qnetwork_to_nir(build_network("Dsqn", 4, T=T, tau=4.0, v_reset=0.0), dt=1e-3)
+    hard = qnetwork_to_nir(paper_network("Dsqn", 4, T=T, tau=4.0, v_reset=0.0), dt=1e-3)
     lif = hard.nodes["conv2_lif"]
     assert isinstance(lif, nir.LIF) and lif.tau.shape == (64, 9, 9)
     assert float(lif.tau[0, 0, 0]) == pytest.approx(4e-3) and float(lif.r[0, 0, 0]) == 1.0
@@ -122,7 +123,7 @@ def test_the_mapping_of_a_hard_reset_lif_and_of_a_soft_reset():
     assert torch.equal(torch.as_tensor(scale.weight), torch.eye(4) / T) and not scale.bias.any()
     assert torch.equal(torch.as_tensor(readout.weight), torch.eye(4)) and ("readout", "readout") in hard.edges
     assert float(lif.metadata["dt"]) == 1e-3
-    soft = qnetwork_to_nir(build_network("DsqnIF", 4, T=T, v_reset=None), threshold_rule="nominal")
+    soft = qnetwork_to_nir(paper_network("DsqnIF", 4, T=T, v_reset=None), threshold_rule="nominal")
     firing_node = soft.nodes["fc1_3_spikes"]  # tau = dt: no memory, a threshold
     assert isinstance(firing_node, nir.LIF) and float(firing_node.tau[0]) == float(soft.metadata["dt"])
     assert float(firing_node.v_threshold[0]) == 1.0
@@ -130,7 +131,7 @@ def test_the_mapping_of_a_hard_reset_lif_and_of_a_soft_reset():
     assert float(soft.nodes["fc1_5_kept"].weight[0, 0]) == 1.0
     assert {("fc1_2_voltage", "fc1_3_spikes"), ("fc1_3_spikes", "fc1_4_reset"), ("fc1_4_reset", "fc1_5_kept"),
             ("fc1_2_voltage", "fc1_5_kept"), ("fc1_5_kept", "fc1_2_voltage")} <= set(soft.edges)
-    leaky = qnetwork_to_nir(build_network("Dsqn", 4, T=T, tau=4.0, v_reset=None))
+    leaky = qnetwork_to_nir(paper_network("Dsqn", 4, T=T, tau=4.0, v_reset=None))
     assert float(leaky.nodes["conv1_1_input"].weight[0, 0, 0, 0]) == 0.25  # x / tau enters H
     assert float(leaky.nodes["conv1_5_kept"].weight[0, 0, 0, 0]) == 0.75  # and (1 - 1 / tau) of V is kept
     assert "conv1_1_input" not in soft.nodes  # IF: the input enters as it is
@@ -176,7 +177,7 @@ def nirtorch_module(graph: nir.NIRGraph, dtype: torch.dtype = torch.float32) -> 
 def test_nirtorch_wires_the_graph_the_same_way(model, v_reset, tmp_path):
     """nirtorch's own reading of the graph (its recurrent edges read the previous step) gives the same spikes and Q;
     the soft reset's cycles and the spiking output are the cases where the wiring matters."""
-    net = firing(build_network(model, 4, T=T, v_reset=v_reset))
+    net = firing(paper_network(model, 4, T=T, v_reset=v_reset))
     graph = read_back(qnetwork_to_nir(net), tmp_path)
     module = nirtorch_module(graph)
     layer, spike_node = ("fc1", "fc1_3_spikes") if v_reset is None else ("fc2", "fc2_lif")
@@ -218,7 +219,7 @@ def test_the_delay_can_be_exported_under_the_other_schedule(if_layers, tmp_path)
 
 
 def test_a_wrong_leak_or_the_nominal_threshold_is_caught():
-    net = firing(build_network("Dsqn", 4, T=T))
+    net = firing(paper_network("Dsqn", 4, T=T))
     graph = qnetwork_to_nir(net)
     graph.nodes["conv2_lif"].tau = graph.nodes["conv2_lif"].tau * 2
     assert compare(net, graph, FRAMES).layers["conv2"] > 0
@@ -251,13 +252,13 @@ def models(tmp_path_factory, if_layers):
     folder = tmp_path_factory.mktemp("models")
     run = folder / "Dsqn_run"
     run.mkdir()
-    save_checkpoint(firing(build_network("Dsqn", 4, T=T, v_reset=None)), str(run / "best.pkl"))
+    save_checkpoint(firing(paper_network("Dsqn", 4, T=T, v_reset=None)), str(run / "best.pkl"))
     (run / "config.json").write_text('{"program": "run.py", "v_reset": -1, "tau": 2.0, "v_threshold": 1.0}')
     conversion = folder / "ConvSNN_run"
     conversion.mkdir()
     SpikingNetwork(*if_layers, schedule="delayed").save(str(conversion / "snn.pt"))
     (conversion / "config.json").write_text('{"program": "convert.py", "time": 6}')
-    save_checkpoint(build_network("Dqn", 4), str(folder / "dqn.pkl"))
+    save_checkpoint(paper_network("Dqn", 4), str(folder / "dqn.pkl"))
     (folder / "damaged.pkl").write_bytes((run / "best.pkl").read_bytes()[:5000])
     (folder / "damaged.pt").write_bytes((conversion / "snn.pt").read_bytes()[:5000])
     torch.save({"state_dict": {}, "node_type": "LIFNodes"}, folder / "incomplete.pt")
@@ -285,7 +286,7 @@ def test_the_command_exports_a_run_folder_with_its_configuration(models, tmp_pat
 
 def test_an_old_bare_state_dict_exports_with_its_model_and_T(tmp_path, capsys):
     old = tmp_path / "old.pkl"  # as run.py wrote best.pkl before checkpoints had a format
-    torch.save(firing(build_network("DsqnSpike", 4, T=T + 1)).state_dict(), old)
+    torch.save(firing(paper_network("DsqnSpike", 4, T=T + 1)).state_dict(), old)
     out = tmp_path / "old.nir"
     export_nir.main(["--model", str(old), "--out", str(out), "--check_frames", "1"])
     assert "identical spike trains in every layer" in capsys.readouterr().out

@@ -31,7 +31,8 @@ def train(model: str, steps: int, tmp_path, discount_factor: float = 0.99) -> tu
     agent = Agent(config, net, torch.device("cpu"), target_net=build_network(model, 2, **config.network_kwargs()))
     before = greedy_score(agent)
     Trainer(config, agent, RememberTheSideEnv(seed=1), RememberTheSideEnv(seed=2),
-            ReplayMemory(2000, seed=agent.rngs["replay"]), str(tmp_path), SummaryWriter(str(tmp_path))).learn()
+            ReplayMemory(2000, config.history_len, seed=agent.rngs["replay"]), str(tmp_path),
+            SummaryWriter(str(tmp_path))).learn()
     return before, greedy_score(agent)
 
 

@@ -6,13 +6,13 @@ import pickle
 
 import pytest
 import torch
+from conftest import paper_network
 
 from neural_network import (
     MODELS,
     BackendError,
     CheckpointError,
     SpikeMonitor,
-    build_network,
     load_checkpoint,
     read_checkpoint,
     resolve_backend,
@@ -30,7 +30,7 @@ def frames():
 
 def make(model, **kwargs):
     torch.manual_seed(1)
-    return build_network(model, N_ACTIONS, T=kwargs.pop("T", 8), **kwargs)
+    return paper_network(model, N_ACTIONS, T=kwargs.pop("T", 8), **kwargs)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -148,7 +148,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(model, frames, tmp_pa
     state = state["state_dict"]
     assert "conv1.weight" in state and int(state["model_id"]) == MODELS.index(model)
     torch.manual_seed(123)
-    other = build_network(model, N_ACTIONS, T=8)
+    other = paper_network(model, N_ACTIONS, T=8)
     info = load_checkpoint(other, path)
     assert info.model == model and info.n_actions == N_ACTIONS
     with torch.no_grad():
@@ -161,7 +161,7 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="holds a Dqn network, not Dsqn"):
         load_checkpoint(make("Dsqn"), dqn_path)
     with pytest.raises(CheckpointError, match="6 actions but this game has 4"):
-        load_checkpoint(build_network("Dqn", 4), dqn_path)
+        load_checkpoint(paper_network("Dqn", 4), dqn_path)
     with pytest.raises(CheckpointError, match="not found"):
         read_checkpoint(str(tmp_path / "missing.pkl"))
     text = tmp_path / "notes.pkl"
@@ -203,7 +203,7 @@ def test_the_networks_read_the_frames_the_environment_makes():
     from environment.wrappers import FRAME_SIZE as ENV_FRAME_SIZE
     from neural_network.architecture import FRAME_SIZE
 
-    assert ENV_FRAME_SIZE == FRAME_SIZE and build_network("Dqn", 4).input_shape == (4, FRAME_SIZE, FRAME_SIZE)
+    assert ENV_FRAME_SIZE == FRAME_SIZE and paper_network("Dqn", 4).input_shape == (4, FRAME_SIZE, FRAME_SIZE)
 
 
 def test_dqn_output_matches_a_hand_written_nature_cnn(frames):
@@ -235,7 +235,7 @@ def test_compiled_network_matches_eager_and_keeps_plain_keys(frames):
 
 def test_new_checkpoint_carries_metadata_and_old_format_still_loads(tmp_path):
     from neural_network import read_checkpoint, save_checkpoint
-    net = build_network("Dsqn", 6, T=5)
+    net = paper_network("Dsqn", 6, T=5)
     new = str(tmp_path / "new.pkl")
     save_checkpoint(net, new, "PongNoFrameskip-v4")
     raw = torch.load(new, weights_only=True)
@@ -245,18 +245,18 @@ def test_new_checkpoint_carries_metadata_and_old_format_still_loads(tmp_path):
     assert (info.model, info.game, info.T, info.n_actions, info.format) == ("Dsqn", "PongNoFrameskip-v4", 5, 6, 1)
     old = str(tmp_path / "old.pkl")  # written exactly as before format 1: a bare state dict
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, old)
-    other = build_network("Dsqn", 6, T=5)
+    other = paper_network("Dsqn", 6, T=5)
     info = load_checkpoint(other, old)
     assert (info.model, info.game, info.format) == ("Dsqn", None, 0)
     assert torch.equal(other.fc2.weight, net.fc2.weight)
     with pytest.raises(CheckpointError, match="holds a Dsqn network, not Dqn"):
-        load_checkpoint(build_network("Dqn", 6), new)
+        load_checkpoint(paper_network("Dqn", 6), new)
 
 
 def test_checkpoint_metadata_must_agree_with_its_weights_and_names_the_game(tmp_path, capsys):
     from neural_network import checkpoint, read_checkpoint, trained_game
 
-    net = build_network("Dsqn", 6, T=5)
+    net = paper_network("Dsqn", 6, T=5)
     payload = checkpoint.checkpoint_payload(net, "PongNoFrameskip-v4")
     for name, change, words in (("actions.pkl", {"n_actions": 4}, "n_actions 4"), ("T.pkl", {"T": 7}, "T 7"),
                                 ("model.pkl", {"model": "Snn"}, "unknown model 'Snn'"),
@@ -266,7 +266,7 @@ def test_checkpoint_metadata_must_agree_with_its_weights_and_names_the_game(tmp_
             read_checkpoint(str(tmp_path / name))
     # The model is known by its name: the positional model_id buffer is only a label in a format-1 file.
     torch.save({**payload, "state_dict": {**payload["state_dict"], "model_id": torch.tensor(3)}}, tmp_path / "id.pkl")
-    info = load_checkpoint(build_network("Dsqn", 6, T=5), str(tmp_path / "id.pkl"))
+    info = load_checkpoint(paper_network("Dsqn", 6, T=5), str(tmp_path / "id.pkl"))
     assert info.model == "Dsqn"
 
     new, old = str(tmp_path / "new.pkl"), str(tmp_path / "old.pkl")

@@ -14,11 +14,11 @@ import nir
 import numpy as np
 import pytest
 import torch
+from conftest import paper_env, paper_network
 from test_export_nir import firing
 
 from conversion_based_snn.snn.simulate import SpikingNetwork
 from environment.atari import make_env
-from neural_network import build_network
 from neural_network.nir_export import graph_bytes, importer_limits, qnetwork_to_nir, spiking_network_to_nir
 from neural_network.nir_reader import compare, import_graph, network_run, reset_imported, run_imported
 
@@ -29,7 +29,7 @@ IMPORTERS = ("snntorch", "norse")
 @pytest.fixture(scope="module")
 def frames() -> torch.Tensor:
     """Six frame stacks of a real Breakout game under random actions (every 8th agent step)."""
-    env = make_env("BreakoutNoFrameskip-v4", training=False, seed=0)
+    env = make_env("BreakoutNoFrameskip-v4", training=False, seed=0, **paper_env())
     rng = np.random.default_rng(0)
     observation, _ = env.reset()
     stacks = []
@@ -60,7 +60,7 @@ def assert_runs_whole(model, graph, frames, importer, q_tolerance=1e-5):
 @pytest.mark.parametrize("importer", IMPORTERS)
 @pytest.mark.parametrize("model, v_reset", [("Dsqn", 0.0), ("DsqnSpike", 0.0), ("Dsqn", None), ("DsqnIF", None)])
 def test_a_dsqn_export_runs_whole_in_the_importer(model, v_reset, importer, frames, tmp_path):
-    net = firing(build_network(model, 4, T=T, v_reset=v_reset), frames=frames)
+    net = firing(paper_network(model, 4, T=T, v_reset=v_reset), frames=frames)
     graph = written(qnetwork_to_nir(net), tmp_path)
     assert importer_limits(graph) == {"snntorch": [], "norse": []}
     assert_runs_whole(net, graph, frames, importer)
@@ -69,7 +69,7 @@ def test_a_dsqn_export_runs_whole_in_the_importer(model, v_reset, importer, fram
 @pytest.mark.parametrize("importer", IMPORTERS)
 @pytest.mark.parametrize("node_type", ["SubtractiveResetIFNodes", "LIFNodes"])
 def test_a_converted_network_runs_in_the_importer(node_type, importer, frames, tmp_path):
-    layers = firing(build_network("DsqnIF", 4, T=T, v_reset=None), frames=frames).weight_layers
+    layers = firing(paper_network("DsqnIF", 4, T=T, v_reset=None), frames=frames).weight_layers
     snn = SpikingNetwork(*layers, node_type=node_type, tau=1 / math.log(2), schedule="same_step")
     graph = written(spiking_network_to_nir(snn, T), tmp_path)
     # IF: Q (q_mix) is the graph's output; LIF: the output is the spike count, and Q adds the output neurons'
@@ -80,7 +80,7 @@ def test_a_converted_network_runs_in_the_importer(node_type, importer, frames, t
 
 def test_one_import_serves_many_actions_with_a_reset_between(frames, tmp_path):
     """docs/NIR.md's recipe: import once, reset the neurons before each action (snnTorch keeps them inside)."""
-    net = firing(build_network("Dsqn", 4, T=T), frames=frames)
+    net = firing(paper_network("Dsqn", 4, T=T), frames=frames)
     graph = written(qnetwork_to_nir(net), tmp_path)
     for importer in IMPORTERS:
         module = import_graph(graph, importer)
@@ -96,14 +96,14 @@ def test_one_import_serves_many_actions_with_a_reset_between(frames, tmp_path):
 def test_what_an_importer_cannot_run_is_said_and_true(frames, tmp_path):
     """A hard-reset IF network: Norse runs it, snnTorch's importer refuses nir.IF with r != 1 (and would make it
     leaky); a delayed schedule: neither has nir.Delay."""
-    net = firing(build_network("DsqnIF", 4, T=T, v_reset=0.0), frames=frames)
+    net = firing(paper_network("DsqnIF", 4, T=T, v_reset=0.0), frames=frames)
     graph = written(qnetwork_to_nir(net), tmp_path)
     limits = importer_limits(graph)
     assert limits["norse"] == [] and "nir.IF" in limits["snntorch"][0]
     assert_runs_whole(net, graph, frames, "norse")
     with pytest.raises(AssertionError, match="r != 1"):
         run_imported(graph, frames.float() / 255.0, "snntorch")
-    layers = firing(build_network("DsqnIF", 4, T=T, v_reset=None), frames=frames).weight_layers
+    layers = firing(paper_network("DsqnIF", 4, T=T, v_reset=None), frames=frames).weight_layers
     delayed = written(spiking_network_to_nir(SpikingNetwork(*layers, schedule="delayed"), T), tmp_path)
     for importer in IMPORTERS:
         assert "nir.Delay" in importer_limits(delayed)[importer][0]
@@ -114,7 +114,7 @@ def test_what_an_importer_cannot_run_is_said_and_true(frames, tmp_path):
 def test_norse_needs_the_graph_s_time_step(frames, tmp_path):
     """The time step is in the neurons' parameters (tau = tau_ours x dt); Norse integrates with the dt it is given,
     and its default (1e-3 s) on a graph exported with dt 1e-4 s makes every leak ten times faster."""
-    net = firing(build_network("Dsqn", 4, T=T), frames=frames)
+    net = firing(paper_network("Dsqn", 4, T=T), frames=frames)
     graph = written(qnetwork_to_nir(net), tmp_path)
     assert float(graph.nodes["conv1_lif"].tau[0, 0, 0]) == pytest.approx(2 * float(graph.metadata["dt"]))
     import norse.torch

@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import GAME, REPO_ROOT
+from conftest import GAME, REPO_ROOT, paper_network
 
 import run as run_py
 from agent.persistence import load_state
@@ -261,11 +261,11 @@ def test_names_longer_than_the_file_system_allows_are_refused_at_the_option(tmp_
 
 
 def test_export_never_overwrites_a_file_it_was_not_told_to_replace(tmp_path, capsys):
-    from neural_network import build_network, save_checkpoint
+    from neural_network import save_checkpoint
     from utils import export_nir
 
     model = tmp_path / "best.pkl"
-    save_checkpoint(build_network("Dsqn", 4, T=2), str(model))
+    save_checkpoint(paper_network("Dsqn", 4, T=2), str(model))
     weights = model.read_bytes()
     one_line(capsys, export_nir.cli, ["--model", str(model), "--out", str(model), "--overwrite"], 2,
              "is the --model file itself")

@@ -105,7 +105,7 @@ def check_samples(memory, records, rounds=20):
 
 
 def test_single_episode_starts_with_repeated_frame():
-    mem = ReplayMemory(capacity=100, seed=0)
+    mem = ReplayMemory(capacity=100, history_len=H, seed=0)
     records = feed(mem, [6])
     assert len(mem) == 6
     check_all_sampleable(mem, records)
@@ -125,7 +125,7 @@ def test_random_episodes_no_wrap(seed):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 12, size=15).tolist()  # many shorter than history_len
     assert any(length < H for length in lengths)
-    mem = ReplayMemory(capacity=1000, seed=seed)
+    mem = ReplayMemory(capacity=1000, history_len=H, seed=seed)
     records = feed(mem, lengths, rng=rng)
     assert len(mem) == sum(lengths)
     check_all_sampleable(mem, records)
@@ -142,7 +142,7 @@ def test_wraparound_capacity_50_after_237_appends(seed):
     if lengths[-1] == 0:
         lengths.pop()
     assert sum(lengths) == 237
-    mem = ReplayMemory(capacity=50, seed=seed, frame_headroom=0.2)
+    mem = ReplayMemory(capacity=50, history_len=H, seed=seed, frame_headroom=0.2)
     records = feed(mem, lengths, start_modes=("repeat", "distinct", "partial"), rng=rng, cut_prob=0.2)
     assert mem._num_appended == 237
     assert 0 < len(mem) <= 50
@@ -153,7 +153,7 @@ def test_wraparound_capacity_50_after_237_appends(seed):
 def test_wraparound_keeps_full_capacity_for_long_episodes():
     # 237 appends into capacity 50 with episodes of >= 20 steps: the frame headroom suffices,
     # so exactly the newest 50 transitions remain sampleable, spanning the wrap point.
-    mem = ReplayMemory(capacity=50, seed=0, frame_headroom=0.1)
+    mem = ReplayMemory(capacity=50, history_len=H, seed=0, frame_headroom=0.1)
     records = feed(mem, [40, 25, 60, 33, 20, 59])
     assert len(records) == 237
     assert len(mem) == 50
@@ -165,7 +165,7 @@ def test_wraparound_keeps_full_capacity_for_long_episodes():
 def test_frame_ring_overflow_drops_oldest_transitions_but_stays_exact():
     # One-step episodes begun with non-repeated stacks need 5 frames per transition;
     # the frame ring (about 56 rows) then limits how many transitions remain sampleable.
-    mem = ReplayMemory(capacity=50, seed=0, frame_headroom=0.0)
+    mem = ReplayMemory(capacity=50, history_len=H, seed=0, frame_headroom=0.0)
     records = feed(mem, [1] * 120, start_modes=("distinct",))
     assert 0 < len(mem) < 50
     assert mem._num_frame_rows == 50 + H + 1
@@ -175,7 +175,7 @@ def test_frame_ring_overflow_drops_oldest_transitions_but_stays_exact():
 
 
 def test_discontinuity_without_done_is_a_new_episode():
-    mem = ReplayMemory(capacity=100, seed=0)
+    mem = ReplayMemory(capacity=100, history_len=H, seed=0)
     a = episode_stacks(0, 5, "repeat")
     b = episode_stacks(1, 5, "distinct")
     records = []
@@ -194,7 +194,7 @@ def test_discontinuity_without_done_is_a_new_episode():
 
 
 def test_len_grows_then_saturates_at_capacity():
-    mem = ReplayMemory(capacity=30, seed=0)
+    mem = ReplayMemory(capacity=30, history_len=H, seed=0)
     stacks = episode_stacks(0, 80, "repeat")
     lens = []
     for k in range(80):
@@ -204,7 +204,7 @@ def test_len_grows_then_saturates_at_capacity():
 
 
 def test_sample_shapes_dtypes_device():
-    mem = ReplayMemory(capacity=200, seed=0)
+    mem = ReplayMemory(capacity=200, history_len=H, seed=0)
     feed(mem, [10, 3, 7, 40])
     batch = mem.sample(32)
     assert isinstance(batch, Batch)
@@ -237,7 +237,7 @@ def test_other_history_len_and_frame_shape():
 
 def test_determinism_with_seed():
     def run(seed):
-        mem = ReplayMemory(capacity=64, seed=seed)
+        mem = ReplayMemory(capacity=64, history_len=H, seed=seed)
         feed(mem, [20, 5, 2, 30, 9])
         return [mem.sample(16) for _ in range(3)]
 
@@ -249,7 +249,7 @@ def test_determinism_with_seed():
 
 
 def test_sample_errors():
-    mem = ReplayMemory(capacity=10, seed=0)
+    mem = ReplayMemory(capacity=10, history_len=H, seed=0)
     with pytest.raises(ValueError):
         mem.sample(1)  # empty
     feed(mem, [3])
@@ -263,12 +263,12 @@ def test_sample_errors():
 def test_constructor_errors():
     for kwargs in ({"capacity": 0}, {"capacity": -5}, {"history_len": 0}):
         with pytest.raises(ValueError) as info:
-            ReplayMemory(**kwargs)
+            ReplayMemory(**{"capacity": 10, "history_len": H, **kwargs})
         assert "\n" not in str(info.value)
 
 
 def test_append_validates_input():
-    mem = ReplayMemory(capacity=10)
+    mem = ReplayMemory(capacity=10, history_len=H)
     good = np.zeros((H, 84, 84), np.uint8)
     with pytest.raises(ValueError):
         mem.append(np.zeros((3, 84, 84), np.uint8), 0, 0.0, False, good)
@@ -277,7 +277,7 @@ def test_append_validates_input():
 
 
 def test_memory_per_transition():
-    mem = ReplayMemory(capacity=10_000)
+    mem = ReplayMemory(capacity=10_000, history_len=H)
     bpt = mem.bytes_per_transition
     print(f"\nbytes per transition (capacity 1e4): {bpt:.1f}")
     print(f"estimate for capacity 1e6: {ReplayMemory.estimate_bytes(1_000_000, 4, (84, 84)) / 1e9:.3f} GB")
@@ -290,7 +290,7 @@ def test_memory_per_transition():
 def test_too_large_raises_without_allocating():
     t0 = time.perf_counter()
     with pytest.raises(ReplayMemoryTooLargeError) as info:
-        ReplayMemory(capacity=10**9)
+        ReplayMemory(capacity=10**9, history_len=H)
     assert time.perf_counter() - t0 < 1.0
     msg = str(info.value)
     assert "\n" not in msg
@@ -305,9 +305,9 @@ def test_too_large_uses_available_memory(monkeypatch):
 
     monkeypatch.setattr(rm_module.psutil, "virtual_memory", lambda: FakeVM())
     with pytest.raises(ReplayMemoryTooLargeError):
-        ReplayMemory(capacity=1000)  # ~7 MB > 1 MB
-    ReplayMemory(capacity=100)  # ~0.7 MB fits
-    ReplayMemory(capacity=1000, check_memory=False)
+        ReplayMemory(capacity=1000, history_len=H)  # ~7 MB > 1 MB
+    ReplayMemory(capacity=100, history_len=H)  # ~0.7 MB fits
+    ReplayMemory(capacity=1000, history_len=H, check_memory=False)
 
 
 def test_memory_mapped_memory_goes_back_to_its_checkpoint_with_the_undo_journal(tmp_path):
@@ -315,7 +315,7 @@ def test_memory_mapped_memory_goes_back_to_its_checkpoint_with_the_undo_journal(
     (the ring wraps), the undo journal and the metadata give back exactly the memory of the checkpoint, and the
     same appends then give exactly the same memory as before."""
     frames = str(tmp_path / "frames.u8")
-    mem = ReplayMemory(capacity=50, seed=0, frames_file=frames, frame_headroom=0.1)
+    mem = ReplayMemory(capacity=50, history_len=H, seed=0, frames_file=frames, frame_headroom=0.1)
     records = feed(mem, [40, 25, 60])  # 125 appends: the ring has wrapped
     mem.flush()
     checkpoint = mem.state_dict()
@@ -326,7 +326,7 @@ def test_memory_mapped_memory_goes_back_to_its_checkpoint_with_the_undo_journal(
     mem.close_journal()
     del mem
 
-    reopened = ReplayMemory(capacity=50, seed=5, frames_file=frames, frame_headroom=0.1)
+    reopened = ReplayMemory(capacity=50, history_len=H, seed=5, frames_file=frames, frame_headroom=0.1)
     assert reopened.undo(str(tmp_path / "undo.bin")) > 0
     reopened.load_state_dict(checkpoint)
     for ours, theirs in zip(reopened._gather(valid_numbers(reopened)), at_checkpoint):

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import GAME
+from conftest import GAME, paper_env, paper_network
 from synthetic import SideOfTheBlockEnv
 from test_agent import one_line_error
 
@@ -30,7 +30,7 @@ from agent.robustness import (
     sweep_levels,
 )
 from environment import make_env
-from neural_network import build_network, save_checkpoint
+from neural_network import save_checkpoint
 from plotting import cli as plot_cli
 from utils.cli import UserError
 
@@ -54,22 +54,23 @@ def test_sticky_actions_one_repeats_the_previous_action_forever():
     actions = np.random.default_rng(0).integers(1, 4, size=100)  # FIRE, RIGHT, LEFT: never the NOOP
     runs = {}
     for p in (0.0, 1.0):
-        env = make_env(GAME, training=False, seed=0, sticky_actions=p)
+        env = make_env(GAME, training=False, seed=0, sticky_actions=p, **paper_env())
         assert env.unwrapped.ale.getFloat("repeat_action_probability") == p
         runs[p] = _raw_ram(env, actions)
         env.close()
-        env = make_env(GAME, training=False, seed=0, sticky_actions=p)
+        env = make_env(GAME, training=False, seed=0, sticky_actions=p, **paper_env())
         runs[p, "noop"] = _raw_ram(env, [NOOP] * len(actions))
         env.close()
     # p = 1: every frame repeats the action applied before it, the NOOP of the reset, whatever the agent asks.
     np.testing.assert_array_equal(runs[1.0], runs[1.0, "noop"])
     assert (runs[0.0] != runs[0.0, "noop"]).any()  # p = 0: the agent's actions are applied
-    assert make_env(GAME, training=False).unwrapped.ale.getFloat("repeat_action_probability") == 0.0  # default
+    default = make_env(GAME, training=False, **paper_env())
+    assert default.unwrapped.ale.getFloat("repeat_action_probability") == 0.0
 
 
 def test_game_mode_and_difficulty_reach_the_ale():
     def ram_after_reset(**settings):
-        env = make_env(GAME, training=False, seed=0, **settings)
+        env = make_env(GAME, training=False, seed=0, **settings, **paper_env())
         env.reset()
         ram = env.unwrapped.ale.getRAM().copy()
         env.close()
@@ -99,16 +100,16 @@ def _frames(env, steps=40):
 
 
 def test_noise_of_sigma_zero_changes_nothing_and_noise_draws_its_own_stream():
-    plain = _frames(make_env(GAME, training=False, seed=0))
+    plain = _frames(make_env(GAME, training=False, seed=0, **paper_env()))
     rng = perturbation_rng(0)
     state = rng.bit_generator.state
     np.testing.assert_array_equal(_frames(make_env(GAME, training=False, seed=0,
-                                                   frame_transform=GaussianNoise(0.0, rng))), plain)
+                                                   frame_transform=GaussianNoise(0.0, rng), **paper_env())), plain)
     assert rng.bit_generator.state == state  # nothing drawn
     assert env_options(Config(obs_noise=0.0))["frame_transform"] is None
 
-    noisy = _frames(make_env(GAME, training=False, seed=0, **env_options(Config(obs_noise=8.0, seed=0))))
-    again = _frames(make_env(GAME, training=False, seed=0, **env_options(Config(obs_noise=8.0, seed=0))))
+    noisy = _frames(make_env(GAME, training=False, seed=0, **env_options(Config(obs_noise=8.0, seed=0)), **paper_env()))
+    again = _frames(make_env(GAME, training=False, seed=0, **env_options(Config(obs_noise=8.0, seed=0)), **paper_env()))
     np.testing.assert_array_equal(noisy, again)  # reproducible from --seed
     assert noisy.dtype == np.uint8 and noisy.shape == plain.shape
     difference = noisy.astype(np.int16) - plain
@@ -137,7 +138,7 @@ def trained_nets():
     frames, nets = _side_frames(), {}
     for model, kwargs in (("Dqn", {}), ("Dsqn", {"T": 4, "v_threshold": 0.5})):
         torch.manual_seed(0)
-        net = build_network(model, 2, **kwargs)
+        net = paper_network(model, 2, **kwargs)
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
         for _ in range(20):
             loss = torch.nn.functional.mse_loss(net(frames), torch.eye(2))
@@ -252,7 +253,7 @@ def test_levels_is_a_list_option():
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     checkpoint = str(tmp_path / "dqn.pkl")
-    save_checkpoint(build_network("Dqn", 4), checkpoint)
+    save_checkpoint(paper_network("Dqn", 4), checkpoint)
     out = str(tmp_path / "out")
     play = ["--method", "play", "--model_path", checkpoint, "--device", "cpu", "--output_dir", out]
     sweep = ["--method", "robustness", "--model_path", checkpoint, "--device", "cpu", "--output_dir", out]

@@ -23,7 +23,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def filled_memory(seed: int = 0, n: int = 120) -> ReplayMemory:
-    memory = ReplayMemory(200, seed=seed, check_memory=False)
+    memory = ReplayMemory(200, history_len=4, seed=seed, check_memory=False)
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, (n + 4, 84, 84), dtype=np.uint8)
     for k in range(n):

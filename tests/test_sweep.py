@@ -252,6 +252,8 @@ def test_a_mistake_is_one_line_on_stderr_and_exit_2(tmp_path):
     (["--convert_options", "--model x"], [], "--convert_options: --model is set by the sweep"),
     (["--play_options", "--eval_episode_num 3"], [], "--play_options: --eval_episode_num is set by the sweep"),
     (["--play_options", "--T 0"], [], "--play_options: argument --T"),
+    (["--play_options", "--levels 1"], [], "--play_options: --levels is for --method robustness"),
+    ([], ["--sticky_actions", "0.25"], "run.py options of Dqn: --sticky_actions is for --method play"),
     (["--play_games", "-1"], [], "argument --play_games"),
     (["--convert", "Pong", "--games", "Breakout"], [], "not in the grid"),
     (["--grid", "/nonexistent.yaml"], [], "--grid /nonexistent.yaml: No such file"),

@@ -11,7 +11,7 @@ import json
 import os
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, paper_env
 
 from agent.config import Config
 
@@ -99,7 +99,7 @@ def test_the_recorder_writes_every_n_th_game_whole(tmp_path):
     from environment.atari import make_env
     from utils.tracking import TrainingVideo
 
-    env = make_env("BreakoutNoFrameskip-v4", training=True, seed=0, max_episode_step=60)
+    env = make_env("BreakoutNoFrameskip-v4", training=True, seed=0, **paper_env(max_episode_step=60))
     rng = np.random.default_rng(0)
     video = TrainingVideo(str(tmp_path / "videos"), 2, "Breakout")
     steps, lengths, length, games = 0, [], 0, 0

@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import paper_env, paper_network
 from synthetic import RememberTheSideEnv
 from torch.utils.tensorboard import SummaryWriter
 
@@ -42,7 +43,7 @@ def make_agent(config: Config, n_actions: int = 4, seed: int = 0) -> Agent:
 
 def make_trainer(tmp_path, config: Config, env_cls=RememberTheSideEnv, n_actions: int = 2) -> Trainer:
     agent = make_agent(config, n_actions)
-    replay = ReplayMemory(config.replay_memory_size, seed=agent.rngs["replay"])
+    replay = ReplayMemory(config.replay_memory_size, config.history_len, seed=agent.rngs["replay"])
     writer = SummaryWriter(str(tmp_path / "tensorboard"))
     return Trainer(config, agent, env_cls(n_actions, seed=1), env_cls(n_actions, seed=2), replay, str(tmp_path),
                    writer)
@@ -109,7 +110,7 @@ def test_double_target_values_the_online_argmax_with_the_target_network():
 def test_update_is_one_adam_step_on_the_smooth_l1_loss():
     agent = make_agent(small_config())
     batch = hand_made_batch()
-    reference = build_network("Dqn", 4)
+    reference = paper_network("Dqn", 4)
     reference.load_state_dict(agent.net.state_dict())
     optimizer = torch.optim.Adam(reference.parameters(), lr=1e-4)
     y = agent.td_target(batch.rewards, batch.dones, batch.next_states)
@@ -326,9 +327,9 @@ def explore_recorded(tmp_path, max_episode_step: int, steps: int):
     config = small_config(replay_start_size=steps, replay_memory_size=1000, max_episode_step=max_episode_step,
                           timestep_num=0, final_eval="at_budget", eval_episode_num=1)
     agent = make_agent(config)
-    env = Recorder(make_env(GAME, training=True, max_episode_step=max_episode_step, seed=0))
-    trainer = Trainer(config, agent, env, make_env(GAME, training=False, max_episode_step=10, seed=0),
-                      ReplayMemory(1000, seed=agent.rngs["replay"]), str(tmp_path),
+    env = Recorder(make_env(GAME, training=True, seed=0, **paper_env(max_episode_step=max_episode_step)))
+    trainer = Trainer(config, agent, env, make_env(GAME, training=False, seed=0, **paper_env(max_episode_step=10)),
+                      ReplayMemory(1000, config.history_len, seed=agent.rngs["replay"]), str(tmp_path),
                       SummaryWriter(str(tmp_path / "tensorboard")))
     trainer.learn()
     assert len(env.steps) == len(trainer.replay) == steps
@@ -357,8 +358,8 @@ def test_a_time_limit_truncation_is_terminal_and_starts_a_new_game(tmp_path):
 
 
 def test_evaluation_plays_whole_games_across_lives_with_raw_scores():
-    agent = Agent(small_config(), build_network("Dqn", 4), torch.device("cpu"))
-    env = Recorder(make_env(GAME, training=False, max_episode_step=5000, seed=3))
+    agent = Agent(small_config(), paper_network("Dqn", 4), torch.device("cpu"))
+    env = Recorder(make_env(GAME, training=False, seed=3, **paper_env(max_episode_step=5000)))
     results = evaluate(agent, env, 2, epsilon=1.0, rng=np.random.default_rng(0))
     ends = [i for i, step in enumerate(env.steps) if step["terminated"] or step["truncated"]]
     assert len(ends) == 2 and ends[-1] == len(env.steps) - 1
@@ -376,10 +377,10 @@ def breakout_trainer(tmp_path, **changes) -> Trainer:
     config = small_config(**{"eval_freq": 1000, "eval_episode_num": 1, "max_episode_step": 16, "minibatch_size": 8,
                              "replay_start_size": 16, "log_freq": 1000, **changes})
     agent = make_agent(config)
-    return Trainer(config, agent, make_env(GAME, training=True, max_episode_step=config.max_episode_step, seed=0),
-                   make_env(GAME, training=False, max_episode_step=20, seed=0),
-                   ReplayMemory(config.replay_memory_size, seed=agent.rngs["replay"]), str(tmp_path),
-                   SummaryWriter(str(tmp_path / "tensorboard")))
+    return Trainer(config, agent, make_env(GAME, training=True, seed=0, **config.env_kwargs()),
+                   make_env(GAME, training=False, seed=0, **paper_env(max_episode_step=20)),
+                   ReplayMemory(config.replay_memory_size, config.history_len, seed=agent.rngs["replay"]),
+                   str(tmp_path), SummaryWriter(str(tmp_path / "tensorboard")))
 
 
 def recorded_learn(trainer: Trainer, monkeypatch) -> list[tuple]:

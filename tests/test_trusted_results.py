@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import GAME, read_scalars
+from conftest import GAME, paper_env, paper_network, read_scalars
 from test_plot import num, read_csv, read_rows, run_config, write_run_folder
 
 from plotting import cli
@@ -140,14 +140,13 @@ def test_run_episode_flags_a_game_cut_by_the_step_cap():
     from agent.config import Config
     from agent.evaluation import run_episode
     from environment import make_env
-    from neural_network import build_network
 
     config = Config(model="Dqn", device="cpu")
-    env = make_env(GAME, training=False, max_episode_step=5, seed=0)
-    agent = Agent(config, build_network("Dqn", int(env.action_space.n)), torch.device("cpu"))
+    env = make_env(GAME, training=False, seed=0, **paper_env(max_episode_step=5))
+    agent = Agent(config, paper_network("Dqn", int(env.action_space.n)), torch.device("cpu"))
     cut = run_episode(agent, env, 0.0, np.random.default_rng(0))
     assert cut.steps <= 5 and cut.truncated is True  # (the reset's FIRE steps count towards the cap)
-    env = make_env(GAME, training=False, max_episode_step=18000, seed=0)
+    env = make_env(GAME, training=False, seed=0, **paper_env(max_episode_step=18000))
     finished = run_episode(agent, env, 1.0, np.random.default_rng(0))  # random play ends the game itself
     assert finished.steps < 18000 and finished.truncated is False
 

@@ -2,7 +2,9 @@
 
 * Every option is defined once, as a dataclass field made by :func:`option` (default, help text, value parser,
   choices); :func:`add_options` turns the fields into argparse options and :func:`given_options` reads back only
-  the options the user actually typed (so a resumed run can tell an override from a default).
+  the options the user actually typed (so a resumed run can tell an override from a default). An option may
+  belong to an :class:`OptionGroup` (what it is for): its section of ``--help`` and the methods it applies to, from
+  which :func:`refuse_misplaced` derives the options a method refuses.
 * Every program's entry point is :func:`run_cli`: whatever is not a bug in the project (a user mistake, a damaged
   input, a full disk, Ctrl-C) ends with one line on stderr and an exit status of its own; a bug keeps its
   traceback. ``DSQN_TRACEBACK=1`` shows the full trace of every failure, for a report.
@@ -16,7 +18,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, Field, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 
 from utils.errors import (  # noqa: F401 - defined there, used and re-exported here
     EXIT_BUSY,
@@ -97,27 +99,72 @@ def shell_words(text: str) -> str:
 # -- options as dataclass fields ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options that serve one purpose: one section of ``--help``, and the values of the program's ``--method`` they
+    apply to (``methods``; empty: every method). Given with another method, an option of the group is refused with
+    ``why`` (:func:`refuse_misplaced`), or accepted and left unused when ``why`` is None. Calling the group declares
+    one of its options: ``learn(32, "transitions per update")`` is :func:`option` with ``group=learn``."""
+
+    title: str
+    description: str
+    methods: tuple[str, ...] = ()
+    why: str | None = None
+
+    def __call__(self, default, help: str, **kwargs) -> Field:
+        return option(default, help, group=self, **kwargs)
+
+
 def option(default, help: str, *, parse: Callable | None = None, choices=None, metavar: str | None = None,
-           nargs: str | None = None) -> Field:
+           nargs: str | None = None, group: OptionGroup | None = None, resumable: bool = False) -> Field:
     """A dataclass field that is also a command-line option ``--<name>``. ``parse`` turns the typed text into a
     value (default: the type of ``default``); a bool field is an on/off flag (``--x`` / ``--no-x``); ``nargs``
-    ("+" or "*") makes it a list option (``--x 1 2 3``, each value parsed by ``parse``)."""
+    ("+" or "*") makes it a list option (``--x 1 2 3``, each value parsed by ``parse``); ``group``: the
+    :class:`OptionGroup` it belongs to; ``resumable``: a run continued with ``--resume`` may change it."""
     return field(default=default, metadata={"help": help, "parse": parse, "choices": choices, "metavar": metavar,
-                                            "nargs": nargs})
+                                            "nargs": nargs, "group": group, "resumable": resumable})
+
+
+def option_groups(cls) -> dict[OptionGroup, list[str]]:
+    """The :class:`OptionGroup` s of the dataclass ``cls``, in the order of their first option, each with the names
+    of its options."""
+    groups: dict[OptionGroup, list[str]] = {}
+    for f in fields(cls):
+        if f.metadata.get("group") is not None:
+            groups.setdefault(f.metadata["group"], []).append(f.name)
+    return groups
+
+
+def refuse_misplaced(cls, method: str, given: Iterable[str]) -> None:
+    """A :class:`UserError` for the first option in ``given`` whose :class:`OptionGroup` does not apply to
+    ``method`` and refuses other methods; the options of a group without ``why`` are accepted (and unused)."""
+    for group, names in option_groups(cls).items():
+        if not group.methods or method in group.methods or group.why is None:
+            continue
+        for name in names:
+            if name in given:
+                raise UserError(f"--{name} is for " + " or ".join(f"--method {m}" for m in group.methods)
+                                + f": {group.why}")
 
 
 def add_options(parser: argparse.ArgumentParser, cls, only: Callable[[str], bool] = lambda name: True) -> None:
-    """Add an option for every :func:`option` field of the dataclass ``cls`` (in field order)."""
+    """Add an option for every :func:`option` field of the dataclass ``cls`` (in field order), each in the
+    argument group of its :class:`OptionGroup` (a section of ``--help``) when it has one."""
+    sections: dict[OptionGroup, argparse._ArgumentGroup] = {}
     for f in fields(cls):
         if "help" not in f.metadata or not only(f.name):
             continue
         meta, default = f.metadata, f.default if f.default is not MISSING else None
+        group = meta.get("group")
+        if group is not None and group not in sections:
+            sections[group] = parser.add_argument_group(group.title, group.description)
+        target = sections[group] if group is not None else parser
         shown = "" if default is None else f" (default {default})"
         if isinstance(default, bool):
-            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, help=meta["help"] + shown)
+            target.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, help=meta["help"] + shown)
             continue
         parse = meta["parse"] or (type(default) if default is not None else str)
-        parser.add_argument(f"--{f.name}", type=parse, choices=meta["choices"], metavar=meta["metavar"],
+        target.add_argument(f"--{f.name}", type=parse, choices=meta["choices"], metavar=meta["metavar"],
                             nargs=meta.get("nargs"), help=meta["help"] + shown)
 
 

@@ -12,7 +12,6 @@ and can run the graph, and the agreement is printed. One line per importer says 
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import warnings
@@ -87,7 +86,8 @@ def source_name(path: str) -> str:
 
 
 def export_checkpoint(config: ExportConfig, path: str) -> Exported:
-    from neural_network import QNetwork, build_network, load_checkpoint, read_checkpoint
+    from agent.config import Config
+    from neural_network import build_network, load_checkpoint, read_checkpoint
     from neural_network.nir_export import qnetwork_to_nir
 
     if config.schedule is not None:
@@ -97,11 +97,12 @@ def export_checkpoint(config: ExportConfig, path: str) -> Exported:
         raise UserError(f"{path} holds a Dqn network, which has no spiking neurons to export; convert it with "
                         "conversion_based_snn/convert.py and export that run's snn.pt")
     trained = read_run_config(os.path.dirname(path), "run.py")
-    defaults = inspect.signature(QNetwork.__init__).parameters
+    defaults = Config()  # run.py's options
     hyper = {name: getattr(config, name) if getattr(config, name) is not None
-             else trained.get(name, defaults[name].default) for name in SPIKING_HYPERPARAMETERS}
-    T = config.T or info.T or defaults["T"].default
-    net = build_network(info.model, info.n_actions, history_len=int(state["conv1.weight"].shape[1]), T=T, **hyper)
+             else trained.get(name, getattr(defaults, name)) for name in SPIKING_HYPERPARAMETERS}
+    T = config.T or info.T or defaults.T
+    net = build_network(info.model, info.n_actions, **{**defaults.network_kwargs(), **hyper, "T": T,
+                                                       "history_len": int(state["conv1.weight"].shape[1])})
     load_checkpoint(net, path)
     net.eval().requires_grad_(False)
     graph = qnetwork_to_nir(net, dt=config.dt, threshold_rule=config.threshold, source=source_name(path))

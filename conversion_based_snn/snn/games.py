@@ -40,9 +40,10 @@ class GameStepResult(NamedTuple):
     lives: int  # the game's lives (ale.lives()) after the agent step; 0 in games without lives
 
 
-def make_game_env(game: str, seed: int | None, max_episode_step: int):
-    """The episodic-life env with raw rewards and FIRE pressed after every reset (in games that have FIRE)."""
-    return make_env(game, training=False, episodic_life=True, seed=seed, max_episode_step=max_episode_step)
+def make_game_env(game: str, seed: int | None, **settings):
+    """The episodic-life env with raw rewards and FIRE pressed after every reset (in games that have FIRE);
+    ``settings``: make_env's max_episode_step, history_len and action_repeat."""
+    return make_env(game, training=False, episodic_life=True, seed=seed, **settings)
 
 
 def game_over(env, terminated: bool, truncated: bool, info: dict) -> bool:
