@@ -201,7 +201,7 @@ def test_a_run_stopped_at_the_learning_starts_threshold_resumes_exactly(tmp_path
     def trainer_in(folder, stop=None) -> Trainer:
         agent = make_agent(config, n_actions=2)
         os.makedirs(folder / "state", exist_ok=True)
-        replay = ReplayMemory(config.replay_memory_size, seed=agent.rngs["replay"],
+        replay = ReplayMemory(config.replay_memory_size, config.history_len, seed=agent.rngs["replay"],
                               frames_file=str(folder / "state" / "replay-frames.u8"))
         return Trainer(config, agent, RememberTheSideEnv(2, seed=1), RememberTheSideEnv(2, seed=2), replay,
                        str(folder), SummaryWriter(str(folder / "tensorboard")), stop=stop)
