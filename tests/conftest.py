@@ -48,6 +48,25 @@ def _environ() -> dict:
     return {key: value for key, value in os.environ.items() if key != "PYTEST_CURRENT_TEST"}
 
 
+#: The tests of each extension, marked with its name (pyproject.toml's markers): ``pytest -m "not (sweep or nir or
+#: robustness or tracking or harness)"`` tests the reproduction alone, ``pytest -m sweep`` the sweep alone.
+EXTENSION_TESTS = {
+    "sweep": ("test_sweep.py", "test_cluster.py"),
+    "nir": ("test_export_nir.py", "test_nir_importers.py"),
+    "robustness": ("test_robustness.py",),
+    "tracking": ("test_tracking.py",),
+    "harness": ("test_bench.py",),
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    marker_of = {name: marker for marker, names in EXTENSION_TESTS.items() for name in names}
+    for item in items:
+        marker = marker_of.get(item.path.name)
+        if marker is not None:
+            item.add_marker(getattr(pytest.mark, marker))
+
+
 @pytest.fixture(autouse=True)
 def process_state():
     """Put back, after each test, the process-wide settings it may change: os.environ (SpikingJelly's SJ_*

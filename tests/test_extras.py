@@ -120,3 +120,18 @@ def test_lock_file_agrees_with_the_pins():
         assert name in locked, requirement
         if "==" in requirement:
             assert locked[name] == requirement.split("==")[1].split()[0], (requirement, locked[name])
+
+
+def test_each_extension_has_a_registered_marker_on_its_test_files():
+    """pytest -m sweep (nir, robustness, tracking, harness) selects an extension's tests: every file conftest marks
+    exists, and every marker is registered in pyproject.toml (pytest runs with --strict-markers)."""
+    from conftest import EXTENSION_TESTS
+
+    with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as f:
+        pytest_options = tomllib.load(f)["tool"]["pytest"]["ini_options"]
+    registered = {line.split(":")[0] for line in pytest_options["markers"]}
+    assert "--strict-markers" in pytest_options["addopts"]
+    assert set(EXTENSION_TESTS) <= registered, set(EXTENSION_TESTS) - registered
+    for names in EXTENSION_TESTS.values():
+        for name in names:
+            assert os.path.isfile(os.path.join(REPO_ROOT, "tests", name)), name
