@@ -46,7 +46,6 @@ def median_of_games(samples: list[np.ndarray]) -> np.ndarray:
 
 
 AGGREGATES = {"iqm": iqm, "mean": mean_of_games, "median": median_of_games}
-AGGREGATE_LABELS = {"iqm": "IQM", "mean": "mean", "median": "median"}
 
 
 def profile(samples: list[np.ndarray], taus: np.ndarray) -> np.ndarray:

@@ -34,10 +34,6 @@ def _cell(value, spec=".2f") -> str:
     return format(value, spec) if isinstance(value, float) else str(value)
 
 
-def _with_source(value, source: str) -> str:
-    return "n/a" if value is None else f"{value:.2f} ({source})"
-
-
 def _write_text(path: str, lines: list[str]) -> None:
     with replacing(path) as temporary, open(temporary, "w", encoding="utf-8") as file:
         file.write("\n".join(lines) + "\n")

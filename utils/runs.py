@@ -156,10 +156,6 @@ class RunFolder:
                                    else item.get(key, "")) for key in EVALUATION_COLUMNS})
         atomic_write(self.file(EVALUATIONS_CSV), lambda file: file.write(text.getvalue().encode("utf-8")))
 
-    def progress_file(self, unit: str = "step", every_s: float = 5.0) -> ProgressFile:
-        """The writer of progress.json."""
-        return ProgressFile(self.path, unit, every_s)
-
 
 # The functions of the run folder's files, for the code that calls them by the folder's path.
 
