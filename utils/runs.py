@@ -49,6 +49,16 @@ EVALUATIONS_CSV = "evaluations.csv"
 EVALUATION_COLUMNS = ("step", "games", "mean", "median", "std", "min", "max", "mean_max_q", "truncated_games")
 
 
+class _JsonFile:
+    """A run folder's JSON file as an attribute: its object, read when asked (:meth:`RunFolder.read`)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, run: RunFolder | None, owner=None):
+        return self if run is None else run.read(self.name)
+
+
 class RunFolder:
     """One run folder of run.py or convert.py and the files in it that other code reads:
 
@@ -93,31 +103,16 @@ class RunFolder:
             return None
         return value if isinstance(value, dict) else None
 
-    @property
-    def config(self) -> dict | None:
-        return self.read(CONFIG_JSON)
+    config = _JsonFile(CONFIG_JSON)
+    status = _JsonFile(STATUS_JSON)
+    summary = _JsonFile(SUMMARY_JSON)
+    progress = _JsonFile(PROGRESS_JSON)
+    manifest = _JsonFile(MANIFEST_JSON)  # as it is: agent/persistence.py checks its fields before it trusts them
 
     def config_of(self, program: str) -> dict:
         """The config.json that ``program`` (run.py or convert.py) wrote here, or {}."""
         config = self.config
         return config if config is not None and config.get("program") == program else {}
-
-    @property
-    def status(self) -> dict | None:
-        return self.read(STATUS_JSON)
-
-    @property
-    def summary(self) -> dict | None:
-        return self.read(SUMMARY_JSON)
-
-    @property
-    def progress(self) -> dict | None:
-        return self.read(PROGRESS_JSON)
-
-    @property
-    def manifest(self) -> dict | None:
-        """state/manifest.json as it is (agent/persistence.py checks its fields before it trusts them)."""
-        return self.read(MANIFEST_JSON)
 
     @property
     def evaluations(self) -> list[dict]:

@@ -132,18 +132,9 @@ def play_episode(
             return stats
 
 
-def evaluate(
-    snn: SpikingNetwork,
-    ann: torch.nn.Module,
-    env,
-    episodes: int,
-    T: int,
-    rng: np.random.Generator,
-    epsilon: float,
-    progress: bool = True,
-    on_episode: Callable[[int, EpisodeStats], None] | None = None,
-    firing_rate_over: str = "last_life",
-) -> list[EpisodeStats]:
+def evaluate(snn: SpikingNetwork, ann: torch.nn.Module, env, episodes: int, T: int, rng: np.random.Generator,
+             epsilon: float, progress: bool = True, on_episode: Callable[[int, EpisodeStats], None] | None = None,
+             firing_rate_over: str = "last_life") -> list[EpisodeStats]:
     results = []
     episode_bar = tqdm(range(episodes), desc="episodes", unit="game", disable=not progress)
     for episode in episode_bar:
