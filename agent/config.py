@@ -41,8 +41,8 @@ LEARN = OptionGroup("learn", "the DQN training loop, with its saving, logging an
                              "and robustness leave them unused)", methods=("learn",))
 PLAY = OptionGroup("play", "a trained network's play, and the perturbations of it (--method play and robustness; "
                            "docs/ROBUSTNESS.md)", methods=("play", "robustness"),
-                   why="it concerns the play of a trained network, not learning (which uses the paper's environment; "
-                       "to continue a learning run: --resume RUN_FOLDER)")
+                   why="it concerns the play of a trained network, not learning (learning plays the paper's games, "
+                       "unperturbed; to continue a learning run: --resume RUN_FOLDER)")
 ROBUSTNESS = OptionGroup("robustness", "a sweep over the levels of one perturbation (--method robustness; "
                                        "docs/ROBUSTNESS.md)", methods=("robustness",),
                          why="it sweeps the levels of one perturbation; --method play plays one setting: "
