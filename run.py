@@ -180,7 +180,7 @@ def start_run(config, run_dir: str | None, n_actions: int, device=None):
     from neural_network.backend import CHOSEN, describe_choice
     from utils.logging_setup import setup_file_logger, write_run_config
     from utils.runlock import lock_run_dir
-    from utils.runs import create_run_dir, provenance, timestamp, write_status
+    from utils.runs import RunFolder, create_run_dir, provenance, timestamp
 
     if run_dir is None:
         run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
@@ -195,7 +195,7 @@ def start_run(config, run_dir: str | None, n_actions: int, device=None):
     })
     if kernel:
         logger.info("%s", describe_choice(kernel))
-    write_status(run_dir, "running")
+    RunFolder(run_dir).write_status("running")
     return run_dir, logger
 
 
@@ -213,7 +213,7 @@ def learn(config, run_dir: str | None) -> None:
     from neural_network import build_network, compile_network
     from replay_memory import ReplayMemory
     from utils.cli import Diverged, Stopped, set_recovery
-    from utils.runs import remove_stale_temporaries, shown, write_status
+    from utils.runs import RunFolder, remove_stale_temporaries, shown
     from utils.tracking import Tracking, check
 
     check(config)  # --track, --capture_video: their packages
@@ -269,7 +269,8 @@ def learn(config, run_dir: str | None) -> None:
             raise  # they wrote their own status
         except BaseException as error:
             with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
-                write_status(run_dir, "failed", timestep=trainer.p.timestep, error=f"{type(error).__name__}: {error}")
+                RunFolder(run_dir).write_status("failed", timestep=trainer.p.timestep,
+                                                error=f"{type(error).__name__}: {error}")
             raise
         finally:
             trainer.writer.close()
@@ -346,7 +347,7 @@ def play(config, given: dict) -> None:
     from agent.robustness import observation_attack, perturbation_settings, play_envs
     from neural_network import SpikeMonitor
     from utils.energy import format_energy
-    from utils.runs import ProgressFile, RunFolder, create_run_dir, shown, timestamp, write_status
+    from utils.runs import ProgressFile, RunFolder, create_run_dir, shown, timestamp
 
     model_path, net, device, spiking = load_played_network(config, given)
     run_dir = create_run_dir(config.output_dir, run_name(config, timestamp()))
@@ -384,7 +385,7 @@ def play(config, given: dict) -> None:
     if energy is not None:
         summary["energy"] = energy
     RunFolder(run_dir).write_summary(summary)
-    write_status(run_dir, "finished")
+    RunFolder(run_dir).write_status("finished")
     progress.update("finished", config.eval_episode_num, config.eval_episode_num, counts="play")
     keys = ["average_score", "max_score", "score_std", "average_max_q", "average_max_q_std"]
     if "average_firing_rate" in summary:
@@ -406,7 +407,7 @@ def play(config, given: dict) -> None:
 def robustness(config, given: dict) -> None:
     """--method robustness: the checkpoint played at every level of one perturbation (agent/robustness.py)."""
     from agent.robustness import ROBUSTNESS_CSV, run_sweep, sweep_levels
-    from utils.runs import create_run_dir, shown, timestamp, write_status
+    from utils.runs import RunFolder, create_run_dir, shown, timestamp
 
     model_path, net, device, _ = load_played_network(config, given)
     levels = sweep_levels(config)
@@ -417,9 +418,9 @@ def robustness(config, given: dict) -> None:
     try:
         run_sweep(config, net, device, run_dir, logger, levels, model_path)
     except BaseException as error:
-        write_status(run_dir, "failed", error=f"{type(error).__name__}: {error}")
+        RunFolder(run_dir).write_status("failed", error=f"{type(error).__name__}: {error}")
         raise
-    write_status(run_dir, "finished")
+    RunFolder(run_dir).write_status("finished")
     print(f"{ROBUSTNESS_CSV}: {shown(os.path.join(run_dir, ROBUSTNESS_CSV))}\nrun folder: {shown(run_dir)}")
 
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from environment.state import env_state, restore_env_state
 from environment.vector import EvaluationEnvs
 from utils.cli import EXIT_SIGINT, EXIT_SIGTERM, Diverged, Stopped, UserError
-from utils.runs import ProgressFile, RateMeter, evaluation_row, read_evaluations, write_evaluation, write_status
+from utils.runs import ProgressFile, RateMeter, RunFolder, evaluation_row
 
 from .persistence import Progress, load_state, save_state, undo_journal
 
@@ -79,6 +79,7 @@ class Run:
     def __init__(self, trainer, stop: StopRequest | None = None):
         self.trainer = trainer
         self.run_dir = trainer.run_dir
+        self.folder = RunFolder(self.run_dir)  # its status.json and evaluations.csv
         self.state_dir = os.path.join(self.run_dir, "state")
         self.stop = stop or StopRequest()
         self.losses = LossMeter(trainer.agent.device)
@@ -98,7 +99,7 @@ class Run:
         """Around the loop: at its end (the final evaluation done) status.json and progress.json say finished."""
         trainer, p = self.trainer, self.trainer.p
         self.meter.rate(p.timestep)
-        evaluations = read_evaluations(self.run_dir)  # a resumed run: its last evaluation so far
+        evaluations = self.folder.evaluations  # a resumed run: its last evaluation so far
         if evaluations:
             self.progress.last_eval = (int(evaluations[-1]["step"]), float(evaluations[-1]["mean"] or "nan"))
         try:
@@ -108,7 +109,7 @@ class Run:
         finally:
             if self.bar is not None:
                 self.bar.close()
-        write_status(self.run_dir, "finished", timestep=p.timestep, best_score=p.best_score)
+        self.folder.write_status("finished", timestep=p.timestep, best_score=p.best_score)
         self.progress.update("finished", p.timestep, trainer.config.timestep_num, counts="learn")
         logger.info("Learning is done; best average evaluation score %s", p.best_score)
 
@@ -193,7 +194,7 @@ class Run:
             self.trainer.writer.add_scalar(f"evaluate/{tag}", value, label)
         logger.info("timestep: %d\taverage_score: %s\tscore_std: %s\taverage_max_q: %s\ttruncated_games: %d", label,
                     average, std, average_max_q, truncated)
-        write_evaluation(self.run_dir, evaluation_row(label, scores, average_max_q, truncated))
+        self.folder.write_evaluation(evaluation_row(label, scores, average_max_q, truncated))
         return average
 
     def evaluation_ends(self, label: int, average: float) -> None:
@@ -220,7 +221,7 @@ class Run:
             self.diverged(f"the network's weights became non-finite (NaN or infinity) by learning step {step}")
 
     def diverged(self, what: str) -> None:
-        write_status(self.run_dir, "diverged", timestep=self.trainer.p.timestep, last_saved=self.last_saved)
+        self.folder.write_status("diverged", timestep=self.trainer.p.timestep, last_saved=self.last_saved)
         logger.error("%s; the run is stopped", what)
         kept = (f"the last good state (learning step {self.last_saved}) is kept: continue it with a lower learning "
                 f"rate, e.g.  python run.py --resume {self.run_dir} --learning_rate "
@@ -266,7 +267,7 @@ class Run:
         save_state(self.state_dir, self.state(), trainer.replay if trainer.config.save_replay else None,
                    timestep=p.timestep, explored=p.explored, pending_eval=p.pending_eval, finished=p.finished)
         self.last_saved = p.timestep
-        write_status(self.run_dir, "running", timestep=p.timestep, explored=p.explored, best_score=p.best_score)
+        self.folder.write_status("running", timestep=p.timestep, explored=p.explored, best_score=p.best_score)
 
     def restore(self, state: dict, replay_kept: bool) -> None:
         """Load a state from :meth:`state`; ``replay_kept``: the replay memory's frames are as they were saved."""
@@ -326,7 +327,7 @@ class Run:
         p = self.trainer.p
         self.save()
         name = signal.Signals(self.stop.signum).name
-        write_status(self.run_dir, "stopped", timestep=p.timestep, explored=p.explored, signal=name)
+        self.folder.write_status("stopped", timestep=p.timestep, explored=p.explored, signal=name)
         self.progress.update("stopped", p.timestep, self.trainer.config.timestep_num, counts="learn")
         logger.info("Stopped by %s at learning step %d; state saved", name, p.timestep)
         raise Stopped(f"stopped by {name} at learning step {p.timestep} (exploration step {p.explored}); "

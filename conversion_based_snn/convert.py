@@ -88,7 +88,7 @@ def convert(config: ConvertConfig, model_path: str) -> None:
     from neural_network import build_network, load_checkpoint, read_checkpoint, resolve_device
     from utils.logging_setup import close_file_logger, setup_file_logger, write_run_config
     from utils.runlock import lock_run_dir
-    from utils.runs import create_run_dir, provenance, timestamp, write_status
+    from utils.runs import RunFolder, create_run_dir, provenance, timestamp
 
     epsilon = evaluation_epsilon()
     check_env_id(config.game)
@@ -110,18 +110,18 @@ def convert(config: ConvertConfig, model_path: str) -> None:
               "epsilon": epsilon, "command": " ".join([PROG, *sys.argv[1:]]),
               **provenance(REPO_ROOT, run_dir, device, f"{config.node_type} in plain torch (snn/simulate.py)")}
     write_run_config(os.path.join(run_dir, "config.json"), record)
-    write_status(run_dir, "running")
+    RunFolder(run_dir).write_status("running")
     logger.info("convert.py started: %s", record)
     try:
         summary = normalise_and_play(config, ann, model_path, device, rng, run_dir, record, logger, epsilon)
     except BaseException as error:
         with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
-            write_status(run_dir, "stopped" if isinstance(error, KeyboardInterrupt) else "failed",
+            RunFolder(run_dir).write_status("stopped" if isinstance(error, KeyboardInterrupt) else "failed",
                          error=f"{type(error).__name__}: {error}")
         raise
     finally:
         close_file_logger()
-    write_status(run_dir, "finished")
+    RunFolder(run_dir).write_status("finished")
     print_summary(summary, run_dir)
 
 

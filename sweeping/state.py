@@ -20,7 +20,7 @@ from datetime import datetime
 
 from sweeping.worker import TOKEN_FILE
 from utils.cli import UserError
-from utils.runs import read_status, write_json
+from utils.runs import RunFolder, write_json
 
 STATE_FILE = "sweep.json"
 OWN_FAILURE = {2: "bad option or input (exit 2)", 3: "diverged: NaN (exit 3)"}
@@ -81,7 +81,7 @@ def lock_sweep_dir(sweep_dir: str):
 
 
 def run_finished(folder: str, spec) -> bool:
-    status = read_status(folder) or {}
+    status = RunFolder(folder).status or {}
     if status.get("status") != "finished":
         return False
     return spec.kind != "train" or int(status.get("timestep") or 0) >= spec.config["timestep_num"]
@@ -94,7 +94,7 @@ def classify(specs, runs_dir: str, state: SweepState, retry_failed: bool) -> lis
     for spec in specs:
         folder = os.path.join(runs_dir, spec.name)
         record = state.run(spec.name)
-        status = read_status(folder) or {}
+        status = RunFolder(folder).status or {}
         if run_finished(folder, spec):
             plan.append((spec, "finished", 0))
         elif (record.get("state") == "failed" and record.get("exit") in OWN_FAILURE

@@ -12,16 +12,7 @@ import pytest
 from conftest import read_scalars
 
 from utils.files import sha256_of
-from utils.runs import (
-    RunFolder,
-    evaluation_row,
-    read_evaluations,
-    read_progress,
-    read_run_config,
-    read_status,
-    trained_checkpoint,
-    write_status,
-)
+from utils.runs import RunFolder, evaluation_row, trained_checkpoint
 
 
 def test_run_folder_reads_what_a_learn_run_wrote(trained_run):
@@ -49,9 +40,6 @@ def test_run_folder_reads_what_a_learn_run_wrote(trained_run):
     assert manifest["timestep"] == 40 and manifest["finished"] is True
     assert sha256_of(os.path.join(run_dir, "state", manifest["file"])) == manifest["sha256"]
 
-    # the functions by path are the same readers
-    assert read_status(run_dir) == folder.status and read_progress(run_dir) == folder.progress
-    assert read_evaluations(run_dir) == folder.evaluations and read_run_config(run_dir, "run.py") == folder.config
     assert trained_checkpoint(run_dir) == (os.path.join(run_dir, "best.pkl"), folder.config)
 
 
@@ -72,7 +60,7 @@ def test_run_folder_gives_none_for_a_missing_or_damaged_file_and_writes_atomical
         folder.load("progress.json")
     assert folder.load("status.json") == [1, 2]
 
-    write_status(str(copy), "stopped", timestep=20, signal="SIGTERM")
+    folder.write_status("stopped", timestep=20, signal="SIGTERM")
     status = folder.status
     assert (status["status"], status["timestep"], status["signal"], status["pid"]) == ("stopped", 20, "SIGTERM",
                                                                                          os.getpid())

@@ -320,7 +320,7 @@ def test_run_folders_made_with_other_options_are_refused(tmp_path, capsys):
     from sweeping.options import parse_command_line
     from sweeping.plan import build_plan
     from utils.cli import run_cli
-    from utils.runs import write_json, write_status
+    from utils.runs import RunFolder, write_json
 
     def grid(episodes: str, T: str, steps: str) -> list[str]:
         return ["--games", "Pong", "--models", "Dqn", "--seeds", "0", "--sweep_dir", str(tmp_path), "--dry_run",
@@ -330,7 +330,7 @@ def test_run_folders_made_with_other_options_are_refused(tmp_path, capsys):
     for spec in build_plan(*parse_command_line(grid("1", "4", "100"))[:2]):  # folders as if that grid made them
         os.makedirs(tmp_path / "runs" / spec.name)
         write_json(str(tmp_path / "runs" / spec.name / "config.json"), {**spec.config, "program": spec.program})
-        write_status(str(tmp_path / "runs" / spec.name), "finished", timestep=spec.config.get("timestep_num"))
+        RunFolder(str(tmp_path / "runs" / spec.name)).write_status("finished", timestep=spec.config.get("timestep_num"))
     out = io.StringIO()
     assert sweep.main(grid("1", "4", "100"), out=out) == 0 and "2 finished" in out.getvalue(), out.getvalue()
     out = io.StringIO()  # a larger budget continues the finished run (run.py --resume --timestep_num 200)

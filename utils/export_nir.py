@@ -24,7 +24,7 @@ if REPO_ROOT not in sys.path:
 from utils import cli
 from utils.cli import UserError, check_path, option, options_parser, require_extra, run_cli
 from utils.files import read_model_file
-from utils.runs import read_run_config
+from utils.runs import RunFolder
 
 PROG = "export_nir.py"
 SPIKING_HYPERPARAMETERS = ("tau", "v_threshold", "v_reset")
@@ -96,7 +96,7 @@ def export_checkpoint(config: ExportConfig, path: str) -> Exported:
     if info.model == "Dqn":
         raise UserError(f"{path} holds a Dqn network, which has no spiking neurons to export; convert it with "
                         "conversion_based_snn/convert.py and export that run's snn.pt")
-    trained = read_run_config(os.path.dirname(path), "run.py")
+    trained = RunFolder(os.path.dirname(path)).config_of("run.py")
     defaults = Config()  # run.py's options
     hyper = {name: getattr(config, name) if getattr(config, name) is not None
              else trained.get(name, getattr(defaults, name)) for name in SPIKING_HYPERPARAMETERS}
@@ -130,7 +130,7 @@ def export_converted(config: ExportConfig, path: str) -> Exported:
                         f"incomplete ({type(error).__name__})") from None
     if not all(torch.isfinite(p).all() for p in snn.parameters()):
         raise UserError(f"{path} holds non-finite weights (NaN or infinity) and is refused")
-    T = config.T or read_run_config(os.path.dirname(path), "convert.py").get("time") or ConvertConfig().time
+    T = config.T or RunFolder(os.path.dirname(path)).config_of("convert.py").get("time") or ConvertConfig().time
     graph = spiking_network_to_nir(snn, T, schedule=config.schedule, dt=config.dt, threshold_rule=config.threshold,
                                    source=source_name(path))
     schedule = config.schedule or snn.schedule

@@ -43,9 +43,9 @@ def lock_run_dir(run_dir: str, wait_s: float = 1.0) -> None:
 
 
 def _holder(path: str) -> str:
-    from utils.runs import read_status
+    from utils.runs import RunFolder
 
-    status = read_status(path) or {}
+    status = RunFolder(path).status or {}
     pid, host = status.get("pid"), status.get("host")
     return f" (pid {pid} on {host}, per its status.json)" if pid and host else ""
 

@@ -152,43 +152,12 @@ class RunFolder:
         atomic_write(self.file(EVALUATIONS_CSV), lambda file: file.write(text.getvalue().encode("utf-8")))
 
 
-# The functions of the run folder's files, for the code that calls them by the folder's path.
-
-
-def write_status(run_dir: str, status: str, **fields) -> None:
-    """``status.json``: running / finished / stopped / diverged / failed, with the step reached and the time."""
-    RunFolder(run_dir).write_status(status, **fields)
-
-
-def read_run_config(folder: str, program: str) -> dict:
-    """The config.json that ``program`` (run.py or convert.py) wrote into the run folder ``folder``, or {}."""
-    return RunFolder(folder).config_of(program)
-
-
 def trained_checkpoint(path: str) -> tuple[str, dict]:
     """A checkpoint path as given, or a run.py run folder's best.pkl; with the configuration of the run that trained
     it ({} if unknown)."""
     path = os.path.abspath(os.path.expanduser(path))
     folder = path if os.path.isdir(path) else os.path.dirname(path)
-    return (os.path.join(path, "best.pkl") if os.path.isdir(path) else path), read_run_config(folder, "run.py")
-
-
-def read_status(run_dir: str) -> dict | None:
-    return RunFolder(run_dir).status
-
-
-def read_progress(run_dir: str) -> dict | None:
-    return RunFolder(run_dir).progress
-
-
-def read_evaluations(run_dir: str) -> list[dict]:
-    """The rows of a run folder's evaluations.csv as text ([] where the file is missing or unreadable)."""
-    return RunFolder(run_dir).evaluations
-
-
-def write_evaluation(run_dir: str, row: dict) -> None:
-    """Add ``row`` to the run folder's evaluations.csv (see :meth:`RunFolder.write_evaluation`)."""
-    RunFolder(run_dir).write_evaluation(row)
+    return (os.path.join(path, "best.pkl") if os.path.isdir(path) else path), RunFolder(folder).config_of("run.py")
 
 
 def remove_stale_temporaries(folder: str) -> list[str]:
