@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from neural_network.backend import BACKENDS
 from neural_network.networks import MODELS, SURROGATES
 from utils import cli
-from utils.cli import OptionGroup, non_negative_float, option_groups, refuse_misplaced
+from utils.cli import OptionGroup, non_negative_float, refuse_misplaced
 
 #: The perturbations of a trained agent's play (agent/robustness.py, docs/ROBUSTNESS.md).
 PERTURBATIONS = ("sticky_actions", "obs_noise", "fgsm", "game_mode", "game_difficulty")
@@ -215,8 +215,6 @@ class Config:
 #: The options that may differ when a run is continued with --resume (they do not change what is being learned,
 #: or, like the learning rate and the budget, are the point of continuing differently): those declared resumable.
 RESUMABLE_OVERRIDES = frozenset(f.name for f in fields(Config) if f.metadata["resumable"])
-#: Each group of options and the names of its options, in the order of run.py --help.
-GROUPS = option_groups(Config)
 
 
 def check_methods(method: str, given) -> None:

@@ -12,9 +12,11 @@ import pytest
 from test_agent import one_line_error
 
 import run as run_py
-from agent.config import GROUPS, METHODS, PLAY, RESUMABLE_OVERRIDES, ROBUSTNESS, Config, check_methods
+from agent.config import METHODS, PLAY, RESUMABLE_OVERRIDES, ROBUSTNESS, Config, check_methods
 from neural_network import build_network, save_checkpoint
-from utils.cli import OptionGroup, UserError
+from utils.cli import OptionGroup, UserError, option_groups
+
+GROUPS = option_groups(Config)  # each group of options and the names of its options, in --help's order
 
 #: What each method refuses (what run.py refused before the groups existed, and the play options --method learn
 #: accepted without using them: --use_video_recorder, --use_spike_monitor).
