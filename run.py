@@ -317,7 +317,8 @@ def load_played_network(config, given: dict):
     from utils.runs import trained_checkpoint
 
     model_path, trained = trained_checkpoint(config.model_path)
-    _, info = read_checkpoint(model_path)
+    checkpoint = read_checkpoint(model_path)
+    info = checkpoint[1]
     if "model" in given and info.model != config.model:
         raise UserError(f"{config.model_path} holds a {info.model} network, not {config.model}; "
                         f"pass --model={info.model} or leave --model out")
@@ -335,7 +336,7 @@ def load_played_network(config, given: dict):
     device = prepare_device(config)
     seed_everything(config.seed)
     net = build_network(config.model, action_count(config.env_id), **config.network_kwargs())
-    load_checkpoint(net, model_path)  # refuses a checkpoint of another game (its action count) before any write
+    load_checkpoint(net, model_path, checkpoint)  # refuses another game's (its action count) before any write
     return model_path, net, device, spiking
 
 

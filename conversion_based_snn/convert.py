@@ -55,7 +55,10 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> None:
-    apply_gpu_option(argv)
+    apply_gpu_option(argv)  # before torch is imported
+    from environment import check_env_id
+    from neural_network import read_checkpoint, trained_game
+
     given = vars(build_parser().parse_args(argv))
     config = ConvertConfig(**given)
     if not config.model:
@@ -63,41 +66,35 @@ def main(argv: list[str] | None = None) -> None:
     model_path, trained = trained_checkpoint(config.model)
     config.output_dir = check_output_dir(config.output_dir or os.path.join(REPO_ROOT, "runs"))
     check_run_name(config.run_name, config.output_dir)
-    config.game = checkpoint_game(config, given, model_path, trained)
-    convert(config, model_path)
-
-
-def checkpoint_game(config: ConvertConfig, given: dict, model_path: str, trained: dict) -> str:
-    """The game to play: --game when given (a game other than the trained one gets a note), else the checkpoint's
-    (its metadata, else its run's config.json), else --game's default."""
-    from environment import check_env_id
-    from neural_network import read_checkpoint, trained_game
-
     if "game" in given:
         check_env_id(config.game)  # a mistyped --game is told first
-    _, info = read_checkpoint(model_path)
-    return trained_game(config.model, info, trained, given.get("game"), "--game") or config.game
+    checkpoint = read_checkpoint(model_path)
+    # the game: --game when given (a game other than the trained one gets a note), else the checkpoint's (its
+    # metadata, else its run's config.json), else --game's default
+    config.game = trained_game(config.model, checkpoint[1], trained, given.get("game"), "--game") or config.game
+    convert(config, model_path, checkpoint)
 
 
-def convert(config: ConvertConfig, model_path: str) -> None:
+def convert(config: ConvertConfig, model_path: str, checkpoint: tuple) -> None:
+    """Convert the Dqn checkpoint at ``model_path`` (``checkpoint``: its :func:`read_checkpoint`) and play it."""
     import numpy as np
     import torch
 
     from agent.config import Config
     from environment import action_count, check_env_id
-    from neural_network import build_network, load_checkpoint, read_checkpoint, resolve_device
+    from neural_network import build_network, load_checkpoint, resolve_device
     from utils.logging_setup import close_file_logger, setup_file_logger, write_run_config
     from utils.runlock import lock_run_dir
     from utils.runs import RunFolder, create_run_dir, provenance, timestamp
 
     epsilon = evaluation_epsilon()
     check_env_id(config.game)
-    _, info = read_checkpoint(model_path)
+    info = checkpoint[1]
     if info.model != "Dqn":
         raise UserError(f"{config.model} holds a {info.model} network; convert.py converts Dqn (ReLU) checkpoints only")
     device = resolve_device(config.device)
     ann = build_network("Dqn", action_count(config.game), **Config(model="Dqn").network_kwargs())
-    load_checkpoint(ann, model_path)  # refuses a checkpoint of another game (its action count)
+    load_checkpoint(ann, model_path, checkpoint)  # refuses a checkpoint of another game (its action count)
     ann.to(device).eval().requires_grad_(False)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

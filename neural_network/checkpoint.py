@@ -10,7 +10,7 @@ the simulation steps it was trained with (None for Dqn), ``state_dict`` the netw
 ``model_id`` and ``time_steps`` (see :class:`QNetwork`). It is always read back with
 ``torch.load(path, weights_only=True)``, so a model file can hold tensors and plain values only and can never run
 code. ``play``, ``convert.py`` and ``export_nir.py`` take the model, the game and T from it when they are not
-given, and refuse an option that contradicts it.
+given, and refuse a model that contradicts it (a given game other than its own is played, with a note).
 
 Files written before format 1 (format 0: a bare state dict, ``torch.save(net.state_dict(), path)``) keep loading:
 their model and T come from the two buffers, their game from the ``config.json`` of the run folder that holds them
@@ -134,9 +134,11 @@ def trained_game(path: str, info: CheckpointInfo, run_config: dict, given: str |
     return given or game
 
 
-def load_checkpoint(net: QNetwork, path: str) -> CheckpointInfo:
-    """Load ``path`` into ``net`` after checking that it is a checkpoint of the same model and action count."""
-    state, info = read_checkpoint(path)
+def load_checkpoint(net: QNetwork, path: str,
+                    checkpoint: tuple[dict[str, torch.Tensor], CheckpointInfo] | None = None) -> CheckpointInfo:
+    """Load ``path`` into ``net`` after checking that it is a checkpoint of the same model and action count;
+    ``checkpoint``: what :func:`read_checkpoint` already returned for ``path`` (the file is not read again)."""
+    state, info = checkpoint or read_checkpoint(path)
     if info.model != net.model:
         raise CheckpointError(f"{path} holds a {info.model} network, not {net.model}; pass --model={info.model}")
     if info.n_actions != net.n_actions:

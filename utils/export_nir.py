@@ -103,7 +103,7 @@ def export_checkpoint(config: ExportConfig, path: str) -> Exported:
     T = config.T or info.T or defaults.T
     net = build_network(info.model, info.n_actions, **{**defaults.network_kwargs(), **hyper, "T": T,
                                                        "history_len": int(state["conv1.weight"].shape[1])})
-    load_checkpoint(net, path)
+    load_checkpoint(net, path, (state, info))
     net.eval().requires_grad_(False)
     graph = qnetwork_to_nir(net, dt=config.dt, threshold_rule=config.threshold, source=source_name(path))
     hyper_text = ", ".join(f"{name} {value}" for name, value in hyper.items())
